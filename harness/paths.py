@@ -1,0 +1,33 @@
+"""Where the harness keeps what it builds: the zoo, merged models, results.
+
+Everything lives under one home folder so a user can see (and delete) it in one place.
+`HARNESS_HOME` overrides the default `~/.cache/merge-harness`; tests point it at a temporary
+folder.
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REGISTRIES_DIR = PROJECT_ROOT / "registries"
+TASKS_DIR = PROJECT_ROOT / "tasks"
+
+
+def harness_home() -> Path:
+    return Path(os.environ.get("HARNESS_HOME", Path.home() / ".cache" / "merge-harness")).expanduser()
+
+
+def zoo_dir() -> Path:
+    return harness_home() / "zoo"
+
+
+def merges_dir() -> Path:
+    return harness_home() / "merges"
+
+
+def results_dir() -> Path:
+    return harness_home() / "results"
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{harness_home() / 'results.db'}"

@@ -1,0 +1,45 @@
+"""Where each dataset's files sit inside a local data folder (`--data-dir`).
+
+The layouts are the ones people actually download (paths relative to the data folder):
+
+    sib200/<flores>/{train,dev,test}.tsv   SIB-200 GitHub layout: index_id, category, text (header row)
+    sib200/<flores>/labels.txt             one category per line
+    mgsm/mgsm_<bn|te>.tsv                  MGSM GitHub TSV: question, answer (no header)
+    belebele/<flores>.jsonl                Belebele as exported from the hub, one question a line
+    mlic-eval/data/<task>/<bo|ug|mn>/{train_1,train_2,train_3,dev,test}.json   MLiC-Eval, JSON lists
+
+`../shared/data` follows this layout for SIB-200 and MGSM; `harness zoo build` writes a synthetic
+data folder in it for all seven languages.
+"""
+
+from pathlib import Path
+
+SIB_SPLITS = ("train", "dev", "test")
+# MLiC-Eval's folder name for each task family used by the paper.
+MLIC_TASKS = {
+    "tc": "text_classification",
+    "mrc": "reading_comprehension",
+    "rs": "response_selection",
+    "math": "math",
+}
+
+
+def sib200_file(data_dir: Path, flores: str, split: str) -> Path:
+    return Path(data_dir) / "sib200" / flores / f"{split}.tsv"
+
+
+def sib200_labels_file(data_dir: Path, flores: str) -> Path:
+    return Path(data_dir) / "sib200" / flores / "labels.txt"
+
+
+def mgsm_file(data_dir: Path, mgsm_lang: str) -> Path:
+    return Path(data_dir) / "mgsm" / f"mgsm_{mgsm_lang}.tsv"
+
+
+def belebele_file(data_dir: Path, flores: str) -> Path:
+    return Path(data_dir) / "belebele" / f"{flores}.jsonl"
+
+
+def mlic_dir(data_dir: Path, task: str, mlic_lang: str) -> Path:
+    """Folder of one MLiC-Eval task in one language; `task` is a key of MLIC_TASKS."""
+    return Path(data_dir) / "mlic-eval" / "data" / MLIC_TASKS[task] / mlic_lang
