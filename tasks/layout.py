@@ -15,7 +15,8 @@ data folder in it for all seven languages.
 from pathlib import Path
 
 SIB_SPLITS = ("train", "dev", "test")
-# MLiC-Eval's folder name for each task family used by the paper.
+# MLiC-Eval's folder name for each task family used by the paper (the release it used, hub
+# `pkupie/mlic-eval`, GitHub luciusssss/MLiC-Eval: data/<task>/<lang>/{train_1..3,dev,test}.json).
 MLIC_TASKS = {
     "tc": "text_classification",
     "mrc": "reading_comprehension",
@@ -40,6 +41,22 @@ def belebele_file(data_dir: Path, flores: str) -> Path:
     return Path(data_dir) / "belebele" / f"{flores}.jsonl"
 
 
+# The renamed release (MiLiC-Eval, hub `pkupie/milic-eval`) split text classification into a
+# sentence set and a passage set; the passage set is the paper's TC (48 dev / 504 test).
+MLIC_RENAMED_TASKS = {"tc": "text_classification_passage"}
+
+
+def mlic_task_folders(task: str) -> tuple[str, ...]:
+    """The folder names one MLiC-Eval task has had, the paper's release first."""
+    renamed = MLIC_RENAMED_TASKS.get(task)
+    return (MLIC_TASKS[task],) + ((renamed,) if renamed else ())
+
+
 def mlic_dir(data_dir: Path, task: str, mlic_lang: str) -> Path:
-    """Folder of one MLiC-Eval task in one language; `task` is a key of MLIC_TASKS."""
-    return Path(data_dir) / "mlic-eval" / "data" / MLIC_TASKS[task] / mlic_lang
+    """Folder of one MLiC-Eval task in one language; `task` is a key of MLIC_TASKS.
+
+    The first of the task's folder names that exists, else the paper release's name (the one
+    to write new data under).
+    """
+    candidates = [Path(data_dir) / "mlic-eval" / "data" / name / mlic_lang for name in mlic_task_folders(task)]
+    return next((folder for folder in candidates if folder.is_dir()), candidates[0])

@@ -1,0 +1,422 @@
+"""Data loaders and prompt functions behind the `lrm_*` lm-eval tasks (the YAML files here).
+
+Every task YAML names `load_task_data` as its `custom_dataset`, with its family, language and split
+in `dataset_kwargs`. The loader reads the hub dataset, or the local copy under $HARNESS_DATA_DIR
+when that is set (layouts in `tasks/layout.py`), cuts the dev or test side, and turns every dataset
+into one small schema per family so the prompt functions below stay one-liners over
+`tasks/prompts.py`:
+
+    classification (sib, mlic_tc)   id, text, labels (the label set), answer (index into labels)
+    reading (belebele, mlic_mrc)    id, passage, question, options, answer (index into options)
+    response (mlic_rs)              id, dialogue, options, answer (index into options)
+    math (mgsm, mlic_math)          id, question, answer (the number, as text)
+
+The loader returns a DatasetDict with `test` (the items the task scores, dev or test side) and
+`train` (few-shot exemplars: SIB-200 train, MLiC-Eval train_1..3; empty where the dataset has
+none). Every data problem is a one-line `HarnessError` naming the task and the file.
+"""
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+from harness import HarnessError
+from harness.languages import LANGUAGES
+from tasks import layout, prompts
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+
+SIB_HUB = "Davlan/sib200"
+BELEBELE_HUB = "facebook/belebele"
+MGSM_HUB = "juletxara/mgsm"
+MLIC_HUB = "pkupie/milic-eval"  # formerly pkupie/mlic-eval; the hub redirects the old name
+
+# SIB-200's seven topics, in the order of the GitHub release's labels.txt (used for hub data).
+SIB_LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
+
+# Belebele has only a test split: the questions of one article in BELEBELE_DEV_PERCENT of the
+# articles (chosen by a hash of the article link, the same articles in every language) form dev.
+BELEBELE_DEV_PERCENT = 10
+# MGSM has only a test split of 250: a fifth of the rows (50), chosen by a hash of the row
+# number and so the same problems in every language, form dev; the other 200 are test.
+MGSM_DEV_FRACTION = 0.2
+
+BELEBELE_COLUMNS = ("link", "question_number", "flores_passage", "question",
+                    "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4", "correct_answer_num")
+MLIC_COLUMNS = {
+    "tc": ("text", "label"),
+    "mrc": ("context", "question", "options", "answer"),
+    "rs": ("context", "options", "answer"),
+    "math": ("question", "answer"),
+}
+
+
+# ---- entry point named by the task YAML --------------------------------------------------------
+
+def load_task_data(family: str, lang: str, split: str, **_metadata):
+    """The DatasetDict of one task: `test` = the items it scores, `train` = few-shot exemplars.
+
+    lm-eval passes the task's metadata (version, config source, user --metadata) as extra
+    keyword arguments; they do not change the data.
+    """
+    import datasets
+
+    eval_docs, exemplars = read_task_docs(family, lang, split, data_dir_from_env())
+    return datasets.DatasetDict({
+        "test": datasets.Dataset.from_list(eval_docs),
+        "train": datasets.Dataset.from_list(exemplars) if exemplars else _empty_like(eval_docs),
+    })
+
+
+def data_dir_from_env() -> Path | None:
+    """$HARNESS_DATA_DIR as an absolute folder, or None (empty or unset) for the hub datasets."""
+    value = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) -> tuple[list[dict], list[dict]]:
+    """(items scored, few-shot exemplars) of one task, from `data_dir` or (None) the hub."""
+    if split not in ("dev", "test"):
+        raise HarnessError(f"unknown split {split!r}; expected dev or test")
+    if lang not in LANGUAGES:
+        raise HarnessError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
+    task = f"lrm_{family}_{lang}_{split}"
+    readers = {"sib": _sib, "belebele": _belebele, "mgsm": _mgsm}
+    if family in readers:
+        reader = readers[family]
+    elif family.startswith("mlic_") and family[5:] in layout.MLIC_TASKS:
+        reader = _mlic
+    else:
+        raise HarnessError(f"unknown task family {family!r}")
+    eval_docs, exemplars, where = reader(task, family, LANGUAGES[lang], split, data_dir)
+    if not eval_docs:
+        raise HarnessError(f"{task}: no {split} items in {where}")
+    return eval_docs, exemplars
+
+
+# ---- prompt functions named by the task YAML ---------------------------------------------------
+
+def classification_text(doc: dict) -> str:
+    return prompts.classification_prompt(doc["text"], doc["labels"])
+
+
+def classification_choices(doc: dict) -> list[str]:
+    return prompts.classification_choices(doc["labels"])
+
+
+def reading_text(doc: dict) -> str:
+    return prompts.reading_prompt(doc["passage"], doc["question"], doc["options"])
+
+
+def response_text(doc: dict) -> str:
+    return prompts.response_prompt(doc["dialogue"], doc["options"])
+
+
+def letter_choices(doc: dict) -> list[str]:
+    return prompts.letter_choices(len(doc["options"]))
+
+
+def math_text(doc: dict) -> str:
+    return prompts.math_prompt(doc["question"])
+
+
+def math_target(doc: dict) -> str:
+    return prompts.math_target(doc["answer"])
+
+
+def math_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one generation: 1.0 when its final number equals the answer.
+
+    Reported twice: `exact_match` (the math tasks' main metric) and `acc` (the same value), so a
+    language group's `acc` is the plain mean of every task's main metric (lm-eval groups
+    average one metric name at a time).
+    """
+    predicted = extract_final_number(results[0])
+    correct = float(predicted is not None and math.isclose(predicted, float(doc["answer"]), abs_tol=1e-6))
+    return {"exact_match": correct, "acc": correct}
+
+
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def extract_final_number(text: str) -> float | None:
+    """The number after the last 'The answer is', else the last number in the text.
+
+    Digits of any script count (Bengali ৪২ and Telugu ౪౨ read as 42); thousands commas are dropped.
+    """
+    text = "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
+    marker = text.lower().rfind("the answer is")
+    tail = text[marker:] if marker >= 0 else text
+    numbers = _NUMBER.findall(tail)
+    if not numbers:
+        return None
+    return float((numbers[0] if marker >= 0 else numbers[-1]).replace(",", ""))
+
+
+# ---- SIB-200 ------------------------------------------------------------------------------------
+
+def _sib(task, family, language, split, data_dir):
+    if data_dir is None:
+        hub = _load_hub(task, SIB_HUB, language.data_code)
+        rows = {"dev": hub["validation"], "test": hub["test"], "train": hub["train"]}
+        where = {name: f"hub {SIB_HUB} {language.data_code} {name}" for name in rows}
+        labels = list(SIB_LABELS)
+    else:
+        rows, where = {}, {}
+        for name in (split, "train"):
+            path = layout.sib200_file(data_dir, language.data_code, name)
+            if name == "train" and not path.is_file():
+                continue  # exemplars only; ../shared/data has no train.tsv
+            rows[name], where[name] = _read_tsv(task, path, header=True), path
+        labels = _read_labels(task, layout.sib200_labels_file(data_dir, language.data_code))
+    docs = {name: _classification_docs(task, rows[name], where[name], labels, "category", "index_id")
+            for name in rows}
+    return docs[split], docs.get("train", []), where[split]
+
+
+def _read_labels(task: str, path: Path) -> list[str]:
+    if not path.is_file():
+        raise HarnessError(f"{task}: missing data file {path}")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not labels:
+        raise HarnessError(f"{task}: {path} lists no labels")
+    return labels
+
+
+def _classification_docs(task, rows, where, labels, label_column, id_column) -> list[dict]:
+    _require_columns(task, rows, where, ("text", label_column))
+    docs = []
+    for i, row in enumerate(rows):
+        label = row[label_column]
+        if label not in labels:
+            raise HarnessError(f"{task}: {where} row {i + 1} has label {label!r}, not one of {labels}")
+        docs.append({"id": str(row.get(id_column, i)), "text": row["text"], "labels": list(labels),
+                     "answer": labels.index(label)})
+    return docs
+
+
+# ---- Belebele -----------------------------------------------------------------------------------
+
+def _belebele(task, family, language, split, data_dir):
+    if data_dir is None:
+        rows, where = _load_hub(task, BELEBELE_HUB, language.data_code, split="test"), f"hub {BELEBELE_HUB} {language.data_code}"
+    else:
+        where = layout.belebele_file(data_dir, language.data_code)
+        rows = _read_jsonl(task, where)
+    _require_columns(task, rows, where, BELEBELE_COLUMNS)
+    chosen = [row for row in rows if belebele_side(row["link"]) == split]
+    return [_belebele_doc(task, row, where) for row in chosen], [], where
+
+
+def belebele_side(link: str) -> str:
+    """'dev' or 'test': all questions about one article (its link) fall on the same side."""
+    bucket = int(hashlib.sha256(link.encode("utf-8")).hexdigest(), 16) % 100
+    return "dev" if bucket < BELEBELE_DEV_PERCENT else "test"
+
+
+def _belebele_doc(task, row, where) -> dict:
+    try:
+        answer = int(row["correct_answer_num"]) - 1
+    except ValueError:
+        raise HarnessError(f"{task}: {where} has correct_answer_num {row['correct_answer_num']!r}, not 1-4") from None
+    return {
+        "id": f"{row['link']}#{row['question_number']}",
+        "passage": row["flores_passage"],
+        "question": row["question"],
+        "options": [row[f"mc_answer{i}"] for i in range(1, 5)],
+        "answer": answer,
+    }
+
+
+# ---- MGSM ---------------------------------------------------------------------------------------
+
+def _mgsm(task, family, language, split, data_dir):
+    if language.mgsm is None:
+        raise HarnessError(f"{task}: MGSM has no {language.name} data")
+    if data_dir is None:
+        where = f"hub {MGSM_HUB} {language.mgsm}"
+        hub_rows = _load_hub(task, MGSM_HUB, language.mgsm, split="test")
+        _require_columns(task, hub_rows, where, ("question", "answer_number"))
+        rows = [{"question": r["question"], "answer": r["answer_number"]} for r in hub_rows]
+    else:
+        where = layout.mgsm_file(data_dir, language.mgsm)
+        rows = _read_tsv(task, where, header=False, columns=("question", "answer"))
+    dev_rows = mgsm_dev_rows(len(rows))
+    chosen = [i for i in range(len(rows)) if (i in dev_rows) == (split == "dev")]
+    return [_math_doc(task, rows[i], where, f"mgsm-{language.mgsm}-{i}") for i in chosen], [], where
+
+
+def mgsm_dev_rows(n_rows: int) -> set[int]:
+    """The row numbers that form MGSM dev: a fixed fifth of the rows, picked by hash."""
+    n_dev = round(n_rows * MGSM_DEV_FRACTION)
+    by_hash = sorted(range(n_rows), key=lambda i: hashlib.sha256(f"mgsm-row-{i}".encode()).hexdigest())
+    return set(by_hash[:n_dev])
+
+
+def _math_doc(task, row, where, doc_id) -> dict:
+    answer = str(row["answer"]).strip().replace(",", "")
+    try:
+        float(answer)
+    except ValueError:
+        raise HarnessError(f"{task}: {where} item {doc_id} has answer {row['answer']!r}, not a number") from None
+    return {"id": doc_id, "question": row["question"], "answer": answer}
+
+
+# ---- MLiC-Eval ----------------------------------------------------------------------------------
+
+def _mlic(task, family, language, split, data_dir):
+    kind = family[len("mlic_"):]
+    folder = _mlic_folder(task, kind, language.data_code, data_dir)
+    train_files = [folder / f"train_{n}.json" for n in (1, 2, 3) if (folder / f"train_{n}.json").is_file()]
+    train = [row for path in train_files for row in _read_json_list(task, path)]
+    _require_columns(task, train, folder / "train_*.json", MLIC_COLUMNS[kind])
+    if split == "test" or (folder / "dev.json").is_file() or not train_files:
+        where = folder / f"{split}.json"
+        rows, exemplars = _read_json_list(task, where), train
+    else:
+        # No dev.json: dev is train_1..3 concatenated, which leaves no exemplars for it.
+        where, rows, exemplars = folder / "train_1.json", train, []
+    _require_columns(task, rows, where, MLIC_COLUMNS[kind])
+    to_doc = {"tc": _mlic_tc_docs, "mrc": _mlic_choice_docs, "rs": _mlic_choice_docs, "math": _mlic_math_docs}[kind]
+    if kind == "tc":
+        labels = sorted({_tc_label(row) for row in rows + exemplars + _other_tc_rows(task, folder)})
+        return to_doc(task, rows, where, labels), to_doc(task, exemplars, folder / "train_*.json", labels), where
+    return to_doc(task, kind, rows, where), to_doc(task, kind, exemplars, folder / "train_*.json"), where
+
+
+def _mlic_folder(task, kind, mlic_lang, data_dir) -> Path:
+    if data_dir is not None:
+        folder = layout.mlic_dir(data_dir, kind, mlic_lang)
+        candidates = [folder]
+    else:
+        root = _mlic_snapshot(task, kind, mlic_lang)
+        # The hub repository may keep the task folders at its top level or under data/.
+        candidates = [base / name / mlic_lang for base in (root / "data", root)
+                      for name in layout.mlic_task_folders(kind)]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    raise HarnessError(f"{task}: missing data folder {candidates[0]}")
+
+
+def _mlic_snapshot(task, kind, mlic_lang) -> Path:
+    """Download one task folder of MLiC-Eval from the hub (gated: accept its terms, log in)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"*{name}/{mlic_lang}/*.json" for name in layout.mlic_task_folders(kind)]
+    try:
+        return Path(snapshot_download(MLIC_HUB, repo_type="dataset", allow_patterns=patterns))
+    except Exception as err:  # network, authentication, gating: one line, naming the task
+        raise HarnessError(f"{task}: cannot download {MLIC_HUB}: {' '.join(str(err).split())}") from None
+
+
+def _tc_label(row: dict) -> str:
+    label = row["label"]
+    return label["en"] if isinstance(label, dict) else str(label)
+
+
+def _other_tc_rows(task, folder: Path) -> list[dict]:
+    """All text-classification rows of the language, so dev and test share one label set."""
+    return [row for name in ("dev.json", "test.json") if (folder / name).is_file()
+            for row in _read_json_list(task, folder / name)]
+
+
+def _mlic_tc_docs(task, rows, where, labels) -> list[dict]:
+    return [{"id": str(row.get("id", i)), "text": row["text"], "labels": labels,
+             "answer": labels.index(_tc_label(row))} for i, row in enumerate(rows)]
+
+
+def _mlic_choice_docs(task, kind, rows, where) -> list[dict]:
+    docs = []
+    for i, row in enumerate(rows):
+        options = [str(option) for option in row["options"]]
+        letter = str(row["answer"]).strip()[:1].upper()
+        if letter not in prompts.LETTERS[:len(options)]:
+            raise HarnessError(f"{task}: {where} item {i + 1} has answer {row['answer']!r}, not a letter of its {len(options)} options")
+        context = row["context"]
+        text = "\n".join(str(turn) for turn in context) if isinstance(context, list) else str(context)
+        doc = {"id": str(row.get("id", i)), "options": options, "answer": prompts.LETTERS.index(letter)}
+        if kind == "mrc":
+            doc.update(passage=text, question=str(row["question"]))
+        else:
+            doc.update(dialogue=text)
+        docs.append(doc)
+    return docs
+
+
+def _mlic_math_docs(task, kind, rows, where) -> list[dict]:
+    return [_math_doc(task, row, where, str(row.get("id", i))) for i, row in enumerate(rows)]
+
+
+# ---- file and hub readers -----------------------------------------------------------------------
+
+def _load_hub(task, path, name, split=None):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name, split=split)
+    except Exception as err:  # network, missing config: one line, naming the task
+        raise HarnessError(f"{task}: cannot load hub dataset {path} ({name}): {' '.join(str(err).split())}") from None
+
+
+def _read_tsv(task, path: Path, header: bool, columns: tuple[str, ...] = ()) -> list[dict]:
+    if not path.is_file():
+        raise HarnessError(f"{task}: missing data file {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if header:
+        if not lines:
+            raise HarnessError(f"{task}: {path} is empty")
+        columns, lines = tuple(lines[0]), lines[1:]
+    rows = []
+    for number, values in enumerate(lines, start=2 if header else 1):
+        if not any(values):
+            continue
+        if len(values) != len(columns):
+            raise HarnessError(f"{task}: {path} line {number} has {len(values)} columns, expected {len(columns)} ({', '.join(columns)})")
+        rows.append(dict(zip(columns, values)))
+    return rows
+
+
+def _read_jsonl(task, path: Path) -> list[dict]:
+    if not path.is_file():
+        raise HarnessError(f"{task}: missing data file {path}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise HarnessError(f"{task}: {path} line {number} is not JSON ({err.msg})") from None
+    return rows
+
+
+def _read_json_list(task, path: Path) -> list[dict]:
+    if not path.is_file():
+        raise HarnessError(f"{task}: missing data file {path}")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise HarnessError(f"{task}: {path} is not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise HarnessError(f"{task}: {path} must hold a JSON list of objects")
+    return rows
+
+
+def _require_columns(task, rows, where, columns) -> None:
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise HarnessError(f"{task}: {where} has no column {missing[0]!r} (item {i + 1})")
+
+
+def _empty_like(docs: list[dict]):
+    """An empty split with the same columns, so lm-eval can build a task with no exemplars."""
+    import datasets
+
+    return datasets.Dataset.from_list(docs[:1]).select([])

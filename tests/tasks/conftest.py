@@ -1,0 +1,125 @@
+"""Fixtures for the task tests: a local data folder in the real layouts, a TaskManager, a tiny model.
+
+SIB-200 and MGSM come from ../shared/data (linked, not copied). Belebele and MLiC-Eval are not
+available as files, so small fixtures are written in their real schemas: Belebele rows as the
+hub exports them (link, question_number, flores_passage, question, mc_answer1-4,
+correct_answer_num), MLiC-Eval JSON lists in data/<task>/<lang>/{train_1..3,dev,test}.json.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.languages import LANGUAGES
+from tasks import layout
+
+BELEBELE_ARTICLES = 60  # about 1.8 questions each, like the real 488 passages / 900 questions
+MLIC_SIZES = {"train_1": 3, "train_2": 3, "train_3": 3, "dev": 4, "test": 8}
+TC_LABELS = ("politics", "economy", "culture", "sports")
+
+
+def belebele_rows(flores: str) -> list[dict]:
+    rows = []
+    for article in range(BELEBELE_ARTICLES):
+        for number in range(1, 3 if article % 5 else 2):  # every fifth article has one question
+            rows.append({
+                "link": f"https://en.wikinews.org/wiki/Article_{article}",
+                "question_number": number,
+                "flores_passage": f"{flores} passage {article} " + "word " * 20,
+                "question": f"question {number} about article {article}?",
+                "mc_answer1": "first", "mc_answer2": "second", "mc_answer3": "third", "mc_answer4": "fourth",
+                "correct_answer_num": str(1 + (article + number) % 4),
+                "dialect": flores, "ds": "2023-05-03",
+            })
+    return rows
+
+
+def mlic_rows(task: str, lang: str, split: str, count: int) -> list[dict]:
+    rows = []
+    for i in range(count):
+        item_id = f"{lang}-{task}-{split}-{i}"
+        if task == "tc":
+            label = TC_LABELS[i % len(TC_LABELS)]
+            rows.append({"id": item_id, "text": f"{lang} text {i}", "label": {"en": label, "zh": label}})
+        elif task == "mrc":
+            rows.append({"id": item_id, "context": [f"A: turn {i}", "B: reply"], "question": "who spoke?",
+                         "options": ["A", "B", "both", "nobody"], "answer": "ABCD"[i % 4]})
+        elif task == "rs":
+            rows.append({"id": item_id, "context": [f"A: hello {i} from {split}", "B: hi"],
+                         "options": ["bye", "thanks", "yes", "no"], "answer": "ABCD"[(i + 1) % 4]})
+        else:
+            rows.append({"id": item_id, "question": f"{i} + 2 = ?", "answer": i + 2,
+                         "cot": {"en": f"{i} plus 2 is {i + 2}.", "zh": "..."}})
+    return rows
+
+
+def write_fixture_data(root: Path, shared_data: Path) -> Path:
+    """A full local data folder for all seven languages; returns root."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("sib200", "mgsm"):
+        (root / name).symlink_to(shared_data / name, target_is_directory=True)
+    for language in LANGUAGES.values():
+        if language.suite == "flores":
+            path = layout.belebele_file(root, language.data_code)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in belebele_rows(language.data_code)))
+            continue
+        for task in layout.MLIC_TASKS:
+            folder = layout.mlic_dir(root, task, language.data_code)
+            folder.mkdir(parents=True, exist_ok=True)
+            for split, count in MLIC_SIZES.items():
+                rows = mlic_rows(task, language.data_code, split, count)
+                (folder / f"{split}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_data, tmp_path_factory) -> Path:
+    return write_fixture_data(tmp_path_factory.mktemp("task-data") / "data", shared_data)
+
+
+@pytest.fixture(scope="session")
+def task_manager():
+    """One TaskManager for the session: indexing lm-eval's own tasks takes several seconds."""
+    from lm_eval.tasks import TaskManager
+
+    from harness.paths import TASKS_DIR
+
+    return TaskManager(include_path=str(TASKS_DIR))
+
+
+@pytest.fixture
+def local_data(data_dir, monkeypatch) -> Path:
+    """Point the tasks at the fixture data folder, the way the harness does (data_env)."""
+    from harness.tasklist import data_env
+
+    for key, value in data_env(data_dir).items():
+        monkeypatch.setenv(key, value)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, shared_data) -> Path:
+    """A random 2-layer Llama (hidden 128, 4 heads) with a byte-level BPE tokenizer trained here."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [line for path in sorted(shared_data.glob("sib200/*/dev.tsv")) for line in path.read_text().splitlines()]
+    texts += ["Classify the topic of the text. Read the passage and answer the question. The answer is 42."]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    model_dir = tmp_path_factory.mktemp("tiny-model")
+    LlamaForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
