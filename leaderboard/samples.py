@@ -1,0 +1,97 @@
+"""Reading lm-eval's per-sample logs (`samples_<task>_<timestamp>.jsonl` in a result's run_dir).
+
+lm-eval 0.4.13 writes one JSON object per (document, filter): `doc_id`, `doc`, `target` (a string),
+`arguments` ({"gen_args_0": {"arg_0": prompt, "arg_1": continuation or generation kwargs}, ...}),
+`resps` / `filtered_resps` (stringified: ["-1.2", "False"] log-likelihood pairs for multiple
+choice, the generated text for generation), `filter`, `metrics` (names) and one value per metric.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+TIMESTAMP = r"\d{4}-\d{2}-\d{2}T[0-9.\-]+"
+
+
+def find_samples_file(run_dir: str | Path | None, task: str) -> Path | None:
+    """The newest samples file of a task in a run folder, or None when there is none."""
+    if not isinstance(run_dir, (str, Path)) or not run_dir or not Path(run_dir).is_dir():
+        return None  # no run folder recorded (NaN/None from the store) or it was deleted
+    # Match the whole name: the prefix of `lrm_sib_tam_test` must not pick up another task's file.
+    pattern = re.compile(rf"samples_{re.escape(task)}_({TIMESTAMP})\.jsonl")
+    # Only the folder itself: `harness eval` stages unfinished tasks in hidden subfolders.
+    found = [p for p in Path(run_dir).glob(f"samples_{task}_*.jsonl") if pattern.fullmatch(p.name)]
+    return max(found, key=lambda p: pattern.fullmatch(p.name).group(1)) if found else None
+
+
+def read_samples(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def filters_of(samples: list[dict]) -> list[str]:
+    """The filters a task logged, in file order (math tasks may log several per document)."""
+    return list(dict.fromkeys(s.get("filter", "none") for s in samples))
+
+
+def _one_filter(samples: list[dict], filter_name: str | None) -> list[dict]:
+    names = filters_of(samples)
+    if not names:
+        return []
+    chosen = filter_name if filter_name in names else names[0]
+    return [s for s in samples if s.get("filter", "none") == chosen]
+
+
+def sample_scores(samples: list[dict], metric: str, filter_name: str | None = None) -> pd.Series:
+    """Per-document value of a metric (index doc_id), for one filter (default: the first logged)."""
+    rows = [(s["doc_id"], float(s[metric])) for s in _one_filter(samples, filter_name) if metric in s]
+    return pd.Series(dict(rows), dtype=float).sort_index()
+
+
+def browser_rows(samples: list[dict], metric: str, filter_name: str | None = None) -> pd.DataFrame:
+    """What the sample browser shows: prompt, options or generation, the model's answer, correct."""
+    records = []
+    for sample in _one_filter(samples, filter_name):
+        args = [sample["arguments"][key] for key in sorted(sample["arguments"], key=_arg_index)]
+        prompt = args[0].get("arg_0", "") if args else ""
+        if args and isinstance(args[0].get("arg_1"), str):  # multiple choice: one continuation per option
+            options = [a["arg_1"] for a in args]
+            loglikelihoods = [float(r[0]) for r in sample["filtered_resps"]]
+            best = max(range(len(options)), key=loglikelihoods.__getitem__)
+            shown_options = " | ".join(o.strip() for o in options)
+            answer, target = options[best].strip(), _option(sample["target"], options)
+        else:  # generation: the raw text and what the filter extracted from it
+            shown_options = _first_text(sample.get("resps"))
+            answer, target = _first_text(sample.get("filtered_resps")), sample["target"]
+        records.append(
+            {
+                "doc_id": sample["doc_id"],
+                "prompt": prompt,
+                "options / generation": shown_options,
+                "model answer": answer,
+                "target": target,
+                "correct": bool(float(sample.get(metric, 0.0)) >= 1.0),
+            }
+        )
+    return pd.DataFrame(
+        records, columns=["doc_id", "prompt", "options / generation", "model answer", "target", "correct"]
+    )
+
+
+def _arg_index(key: str) -> int:
+    return int(key.rsplit("_", 1)[-1])
+
+
+def _option(target: str, options: list[str]) -> str:
+    """A multiple-choice target is the gold option's index (as text) or the gold text itself."""
+    if target.isdigit() and int(target) < len(options):
+        return options[int(target)].strip()
+    return target
+
+
+def _first_text(nested) -> str:
+    while isinstance(nested, list) and nested:
+        nested = nested[0]
+    return nested if isinstance(nested, str) else ""

@@ -1,0 +1,214 @@
+"""Shaping store rows into the leaderboard's tables (pure pandas, no Streamlit).
+
+Scores are shown in percentage points, like the paper. Each task contributes its main metric
+(`harness.tasklist.main_metric`: acc for multiple choice, exact_match for math).
+
+Missing values stay NaN here and are drawn as a dash, never as zero:
+- a language cell is the unweighted mean of the language's tasks; it is missing when the model
+  lacks any task of that language that the store holds for some model in the split, because an
+  average over fewer tasks would not be comparable with the others;
+- the Average cell is the mean of the language columns shown; it is missing unless the model has
+  all of them (the paper averages over all seven languages; averaging over whichever languages a
+  model happens to have would rank a model evaluated on one easy language first).
+"""
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.languages import LANGUAGES
+
+KIND_ORDER = ("base", "ct", "sft", "ctsft", "merge")
+KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
+METHOD_LABELS = {"linear": "WAVG", "ties": "TIES", "ties_sv": "TIES-SV", "dare_ties": "DARE-TIES"}
+FAMILY_LABELS = {
+    "sib": "SIB-200",
+    "belebele": "Belebele",
+    "mgsm": "MGSM",
+    "mlic_tc": "TC",
+    "mlic_mrc": "MRC",
+    "mlic_rs": "RS",
+    "mlic_math": "Math",
+}
+AVERAGE = "Average"
+KIND = "Kind"
+DISPLAY_DECIMALS = 1  # percentage points, as in the paper
+
+
+@dataclass
+class ScoreTable:
+    """A models-by-columns table of scores in percentage points (NaN = missing)."""
+
+    frame: pd.DataFrame  # index: model id; columns: KIND, then score_columns
+    score_columns: list[str]
+    title: str
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        return self.frame[self.score_columns]
+
+
+def task_label(task: str, lang: str) -> str:
+    """`lrm_mlic_tc_uig_test` -> `TC`; names outside the project's scheme are shown as they are."""
+    for family, label in FAMILY_LABELS.items():
+        if task.startswith(f"lrm_{family}_{lang}_"):
+            return label
+    return task
+
+
+def main_scores(results: pd.DataFrame, split: str, main_metric: Callable[[str], str]) -> pd.DataFrame:
+    """One row per (model, task) of the split: the task's main metric with its stderr, n, run_dir.
+
+    The store names a metric reported under one filter `acc`, under several `acc,<filter>`; the
+    bare name wins, otherwise the first filter in name order.
+    """
+    rows = results[results["split"] == split]
+    if rows.empty:
+        return rows.copy()
+    bare_metric = rows["metric"].str.split(",").str[0]
+    rows = rows[bare_metric == rows["task"].map(main_metric)]
+    rows = rows.assign(_filtered=rows["metric"].str.contains(",")).sort_values(["_filtered", "metric"])
+    return rows.drop_duplicates(["model", "task"]).drop(columns="_filtered").reset_index(drop=True)
+
+
+def model_kinds(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """Per model id: kind code and its label ("Merge (TIES-SV)" for merges), from the models table."""
+    by_hash = models.drop_duplicates("model_hash", keep="last").set_index("model_hash")
+    info = {}
+    for model, model_hash in results.drop_duplicates("model")[["model", "model_hash"]].itertuples(index=False):
+        kind, method = "unknown", None
+        if model_hash in by_hash.index:
+            kind = by_hash.at[model_hash, "kind"]
+            method = merge_method(by_hash.at[model_hash, "recipe_json"])
+        label = KIND_LABELS.get(kind, kind)
+        if kind == "merge" and method:
+            label = f"{label} ({METHOD_LABELS.get(method, method)})"
+        info[model] = {"kind": kind, "label": label}
+    return pd.DataFrame.from_dict(info, orient="index", columns=["kind", "label"])
+
+
+def merge_method(recipe_json: str | None) -> str | None:
+    if not isinstance(recipe_json, str):
+        return None
+    return json.loads(recipe_json).get("merge_method")
+
+
+def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
+    """Models x language codes: the mean of each language's tasks (missing if any task is missing)."""
+    per_task = scores.pivot_table(index="model", columns="task", values="value", aggfunc="last")
+    averages = {}
+    for lang, tasks in scores.groupby("lang")["task"]:
+        columns = per_task[sorted(set(tasks))]
+        averages[lang] = columns.mean(axis=1, skipna=False) * 100
+    present = [code for code in LANGUAGES if code in averages] + sorted(set(averages) - set(LANGUAGES))
+    return pd.DataFrame(averages, index=per_task.index)[present]
+
+
+def overview_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
+    """The paper's Table 3: models x languages (by name) + Average, with each model's kind."""
+    by_lang = language_averages(scores)
+    by_lang.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in by_lang.columns]
+    score_columns = list(by_lang.columns)
+    if score_columns:
+        by_lang[AVERAGE] = by_lang[score_columns].mean(axis=1, skipna=False)
+        score_columns.append(AVERAGE)
+    return _with_kinds(by_lang, score_columns, kinds, shown_kinds, "Average score per language (%)")
+
+
+def language_table(
+    scores: pd.DataFrame, lang: str, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None
+) -> ScoreTable:
+    """The paper's Tables 7-13: for one language, models x its tasks + the language average."""
+    rows = scores[scores["lang"] == lang]
+    per_task = rows.pivot_table(index="model", columns="task", values="value", aggfunc="last") * 100
+    tasks = sorted(per_task.columns, key=lambda t: _family_rank(t, lang))
+    per_task = per_task[tasks]
+    per_task.columns = [task_label(t, lang) for t in tasks]
+    score_columns = list(per_task.columns)
+    if score_columns:
+        per_task[AVERAGE] = per_task[score_columns].mean(axis=1, skipna=False)
+        score_columns.append(AVERAGE)
+    name = LANGUAGES[lang].name if lang in LANGUAGES else lang
+    return _with_kinds(per_task, score_columns, kinds, shown_kinds, f"{name}: score per task (%)")
+
+
+def _family_rank(task: str, lang: str) -> tuple[int, str]:
+    labels = list(FAMILY_LABELS.values())
+    label = task_label(task, lang)
+    return (labels.index(label) if label in labels else len(labels), task)
+
+
+def _with_kinds(
+    scores: pd.DataFrame,
+    score_columns: list[str],
+    kinds: pd.DataFrame,
+    shown_kinds: Iterable[str] | None,
+    title: str,
+) -> ScoreTable:
+    frame = scores.copy()
+    frame.insert(0, KIND, [kinds.at[m, "label"] if m in kinds.index else "unknown" for m in frame.index])
+    kind_codes = pd.Series([kinds.at[m, "kind"] if m in kinds.index else "unknown" for m in frame.index], frame.index)
+    if shown_kinds is not None:
+        frame = frame[kind_codes.isin(list(shown_kinds))]
+        kind_codes = kind_codes[frame.index]
+    # Rows grouped by kind in the paper's order, then by id.
+    order = sorted(frame.index, key=lambda m: (_kind_rank(kind_codes[m]), m))
+    frame = frame.loc[order]
+    frame.index.name = "Model"
+    return ScoreTable(frame=frame, score_columns=score_columns, title=title)
+
+
+def _kind_rank(kind: str) -> int:
+    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+
+
+def rank_marks(table: ScoreTable) -> pd.DataFrame:
+    """"best" / "second" / "" per score cell: the highest and second-highest value of each column.
+
+    Values are compared as displayed (rounded), so two cells that read the same get the same mark;
+    missing cells get no mark.
+    """
+    marks = pd.DataFrame("", index=table.frame.index, columns=table.score_columns)
+    for column in table.score_columns:
+        shown = table.frame[column].round(DISPLAY_DECIMALS)
+        distinct = sorted(shown.dropna().unique(), reverse=True)
+        if distinct:
+            marks.loc[shown == distinct[0], column] = "best"
+        if len(distinct) > 1:
+            marks.loc[shown == distinct[1], column] = "second"
+    return marks
+
+
+MARK_CSS = {"best": "font-weight: bold", "second": "text-decoration: underline", "": ""}
+
+
+def styled(table: ScoreTable) -> "pd.io.formats.style.Styler":
+    """The table as a pandas Styler: one decimal, a dash for missing, best bold, second underlined."""
+    marks = rank_marks(table)
+    css = pd.DataFrame("", index=table.frame.index, columns=table.frame.columns)
+    css[table.score_columns] = marks.apply(lambda column: column.map(MARK_CSS))
+    return (
+        table.frame.style.format(precision=DISPLAY_DECIMALS, na_rep="–", subset=table.score_columns)
+        .apply(lambda _: css, axis=None)
+        # Streamlit draws each cell's text in an inline-block, which a td's underline does not reach.
+        .set_table_styles([{"selector": "td *", "props": "text-decoration: inherit"}])
+    )
+
+
+def task_scores_table(scores: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's per-task scores of a split: task, language, metric, score and stderr (%), n."""
+    rows = scores[scores["model"] == model]
+    language_order = {code: i for i, code in enumerate(LANGUAGES)}
+    rows = rows.assign(_order=rows["lang"].map(language_order)).sort_values(["_order", "task"])
+    return pd.DataFrame(
+        {
+            "Task": rows["task"].to_numpy(),
+            "Language": [LANGUAGES[c].name if c in LANGUAGES else c for c in rows["lang"]],
+            "Metric": rows["metric"].to_numpy(),
+            "Score (%)": (rows["value"] * 100).round(2).to_numpy(),
+            "Stderr (%)": (rows["stderr"].astype(float) * 100).round(2).to_numpy(),
+            "n": rows["n"].astype(int).to_numpy(),
+        }
+    )

@@ -1,0 +1,293 @@
+"""The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
+tables.py, recipes.py, samples.py, stats.py and export.py, so what is drawn here stays thin.
+
+Adding a page (issue 7's sweep heatmaps) = one function here and one entry in VIEWS.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from harness import HarnessError
+from harness.languages import LANGUAGES
+from leaderboard import data, export, recipes, samples, stats, tables
+
+SPLITS = ("test", "dev")
+
+
+@dataclass
+class Context:
+    snapshot: data.StoreSnapshot
+    split: str
+    scores: pd.DataFrame  # main-metric rows of the split (tables.main_scores)
+    kinds: pd.DataFrame  # per model id: kind, label (tables.model_kinds)
+    shown_kinds: list[str]
+
+
+# ---------------------------------------------------------------- loading (cached)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _snapshot(url: str) -> data.StoreSnapshot:
+    return data.read_store(url)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _samples(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten file is read again
+    return samples.read_samples(Path(path))
+
+
+def _samples_of(run_dir: str | None, task: str) -> list[dict] | None:
+    path = samples.find_samples_file(run_dir, task)
+    return _samples(str(path), path.stat().st_mtime) if path else None
+
+
+# ---------------------------------------------------------------- the page
+
+
+def main() -> None:
+    st.title("merge-harness leaderboard")
+    url = data.store_url()
+    try:
+        snapshot = _snapshot(url)
+    except HarnessError as err:
+        st.error(str(err))
+        return
+    with st.sidebar:
+        view = st.radio("View", list(VIEWS), key="view")
+        split = st.selectbox("Split", SPLITS, index=0, key="split", help="the paper reports test")
+        if st.button("Reload results"):
+            _snapshot.clear()
+            st.rerun()
+        st.caption(f"Store: `{url}` (read-only)")
+    if snapshot.results.empty:
+        st.info(f"The results store at `{url}` holds no results yet: {data.EVAL_HINT}.")
+        return
+    context = _context(snapshot, split)
+    if context is not None:
+        VIEWS[view](context)
+
+
+def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
+    metric_of = data.main_metric_lookup()
+    scores = tables.main_scores(snapshot.results, split, metric_of)
+    unknown = sorted({t for t in snapshot.results.loc[snapshot.results["split"] == split, "task"] if metric_of(t) is None})
+    if unknown:
+        st.warning(f"Not shown, no main metric known for: {', '.join(unknown)}")
+    if scores.empty:
+        others = sorted(set(snapshot.results["split"]) - {split})
+        hint = f"; results exist for: {', '.join(others)} (choose it under Split)" if others else ""
+        st.info(f"No results on the {split} split yet{hint}.")
+        return None
+    kinds = tables.model_kinds(scores, snapshot.models)
+    present = [k for k in tables.KIND_ORDER if k in set(kinds["kind"])] + sorted(set(kinds["kind"]) - set(tables.KIND_ORDER))
+    with st.sidebar:
+        shown = st.multiselect(
+            "Kinds", present, default=present, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
+        )
+    return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown)
+
+
+# ---------------------------------------------------------------- views
+
+
+def overview(ctx: Context) -> None:
+    st.header(f"Overview ({ctx.split})")
+    table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    _score_table(table)
+    st.caption(
+        "Each language column is the unweighted mean of that language's tasks (main metric: accuracy, "
+        "or exact match for math). Average = mean over the languages shown, only where a model has all "
+        "of them. – = not evaluated (or some of the language's tasks not evaluated)."
+    )
+    _downloads(table, f"leaderboard_{ctx.split}")
+
+
+def per_language(ctx: Context) -> None:
+    codes = [c for c in LANGUAGES if c in set(ctx.scores["lang"])]
+    lang = st.selectbox("Language", codes, key="language", format_func=lambda c: LANGUAGES[c].name)
+    st.header(f"{LANGUAGES[lang].name} ({ctx.split})")
+    table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
+    _score_table(table)
+    _downloads(table, f"leaderboard_{lang}_{ctx.split}")
+    averages = table.frame[tables.AVERAGE].dropna()
+    if not averages.empty:
+        st.subheader(f"{LANGUAGES[lang].name} average by model")
+        _bar_chart(averages, table.frame.loc[averages.index, tables.KIND])
+
+
+def model_page(ctx: Context) -> None:
+    model = st.selectbox("Model", sorted(set(ctx.scores["model"])), key="model")
+    record = _model_record(ctx, model)
+    st.header(model)
+    langs = record.get("langs") or ""
+    st.markdown(
+        f"**Kind:** {ctx.kinds.at[model, 'label']} · **Languages:** {langs or '–'} · "
+        f"**Build hash:** `{str(record.get('model_hash', '?'))[:12]}`"
+    )
+    _recipe_section(record)
+    _conflict_section(record)
+    st.subheader(f"Scores per task ({ctx.split})")
+    _plain_table(tables.task_scores_table(ctx.scores, model), hide_index=True)
+    _sample_browser(ctx, model)
+
+
+def compare(ctx: Context) -> None:
+    models = sorted(set(ctx.scores["model"]))
+    if len(models) < 2:
+        st.info("Comparing needs results of two models on this split.")
+        return
+    left, right = st.columns(2)
+    model_a = left.selectbox("Model A", models, index=0, key="compare-a")
+    model_b = right.selectbox("Model B", models, index=1, key="compare-b")
+    st.header(f"{model_b} − {model_a} ({ctx.split})")
+    rows = [_compare_task(ctx, model_a, model_b, task) for task in _shared_tasks(ctx, model_a, model_b)]
+    if not rows:
+        st.info(f"{model_a} and {model_b} share no task on the {ctx.split} split.")
+        return
+    _plain_table(pd.DataFrame(rows).set_index("Task"))
+    st.caption(
+        f"Δ = B − A in points on the documents both models answered (from the per-sample logs); "
+        f"95% CI: paired bootstrap over those documents ({stats.DEFAULT_RESAMPLES} resamples, seed "
+        f"{stats.DEFAULT_SEED}). A CI that excludes 0 marks a real difference. Without sample logs "
+        "the stored scores are compared and there is no CI."
+    )
+
+
+VIEWS: dict[str, Callable[[Context], None]] = {
+    "Overview": overview,
+    "Per language": per_language,
+    "Model": model_page,
+    "Compare": compare,
+}
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def _score_table(table: tables.ScoreTable) -> None:
+    if table.frame.empty:
+        st.info("No model of the chosen kinds has results here.")
+        return
+    st.table(tables.styled(table))
+
+
+def _plain_table(frame: pd.DataFrame, hide_index: bool = False) -> None:
+    """A static table with two decimals and a dash for missing values."""
+    st.table(frame.style.format(precision=2, na_rep="–"), hide_index=hide_index)
+
+
+def _downloads(table: tables.ScoreTable, stem: str) -> None:
+    if table.frame.empty:
+        return
+    csv_col, md_col, tex_col = st.columns(3)
+    csv_col.download_button("CSV", export.to_csv(table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
+    md_col.download_button("Markdown", export.to_markdown(table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
+    tex_col.download_button("LaTeX", export.to_latex(table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
+
+
+def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
+    frame = pd.DataFrame({"model": values.index, "score": values.to_numpy(), "kind": kinds.to_numpy()})
+    chart = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", sort="-y", title=None),
+            y=alt.Y("score:Q", title="score (%)"),
+            color=alt.Color("kind:N", title="kind"),
+            tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
+        )
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def _model_record(ctx: Context, model: str) -> dict:
+    """The models-table row of the build whose results are shown (empty if it was never recorded)."""
+    model_hash = ctx.scores.loc[ctx.scores["model"] == model, "model_hash"].iloc[0]
+    rows = ctx.snapshot.models[ctx.snapshot.models["model_hash"] == model_hash]
+    return rows.iloc[-1].to_dict() if not rows.empty else {"model_hash": model_hash}
+
+
+def _recipe_section(record: dict) -> None:
+    summary = recipes.recipe_summary(record.get("recipe_json"))
+    if summary is None:
+        return
+    st.subheader("Recipe")
+    base = f" over `{summary.base_model}`" if summary.base_model else ""
+    params = ", ".join(f"{k} = {v}" for k, v in summary.parameters.items()) or "none"
+    st.markdown(f"**Method:** {summary.method}{base} · **Parameters:** {params}")
+    _plain_table(summary.inputs, hide_index=True)
+
+
+def _conflict_section(record: dict) -> None:
+    totals = recipes.conflict_totals(record.get("stats_json"))
+    if totals is None:
+        return
+    st.subheader("Conflict statistics")
+    _plain_table(totals, hide_index=True)
+    with st.expander("Per tensor"):
+        st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
+
+
+def _sample_browser(ctx: Context, model: str) -> None:
+    st.subheader("Samples")
+    rows = ctx.scores[ctx.scores["model"] == model]
+    logged = [t for t, d in zip(rows["task"], rows["run_dir"]) if samples.find_samples_file(d, t)]
+    if not logged:
+        st.info("No per-sample logs for this model's results (lm-eval's samples_<task>_*.jsonl in run_dir).")
+        return
+    task = st.selectbox("Task", logged, key="samples-task")
+    row = rows[rows["task"] == task].iloc[0]
+    logged_samples = _samples_of(row["run_dir"], task)
+    filters = samples.filters_of(logged_samples)
+    filter_name = st.selectbox("Filter", filters, key="samples-filter") if len(filters) > 1 else None
+    metric, _, stored_filter = row["metric"].partition(",")
+    shown = samples.browser_rows(logged_samples, metric, filter_name or stored_filter or None)
+    if st.checkbox("Only wrong answers", key="samples-wrong"):
+        shown = shown[~shown["correct"]]
+    st.caption(f"{len(shown)} samples; metric: {row['metric']}")
+    st.dataframe(shown, hide_index=True)
+
+
+def _shared_tasks(ctx: Context, model_a: str, model_b: str) -> list[str]:
+    tasks_of = ctx.scores.groupby("model")["task"].apply(set)
+    return sorted(tasks_of[model_a] & tasks_of[model_b])
+
+
+def _compare_task(ctx: Context, model_a: str, model_b: str, task: str) -> dict:
+    row_a = ctx.scores[(ctx.scores["model"] == model_a) & (ctx.scores["task"] == task)].iloc[0]
+    row_b = ctx.scores[(ctx.scores["model"] == model_b) & (ctx.scores["task"] == task)].iloc[0]
+    diff = _bootstrap(row_a["run_dir"], row_b["run_dir"], task, row_a["metric"])
+    base = {
+        "Task": task,
+        "A (%)": round(100 * row_a["value"], 2),
+        "B (%)": round(100 * row_b["value"], 2),
+    }
+    if diff is None:  # no sample logs on one side: the stored scores, without a CI
+        return base | {
+            "Δ (points)": round(100 * (row_b["value"] - row_a["value"]), 2),
+            "95% CI": "–",
+            "n shared": "–",
+            "CI excludes 0": "–",
+        }
+    return base | {
+        "Δ (points)": round(100 * diff.diff, 2),
+        "95% CI": f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}]",
+        "n shared": str(diff.n),
+        "CI excludes 0": "yes" if diff.significant else "no",
+    }
+
+
+def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str) -> stats.PairedDiff | None:
+    samples_a, samples_b = _samples_of(run_dir_a, task), _samples_of(run_dir_b, task)
+    if samples_a is None or samples_b is None:
+        return None
+    metric, _, filter_name = metric.partition(",")  # `exact_match,flexible`: that filter's lines
+    return stats.compare_scores(
+        samples.sample_scores(samples_a, metric, filter_name or None),
+        samples.sample_scores(samples_b, metric, filter_name or None),
+    )

@@ -1,0 +1,181 @@
+"""The leaderboard's views, run with Streamlit's AppTest on the store described in conftest.py."""
+
+import json
+import math
+import re
+
+import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.testing.v1 import AppTest
+
+from harness.paths import PROJECT_ROOT
+from leaderboard.data import STORE_ENV
+
+APP = str(PROJECT_ROOT / "leaderboard" / "app.py")
+
+
+def open_app(url: str, monkeypatch) -> AppTest:
+    monkeypatch.setenv(STORE_ENV, url)
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def show(app: AppTest, view: str) -> AppTest:
+    app.sidebar.radio(key="view").set_value(view).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def marks(table) -> dict[tuple[str, str], str]:
+    """(model, column) -> "best" | "second", read from the Styler CSS the table carries."""
+    frame = table.value
+    found = {}
+    for selectors, props in re.findall(r"([^{}]+)\{([^}]*)\}", table.proto.arrow_data.styler.styles):
+        mark = "best" if "font-weight: bold" in props else "second" if "underline" in props else None
+        for row, col in re.findall(r"_row(\d+)_col(\d+)", selectors):
+            found[(frame.index[int(row)], frame.columns[int(col)])] = mark
+    return found
+
+
+def shown_text(table):
+    """What the browser draws in each cell (the Styler's display values)."""
+    return convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
+
+
+def test_overview_is_table3_on_test_by_default(store_url, monkeypatch):
+    app = open_app(store_url, monkeypatch)
+    assert app.sidebar.selectbox(key="split").value == "test"
+    table = app.table[0].value
+    assert list(table.columns) == ["Kind", "Tamil", "Telugu", "Uyghur", "Average"]
+    assert list(table.index) == ["base", "ct-uig", "sft-flan", "ties-sv-uig-flan", "ties-uig-flan"]
+    assert table.loc["base", ["Tamil", "Telugu", "Uyghur", "Average"]].tolist() == pytest.approx([35.0, 10.0, 30.0, 25.0])
+    assert table.loc["sft-flan", "Average"] == pytest.approx(125 / 3)
+    # The acc_norm row (not the main metric) and the old build of ties-sv (TC 10%) are not used.
+    assert table.loc["ties-sv-uig-flan", "Uyghur"] == pytest.approx(61.0)
+    assert table.loc["ties-sv-uig-flan", "Kind"] == "Merge (TIES-SV)"
+    assert table.loc["ct-uig", "Kind"] == "CT"
+
+
+def test_overview_marks_best_bold_and_second_underlined(store_url, monkeypatch):
+    found = marks(open_app(store_url, monkeypatch).table[0])
+    assert {cell for cell, mark in found.items() if mark == "best"} == {
+        ("sft-flan", "Tamil"),
+        ("sft-flan", "Telugu"),
+        ("ties-sv-uig-flan", "Uyghur"),
+        ("sft-flan", "Average"),
+    }
+    assert {cell for cell, mark in found.items() if mark == "second"} == {
+        ("base", "Tamil"),
+        ("base", "Telugu"),
+        ("ties-uig-flan", "Uyghur"),
+        ("base", "Average"),
+    }
+
+
+def test_missing_cells_show_a_dash_never_zero(store_url, monkeypatch):
+    table = open_app(store_url, monkeypatch).table[0]
+    # ties-uig-flan has Tamil SIB but not Belebele: its Tamil average is missing, not 50 or 25.
+    assert math.isnan(table.value.loc["ties-uig-flan", "Tamil"])
+    text = shown_text(table)
+    assert text.loc["ties-uig-flan", "Tamil"] == "–"
+    assert text.loc["ct-uig", "Average"] == "–"
+    assert text.loc["ct-uig", "Uyghur"] == "50.0"
+    assert "0.0" not in set(text.loc["ct-uig"])
+
+
+def test_kind_filter_keeps_chosen_kinds_and_ranks_among_them(store_url, monkeypatch):
+    app = open_app(store_url, monkeypatch)
+    app.sidebar.multiselect(key="kinds").set_value(["base", "merge"]).run()
+    table = app.table[0]
+    assert list(table.value.index) == ["base", "ties-sv-uig-flan", "ties-uig-flan"]
+    found = marks(table)
+    assert found[("base", "Tamil")] == "best"  # sft-flan filtered out
+    assert found[("ties-sv-uig-flan", "Uyghur")] == "best"
+    assert found[("ties-uig-flan", "Uyghur")] == "second"
+
+
+def test_split_selector_shows_dev_results(store_url, monkeypatch):
+    app = open_app(store_url, monkeypatch)
+    app.sidebar.selectbox(key="split").set_value("dev").run()
+    table = app.table[0].value
+    assert list(table.index) == ["base"]
+    assert table.loc["base", "Tamil"] == pytest.approx(90.0)
+    assert list(table.columns) == ["Kind", "Tamil", "Average"]
+
+
+def test_per_language_breakdown_with_bar_chart(store_url, monkeypatch):
+    app = show(open_app(store_url, monkeypatch), "Per language")
+    app.selectbox(key="language").set_value("uig").run()
+    table = app.table[0].value
+    assert list(table.columns) == ["Kind", "TC", "Math", "Average"]
+    assert table.loc["ties-sv-uig-flan", ["TC", "Math", "Average"]].tolist() == pytest.approx([82.0, 40.0, 61.0])
+    assert marks(app.table[0])[("ties-sv-uig-flan", "TC")] == "best"
+    (chart,) = app.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["mark"]["type"] == "bar"
+    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX"]
+
+
+def test_model_page_recipe_conflicts_scores_and_samples(store_url, monkeypatch):
+    app = show(open_app(store_url, monkeypatch), "Model")
+    app.selectbox(key="model").set_value("ties-sv-uig-flan").run()
+    text = " ".join(m.value for m in app.markdown)
+    assert "TIES-SV" in text and "slack = 0.2" in text and "`base`" in text
+    recipe, conflicts, scores = (t.value for t in app.table)
+    assert recipe.set_index("model").loc["ct-uig", "density"] == 0.6
+    assert conflicts.set_index("model").loc["ct-uig", "discarded (% of kept)"] == 25.0
+    assert conflicts.set_index("model").loc["sft-flan (protected)", "kept by slack"] == 12
+    scores = scores.set_index("Task")
+    assert scores.loc["lrm_mlic_tc_uig_test", ["Score (%)", "Stderr (%)", "n"]].tolist() == [82.0, 5.0, 50]
+    assert scores.loc["lrm_mlic_math_uig_test", "Metric"] == "exact_match"
+    # The sample browser: the TC log holds 50 documents, 41 right.
+    app.selectbox(key="samples-task").set_value("lrm_mlic_tc_uig_test").run()
+    browsed = app.dataframe[-1].value
+    assert len(browsed) == 50 and browsed["correct"].sum() == 41
+    first = browsed.set_index("doc_id").loc[0]
+    assert (first["model answer"], first["target"], first["options / generation"]) == ("animals", "animals", "business | animals")
+    app.checkbox(key="samples-wrong").check().run()
+    assert list(app.dataframe[-1].value["doc_id"]) == list(range(41, 50))
+
+
+def test_sample_browser_shows_generations(store_url, monkeypatch):
+    app = show(open_app(store_url, monkeypatch), "Model")
+    app.selectbox(key="model").set_value("ties-sv-uig-flan").run()
+    app.selectbox(key="samples-task").set_value("lrm_mlic_math_uig_test").run()
+    browsed = app.dataframe[-1].value.set_index("doc_id")
+    assert browsed.loc[3, ["options / generation", "model answer", "target", "correct"]].tolist() == [" The answer is 5", "5", "5", True]
+    assert browsed.loc[9, ["model answer", "target", "correct"]].tolist() == ["7", "11", False]
+
+
+def test_model_without_recipe_or_logs_says_so(store_url, monkeypatch):
+    app = show(open_app(store_url, monkeypatch), "Model")
+    app.selectbox(key="model").set_value("base").run()
+    assert len(app.table) == 1  # scores only: no recipe, no conflict statistics
+    assert any("No per-sample logs" in i.value for i in app.info)
+
+
+def test_compare_has_paired_bootstrap_ci(store_url, monkeypatch):
+    app = show(open_app(store_url, monkeypatch), "Compare")
+    app.selectbox(key="compare-a").set_value("ties-uig-flan").run()
+    app.selectbox(key="compare-b").set_value("ties-sv-uig-flan").run()
+    table = app.table[0].value
+    tc = table.loc["lrm_mlic_tc_uig_test"]
+    assert tc["Δ (points)"] == pytest.approx(2.0) and tc["n shared"] == "50"
+    low, high = (float(x) for x in re.findall(r"[-+]\d+\.\d+", tc["95% CI"]))
+    assert low <= 0.0 <= 2.0 <= high  # one item of 50 is no evidence
+    assert tc["CI excludes 0"] == "no"
+    math_row = table.loc["lrm_mlic_math_uig_test"]  # ties-uig-flan logged no math samples
+    assert math_row["Δ (points)"] == pytest.approx(0.0) and math_row["95% CI"] == "–"
+
+
+def test_empty_store_gets_a_message(empty_store_url, monkeypatch):
+    app = open_app(empty_store_url, monkeypatch)
+    assert not app.table
+    assert "holds no results yet" in app.info[0].value and "harness eval" in app.info[0].value
+
+
+def test_absent_store_gets_a_message_not_a_traceback(tmp_path, monkeypatch):
+    app = open_app(f"sqlite:///{tmp_path / 'nothing-here.db'}", monkeypatch)
+    assert "no results store at" in app.error[0].value
+    assert not (tmp_path / "nothing-here.db").exists()  # reading never creates the file

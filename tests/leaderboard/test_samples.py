@@ -1,0 +1,43 @@
+"""Reading lm-eval's per-sample logs (format written by conftest's writers, as lm-eval 0.4.13 does)."""
+
+import json
+
+from leaderboard import samples
+
+
+def test_finds_the_newest_file_of_exactly_that_task(tmp_path):
+    task = "lrm_sib_tam_test"
+    older = tmp_path / f"samples_{task}_2025-01-01T00-00-00.000001.jsonl"
+    newer = tmp_path / f"samples_{task}_2026-03-01T10-11-12.123456.jsonl"
+    other = tmp_path / f"samples_{task}_extra_2027-01-01T00-00-00.000001.jsonl"  # another task's log
+    staged = tmp_path / f".partial-{task}" / f"samples_{task}_2027-01-01T00-00-00.000001.jsonl"  # unfinished
+    for path in (older, newer, other, staged):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    assert samples.find_samples_file(tmp_path, task) == newer
+    assert samples.find_samples_file(tmp_path, "lrm_sib_tel_test") is None
+    assert samples.find_samples_file(None, task) is None
+    assert samples.find_samples_file(float("nan"), task) is None  # pandas' missing run_dir
+    assert samples.find_samples_file(tmp_path / "gone", task) is None
+
+
+def test_multiple_choice_answer_is_the_highest_loglikelihood_option(tmp_path, log_writers):
+    path = log_writers.mc(tmp_path, "lrm_mlic_tc_uig_test", {0}, 2)
+    rows = samples.browser_rows(samples.read_samples(path), "acc").set_index("doc_id")
+    assert rows.loc[0, ["model answer", "target", "correct"]].tolist() == ["animals", "animals", True]
+    assert rows.loc[1, ["model answer", "target", "correct"]].tolist() == ["business", "animals", False]
+    assert rows.loc[0, "prompt"] == "Text 0: the cat sat\nTopic:"
+    assert samples.sample_scores(samples.read_samples(path), "acc").to_dict() == {0: 1.0, 1: 0.0}
+
+
+def test_several_filters_are_kept_apart(tmp_path, log_writers):
+    path = log_writers.math(tmp_path, "lrm_mgsm_tel_test", {0, 1}, 3)
+    logged = samples.read_samples(path)
+    strict = [dict(s, filter="strict-match", exact_match=0.0) for s in logged]
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(json.dumps(s) + "\n" for s in logged + strict))
+    lines = samples.read_samples(both)
+    assert samples.filters_of(lines) == ["flexible", "strict-match"]
+    assert samples.sample_scores(lines, "exact_match").sum() == 2.0  # the first filter by default
+    assert samples.sample_scores(lines, "exact_match", "strict-match").sum() == 0.0
+    assert len(samples.browser_rows(lines, "exact_match")) == 3

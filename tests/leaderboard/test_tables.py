@@ -1,0 +1,117 @@
+"""Table shaping: language averages, the Average column, kinds, and best/second marks."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from leaderboard import tables
+
+METRIC = {"lrm_mgsm_tel_test": "exact_match"}
+
+
+def main_metric(task: str) -> str:
+    return METRIC.get(task, "acc")
+
+
+def rows(*entries) -> pd.DataFrame:
+    """(model, task, lang, metric, value) tuples as store rows of the test split."""
+    frame = pd.DataFrame(entries, columns=["model", "task", "lang", "metric", "value"])
+    return frame.assign(split="test", model_hash=frame["model"] + "-hash", stderr=0.01, n=100, run_dir=None)
+
+
+RESULTS = rows(
+    ("a", "lrm_sib_tel_test", "tel", "acc", 0.50),
+    ("a", "lrm_sib_tel_test", "tel", "acc_norm", 0.99),
+    ("a", "lrm_mgsm_tel_test", "tel", "exact_match", 0.10),
+    ("a", "lrm_mgsm_tel_test", "tel", "acc", 0.95),  # not the main metric of a math task
+    ("a", "lrm_mlic_tc_uig_test", "uig", "acc", 0.40),
+    ("b", "lrm_sib_tel_test", "tel", "acc", 0.70),
+    ("b", "lrm_mlic_tc_uig_test", "uig", "acc", 0.40),
+    ("c", "lrm_mlic_tc_uig_test", "uig", "acc", 0.2004),
+    ("c", "lrm_mlic_tc_uig_test", "uig", "acc", 0.2004),
+)
+MODELS = pd.DataFrame(
+    {
+        "model_hash": ["a-hash", "b-hash", "c-hash"],
+        "model": ["a", "b", "c"],
+        "kind": ["merge", "sft", "base"],
+        "recipe_json": [json.dumps({"merge_method": "ties_sv"}), None, None],
+    }
+)
+
+
+def overview(shown=None) -> tables.ScoreTable:
+    scores = tables.main_scores(RESULTS, "test", main_metric)
+    return tables.overview_table(scores, tables.model_kinds(scores, MODELS), shown)
+
+
+def test_main_scores_keep_one_main_metric_row_per_task():
+    scores = tables.main_scores(RESULTS, "test", main_metric).set_index(["model", "task"])
+    assert scores.loc[("a", "lrm_sib_tel_test"), "value"] == 0.50
+    assert scores.loc[("a", "lrm_mgsm_tel_test"), "value"] == 0.10
+    assert len(scores) == 6
+    assert tables.main_scores(RESULTS, "dev", main_metric).empty
+
+
+def test_language_average_is_missing_when_a_task_is_missing():
+    table = overview().frame
+    assert table.loc["a", "Telugu"] == pytest.approx(30.0)  # mean of 50 and 10
+    assert math.isnan(table.loc["b", "Telugu"])  # b lacks MGSM: 70 would not be comparable
+    assert math.isnan(table.loc["c", "Telugu"])
+
+
+def test_average_needs_every_shown_language():
+    table = overview().frame
+    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average"]
+    assert table.loc["a", "Average"] == pytest.approx(35.0)
+    assert math.isnan(table.loc["b", "Average"]) and math.isnan(table.loc["c", "Average"])
+
+
+def test_rows_in_kind_order_with_method_labels():
+    table = overview().frame
+    assert list(table.index) == ["c", "b", "a"]  # base, sft, merge
+    assert table["Kind"].tolist() == ["Base", "SFT", "Merge (TIES-SV)"]
+    assert list(overview(["merge", "sft"]).frame.index) == ["b", "a"]
+
+
+def test_model_missing_from_models_table_is_unknown_kind():
+    scores = tables.main_scores(RESULTS, "test", main_metric)
+    kinds = tables.model_kinds(scores, MODELS[MODELS["model"] != "b"])
+    assert kinds.loc["b", "label"] == "unknown"
+
+
+def test_marks_compare_displayed_values_and_skip_missing():
+    table = tables.ScoreTable(
+        frame=pd.DataFrame(
+            {"Kind": ["Base"] * 4, "X": [40.04, 39.96, 38.0, float("nan")], "Y": [1.0, float("nan"), float("nan"), float("nan")]},
+            index=["m1", "m2", "m3", "m4"],
+        ),
+        score_columns=["X", "Y"],
+        title="t",
+    )
+    marks = tables.rank_marks(table)
+    assert marks["X"].tolist() == ["best", "best", "second", ""]  # 40.04 and 39.96 both read 40.0
+    assert marks["Y"].tolist() == ["best", "", "", ""]
+
+
+def test_language_table_orders_task_families_like_the_paper():
+    scores = tables.main_scores(RESULTS, "test", main_metric)
+    table = tables.language_table(scores, "tel", tables.model_kinds(scores, MODELS))
+    assert table.score_columns == ["SIB-200", "MGSM", "Average"]
+    assert table.frame.loc["a", "MGSM"] == pytest.approx(10.0)
+    assert tables.task_label("my_custom_task", "tel") == "my_custom_task"
+
+
+def test_metric_stored_per_filter_is_found():
+    """evaluate stores `metric,filter` when a task reports a metric under several filters."""
+    results = rows(
+        ("a", "lrm_mgsm_tel_test", "tel", "exact_match,strict-match", 0.05),
+        ("a", "lrm_mgsm_tel_test", "tel", "exact_match,flexible-extract", 0.25),
+        ("b", "lrm_mgsm_tel_test", "tel", "exact_match,flexible-extract", 0.30),
+        ("b", "lrm_mgsm_tel_test", "tel", "exact_match", 0.35),
+    )
+    scores = tables.main_scores(results, "test", main_metric).set_index("model")
+    assert scores.loc["a", "metric"] == "exact_match,flexible-extract" and scores.loc["a", "value"] == 0.25
+    assert scores.loc["b", "value"] == 0.35  # the bare name wins
