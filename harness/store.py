@@ -11,6 +11,7 @@ Tables
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -93,7 +94,7 @@ class ResultStore:
         try:
             self.engine = _make_engine(self.url, readonly)
             if not readonly:
-                metadata.create_all(self.engine)
+                _create_tables(self.engine)
         except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError) as err:
             raise HarnessError(f"cannot open results store {self.url}: {' '.join(str(err).split())[:300]}") from None
 
@@ -106,6 +107,20 @@ class ResultStore:
         )
         with self.engine.connect() as conn:
             return conn.execute(query.limit(1)).first() is not None
+
+    def stored_items(self, model_hash: str, task: str, split: str, task_version: str) -> int | None:
+        """How many items the stored result of a task was scored on (None: not stored).
+
+        A result from a `--limit` run must not stand in for a full evaluation, so callers
+        compare this with the number of items they are about to score."""
+        query = sa.select(sa.func.max(results_table.c.n)).where(
+            results_table.c.model_hash == model_hash,
+            results_table.c.task == task,
+            results_table.c.split == split,
+            results_table.c.task_version == task_version,
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def write_task_results(self, rows: list[ResultRow]) -> None:
         """Store one task's metrics, replacing an earlier result of the same task for that model."""
@@ -140,7 +155,7 @@ class ResultStore:
 
     def results(self, split: str | None = None, latest_only: bool = True) -> pd.DataFrame:
         """All result rows; with latest_only, each model id's most recently evaluated build only."""
-        if not sa.inspect(self.engine).has_table("results"):
+        if not self._has_table("results"):
             return pd.DataFrame(columns=[c.name for c in results_table.columns])
         query = sa.select(results_table)
         if split is not None:
@@ -153,10 +168,28 @@ class ResultStore:
         return frame.reset_index(drop=True)
 
     def models(self) -> pd.DataFrame:
-        if not sa.inspect(self.engine).has_table("models"):
+        if not self._has_table("models"):
             return pd.DataFrame(columns=[c.name for c in models_table.columns])
         with self.engine.connect() as conn:
             return pd.read_sql(sa.select(models_table), conn)
+
+
+    def _has_table(self, name: str) -> bool:
+        if self.readonly and self.url.startswith("sqlite"):
+            path = sa.engine.make_url(self.url).database
+            if not path or not Path(path).exists():  # nothing stored yet: a read-only open cannot create it
+                return False
+        return sa.inspect(self.engine).has_table(name)
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create missing tables; a second process creating them at the same moment is not an error."""
+    try:
+        metadata.create_all(engine)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:
+        if "already exists" not in str(err) and "duplicate key" not in str(err):
+            raise
+        metadata.create_all(engine)  # the other process won the race; everything exists now
 
 
 def _make_engine(url: str, readonly: bool) -> sa.Engine:

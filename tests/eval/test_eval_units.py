@@ -1,0 +1,145 @@
+"""`harness eval` without a model server: server command, result rows, skipping, report, CLI errors."""
+
+import io
+from pathlib import Path
+
+import pytest
+
+from harness import HarnessError
+from harness.cli import main
+from harness.evaluate import EvalSettings, ModelUnderTest, evaluate, print_report, result_rows
+from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
+from harness.store import ResultRow, ResultStore
+
+MC_TASK, GEN_TASK = "lrm_mlic_tc_uig_dev", "lrm_mlic_math_uig_dev"  # the tiny tasks of conftest.py
+
+
+def test_server_command_cpu_is_float32_eager_on_localhost(tiny_model, tmp_path):
+    command = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log"), port=8123)
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(command, command[1:]))
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8123"
+    assert flags["--model"] == str(tiny_model) and flags["--served-model-name"] == "tiny"
+    assert flags["--dtype"] == "float32" and "--enforce-eager" in command
+    assert flags["--max-model-len"] == "512"  # the tiny model's max_position_embeddings
+
+
+def test_server_command_cuda_is_the_same_command_with_model_dtype_and_graphs(tiny_model, tmp_path):
+    cpu = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log"), port=1)
+    cuda = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log", device="cuda"), port=1)
+    assert "--enforce-eager" not in cuda
+    assert dict(zip(cuda, cuda[1:]))["--dtype"] == "auto"
+    assert [a for a in cpu if a not in ("--enforce-eager", "float32")] == [a for a in cuda if a != "auto"]
+
+
+def test_context_length_is_capped_and_unreadable_config_is_named(tmp_path):
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 1000000}')
+    assert model_context_length(tmp_path) == 2048
+    with pytest.raises(HarnessError, match="cannot read model config"):
+        model_context_length(tmp_path / "nowhere")
+
+
+def test_api_root_accepts_server_urls_with_or_without_v1():
+    for url in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/completions"):
+        assert api_root(url) == "http://h:1"
+
+
+def test_log_tail_is_one_line_of_the_last_lines(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("".join(f"line {i}\n" for i in range(40)) + "\n")
+    assert log_tail(log, lines=3) == "line 37 | line 38 | line 39"
+    assert log_tail(tmp_path / "missing") == "(no server log)"
+
+
+MODEL = ModelUnderTest("tiny", Path("/m"), "f" * 64, "ct", ("uig",))
+
+
+def test_result_rows_name_metrics_by_lm_eval_keys():
+    results = {
+        "results": {GEN_TASK: {
+            "alias": GEN_TASK,
+            "exact_match,none": 0.25, "exact_match_stderr,none": 0.1,
+            "acc,strict": 0.5, "acc_stderr,strict": "N/A",
+            "acc,flexible": 0.75, "acc_stderr,flexible": 0.2,
+        }},
+        "versions": {GEN_TASK: 2.0},
+        "n-samples": {GEN_TASK: {"original": 20, "effective": 8}},
+    }
+    rows = result_rows(results, GEN_TASK, MODEL, EvalSettings(split="dev", server_url="http://x"), Path("/run"))
+    by_metric = {r.metric: r for r in rows}
+    assert set(by_metric) == {"exact_match", "acc,strict", "acc,flexible"}  # bare name when one filter
+    assert by_metric["exact_match"].stderr == 0.1 and by_metric["acc,strict"].stderr is None
+    assert {(r.n, r.lang, r.split, r.task_version, r.backend, r.run_dir) for r in rows} == {(8, "uig", "dev", "2.0", "server", "/run")}
+    assert {r.model_hash for r in rows} == {MODEL.model_hash}
+
+
+def stored_row(task, metric, value, version, n=12):
+    return ResultRow(model="tiny", model_hash=MODEL.model_hash, task=task, lang="uig", split="dev",
+                     task_version=version, metric=metric, value=value, stderr=None, n=n, backend="vllm",
+                     harness_version="t", lm_eval_version="t")
+
+
+def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_path, monkeypatch):
+    store_url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(store_url)
+    store.write_task_results([stored_row(MC_TASK, "acc", 0.4, "1.0")])  # the task YAMLs' versions
+    store.write_task_results([stored_row(GEN_TASK, "exact_match", 0.2, "2.0")])
+
+    def no_backend(*args, **kwargs):
+        raise AssertionError("a backend was opened although every task is stored")
+
+    monkeypatch.setattr("harness.evaluate.open_backend", no_backend)
+    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, backend="hf")
+    report = evaluate(MODEL, [MC_TASK, GEN_TASK], settings)
+    assert [(o.task, o.status) for o in report.outcomes] == [(MC_TASK, "skipped"), (GEN_TASK, "skipped")]
+    assert report.run_dir is None
+
+    out = io.StringIO()
+    print_report(report, out=out)
+    text = out.getvalue()
+    assert "0.4000" in text and "0.2000" in text
+    assert "average uig (main metric per task): 0.3000" in text  # mean of acc and exact_match
+    assert "0 task(s) evaluated, 2 already stored" in text
+
+
+@pytest.mark.parametrize("stored_version, stored_n, limit, evaluated", [
+    ("0.9", 12, None, True),  # an older task version is re-evaluated
+    ("1.0", 3, None, True),  # a --limit 3 result does not stand in for the full 12 items
+    ("1.0", 3, 3, False),  # ... but does for another --limit 3 run
+    ("1.0", 12, 5, False),  # a full result covers a limited run
+])
+def test_what_counts_as_already_stored(stored_version, stored_n, limit, evaluated, tiny_tasks, tmp_path, monkeypatch):
+    store_url = f"sqlite:///{tmp_path / 'r.db'}"
+    ResultStore(store_url).write_task_results([stored_row(MC_TASK, "acc", 0.4, stored_version, n=stored_n)])
+
+    def stop_at_backend(*args, **kwargs):
+        raise HarnessError("backend opened")
+
+    monkeypatch.setattr("harness.evaluate.open_backend", stop_at_backend)
+    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
+    if evaluated:
+        with pytest.raises(HarnessError, match="backend opened"):
+            evaluate(MODEL, [MC_TASK], settings)
+    else:
+        assert [o.status for o in evaluate(MODEL, [MC_TASK], settings).outcomes] == ["skipped"]
+
+
+def test_unknown_task_is_a_clear_error(tiny_tasks, tmp_path):
+    settings = EvalSettings(split="dev", store_url=f"sqlite:///{tmp_path / 'r.db'}", task_dir=tiny_tasks)
+    with pytest.raises(HarnessError, match="unknown task.*lrm_nope_uig_dev"):
+        evaluate(MODEL, [MC_TASK, "lrm_nope_uig_dev"], settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "no-such-model"], "unknown model id 'no-such-model'"),
+    (["--model", "ct-uig", "--limit", "0"], "--limit must be a positive"),
+    (["--model", "ct-uig", "--server", "http://127.0.0.1:9", "--backend", "hf"], "cannot go with --backend hf"),
+    (["--model", "ct-uig", "--lang", "xx"], "unknown language"),
+    (["--model", "ct-uig", "--data-dir", "/no/such/folder"], "is not a folder"),
+    (["--model", "ct-uig", "--tasks", "lrm_mlic_tc_uig_test"], "is not a dev task"),
+    (["--model", "ct-uig", "--tasks", "tinyArc"], "not a task of this harness: 'tinyArc'"),
+])
+def test_cli_input_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert main(["eval", "--split", "dev", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness eval: error: ") and message in err and "\n" not in err
