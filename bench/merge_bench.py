@@ -1,0 +1,185 @@
+"""Benchmark: our TIES merge against mergekit's and against the I/O floor, in one run.
+
+Generates three random bf16 Llama-shaped checkpoints (base, sft, ct) of about --params
+parameters each (no download), then times, each in its own subprocess so that its peak RSS can
+be measured:
+
+  ours      `harness merge recipe.yaml OUT` (TIES, density 0.6, bf16 out)
+  mergekit  `mergekit-yaml` with the same recipe
+  io_floor  reading every tensor of the three inputs and writing one model-sized output with
+            safetensors (no arithmetic): no merge can be faster than this
+
+Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
+Targets: at most 0.5x mergekit's wall time, at most 1.2x the I/O floor, at most 2 GB RSS.
+
+    .venv/bin/python bench/merge_bench.py --params 1e8      # a quick try
+    .venv/bin/python bench/merge_bench.py                   # 1e9: about 6 GB of inputs on disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VOCAB = 32000
+SHARD_BYTES = 2 * 1024**3
+
+
+def llama_shape(params: float) -> dict:
+    """A Llama-2-like config (intermediate ~ 2.7 x hidden) with about `params` parameters."""
+    hidden = 2048 if params >= 5e8 else 1024 if params >= 1e8 else 512
+    intermediate = round(2.6875 * hidden / 64) * 64
+    per_layer = 4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden
+    layers = max(1, round((params - 2 * VOCAB * hidden) / per_layer))
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+            "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": hidden // 64,
+            "num_key_value_heads": hidden // 64, "vocab_size": VOCAB, "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "dtype": "bfloat16"}
+
+
+def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    h, i = config["hidden_size"], config["intermediate_size"]
+    shapes = {"model.embed_tokens.weight": (VOCAB, h)}
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[f"{p}self_attn.{name}.weight"] = (h, h)
+        shapes[f"{p}mlp.gate_proj.weight"] = (i, h)
+        shapes[f"{p}mlp.up_proj.weight"] = (i, h)
+        shapes[f"{p}mlp.down_proj.weight"] = (h, i)
+        shapes[f"{p}input_layernorm.weight"] = (h,)
+        shapes[f"{p}post_attention_layernorm.weight"] = (h,)
+    shapes["model.norm.weight"] = (h,)
+    shapes["lm_head.weight"] = (VOCAB, h)
+    return shapes
+
+
+def generate_checkpoint(folder: Path, config: dict, seed: int, base_seed: int | None) -> None:
+    """Random bf16 weights (base_seed given: base weights plus a small random task vector), sharded."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    base_gen = torch.Generator().manual_seed(base_seed if base_seed is not None else seed)
+    own_gen = torch.Generator().manual_seed(seed)
+    shard, shard_bytes, weight_map, shards = {}, 0, {}, []
+
+    def flush():
+        nonlocal shard, shard_bytes
+        name = f"model-{len(shards) + 1:05d}.safetensors"
+        save_file(shard, str(folder / name))
+        weight_map.update({k: name for k in shard})
+        shards.append(name)
+        shard, shard_bytes = {}, 0
+
+    for name, shape in tensor_shapes(config).items():
+        tensor = torch.randn(shape, generator=base_gen) * 0.02
+        if base_seed is not None:
+            tensor += torch.randn(shape, generator=own_gen) * 0.002
+        tensor = tensor.to(torch.bfloat16)
+        if shard and shard_bytes + tensor.nbytes > SHARD_BYTES:
+            flush()
+        shard[name] = tensor
+        shard_bytes += tensor.nbytes
+    flush()
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+# What `harness merge RECIPE OUT` runs, without the CLI's other subcommands' imports.
+OURS = """
+import sys
+from pathlib import Path
+from merges import load_recipe, run_merge
+recipe, out, device, threads = sys.argv[1:]
+run_merge(load_recipe(recipe), Path, Path(out), device=device, threads=int(threads) or None, progress=False)
+"""
+
+IO_FLOOR = """
+import sys, json
+from pathlib import Path
+from safetensors import safe_open
+from safetensors.torch import save_file
+inputs, out = [Path(p) for p in sys.argv[1:-1]], Path(sys.argv[-1])
+out.mkdir()
+for folder in inputs:
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    for file in sorted(set(weight_map.values())):
+        with safe_open(str(folder / file), "pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        if folder == inputs[0]:
+            save_file(tensors, str(out / file))
+        del tensors
+"""
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one subprocess."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark step failed: {' '.join(command)}")
+    return wall, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=float, default=1e9, help="parameters per checkpoint (default 1e9)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to put checkpoints (default: a temp dir)")
+    parser.add_argument("--threads", type=int, default=None, help="our merge's --threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for both merges")
+    parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="merge-bench-", dir=args.workdir))
+    try:
+        config = llama_shape(args.params)
+        count = sum(torch.Size(s).numel() for s in tensor_shapes(config).values())
+        print(f"checkpoints: {count / 1e9:.2f}B parameters each, bf16, hidden {config['hidden_size']}, "
+              f"{config['num_hidden_layers']} layers, in {work}", flush=True)
+        start = time.perf_counter()
+        for name, seed, base_seed in (("base", 0, None), ("sft", 1, 0), ("ct", 2, 0)):
+            generate_checkpoint(work / name, config, seed, base_seed)
+        print(f"generated in {time.perf_counter() - start:.1f} s", flush=True)
+
+        recipe = {"merge_method": "ties", "base_model": str(work / "base"),
+                  "models": [{"model": str(work / m), "parameters": {"weight": 1.0, "density": 0.6}}
+                             for m in ("sft", "ct")],
+                  "parameters": {"normalize": True, "lambda": 1.0}, "dtype": "bfloat16"}
+        recipe_path = work / "recipe.yaml"
+        recipe_path.write_text(yaml.safe_dump(recipe))
+        env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        inputs = [str(work / m) for m in ("base", "sft", "ct")]
+        # Warm the page cache the same way for everyone: read every input file once.
+        timed([sys.executable, "-c", IO_FLOOR, *inputs, str(work / "warmup")])
+
+        ours_cmd = [sys.executable, "-c", OURS, str(recipe_path), str(work / "ours"), args.device, str(args.threads or 0)]
+        mergekit_cmd = [str(Path(sys.executable).parent / "mergekit-yaml"), str(recipe_path), str(work / "mergekit"),
+                        "--no-copy-tokenizer", "--out-shard-size", "2B"] + (["--cuda"] if args.device == "cuda" else [])
+        results = {}
+        for label, command in (("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / "floor")]),
+                               ("ours", ours_cmd), ("mergekit", mergekit_cmd)):
+            results[label] = timed(command, env)
+            print(f"{label:9s} wall {results[label][0]:8.1f} s   peak RSS {results[label][1]:6.2f} GB", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    ours_wall, ours_rss = results["ours"]
+    print(f"ties_vs_mergekit_wall={ours_wall / results['mergekit'][0]:.3f} "
+          f"ties_vs_io_floor={ours_wall / results['io_floor'][0]:.3f} peak_rss_gb={ours_rss:.2f}")
+
+
+if __name__ == "__main__":
+    main()

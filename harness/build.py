@@ -1,0 +1,206 @@
+"""`harness merge` and `materialize`: turn any registry model into a local HF folder.
+
+- A checkpoint folder (`path:`) is used as it is.
+- A hub checkpoint (`hub:`) is downloaded with huggingface_hub (safetensors, JSON and tokenizer
+  files only).
+- A merge (`recipe:`) is built with the `merges` library into the cache,
+  `merges_dir()/<id>-<hash12>`, or reused from there. The hash covers the recipe, the identity
+  of every input and the merges library version, so editing one CT model re-merges exactly the
+  models that depend on it.
+
+A model's identity hash: for a local folder, a hash of its safetensors, JSON and tokenizer file
+contents (each file's hash is cached by path, size and mtime, so big models are read once); for
+a hub model, its repo id and resolved commit; for a merge, its cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import HarnessError
+from harness.paths import harness_home, merges_dir
+from harness.registry import ModelEntry, Registry, load_registry
+
+HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer.model", "*.txt", "*.jinja"]
+HASHED_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".jinja")
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    entry: ModelEntry
+    path: Path
+    model_hash: str
+    stats: dict | None
+
+
+# ---- identity hashes --------------------------------------------------------------------------
+
+def _hash_cache_path() -> Path:
+    return harness_home() / "cache" / "file_hashes.json"
+
+
+def _file_digest(path: Path, cache: dict) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(16 * 1024 * 1024):
+                digest.update(chunk)
+        cache[key] = digest.hexdigest()
+    return cache[key]
+
+
+def folder_hash(folder: Path) -> str:
+    """A content hash of a checkpoint folder's weight, config and tokenizer files."""
+    cache_path = _hash_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    before = len(cache)
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in HASHED_SUFFIXES)
+    combined = hashlib.sha256()
+    for file in files:
+        combined.update(f"{file.name}\0{_file_digest(file, cache)}\n".encode())
+    if len(cache) != before:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        temp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+        temp.write_text(json.dumps(cache, indent=0), encoding="utf-8")
+        os.replace(temp, cache_path)
+    return combined.hexdigest()
+
+
+def merge_key(recipe_json: str, input_hashes: dict[str, str]) -> str:
+    import merges
+
+    payload = json.dumps({"recipe": recipe_json, "inputs": input_hashes, "merges": merges.__version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# ---- materialize ------------------------------------------------------------------------------
+
+class _Builder:
+    """Builds models of one registry, each at most once per call."""
+
+    def __init__(self, registry: Registry, device: str, progress: bool):
+        self.registry = registry
+        self.device = device
+        self.progress = progress
+        self.built: dict[str, BuiltModel] = {}
+
+    def build(self, model_id: str) -> BuiltModel:
+        entry = self.registry.resolve(model_id)
+        if entry.id not in self.built:
+            if entry.recipe is not None:
+                self.built[entry.id] = self._merge(entry)
+            elif entry.hub is not None:
+                self.built[entry.id] = self._download(entry)
+            else:
+                self.built[entry.id] = self._local(entry)
+        return self.built[entry.id]
+
+    def _local(self, entry: ModelEntry) -> BuiltModel:
+        if entry.path is None or not (entry.path / "config.json").is_file():
+            raise HarnessError(f"model {entry.id!r}: no checkpoint at {entry.path}; "
+                               "run `harness zoo build` to build the zoo models")
+        return BuiltModel(entry, entry.path, folder_hash(entry.path), None)
+
+    def _download(self, entry: ModelEntry) -> BuiltModel:
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(repo_id=entry.hub, revision=entry.revision, allow_patterns=HUB_PATTERNS))
+        except Exception as err:  # network, auth, missing repo: all reported the same way
+            raise HarnessError(f"model {entry.id!r}: cannot download {entry.hub} from the hub "
+                               f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+        # The snapshot folder is named by the commit, which pins `main` to what was merged.
+        commit = path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else (entry.revision or "main")
+        identity = hashlib.sha256(f"hub:{entry.hub}@{commit}".encode()).hexdigest()
+        return BuiltModel(entry, path, identity, None)
+
+    def _merge(self, entry: ModelEntry) -> BuiltModel:
+        import merges
+
+        recipe = merges.load_recipe(entry.recipe)
+        inputs = {name: self.build(name) for name in recipe.referenced_models()}
+        key = merge_key(recipe.canonical_json(), {name: built.model_hash for name, built in inputs.items()})
+        folder = merges_dir() / f"{entry.id}-{key[:12]}"
+        if folder.is_dir():
+            return BuiltModel(entry, folder, key, merges.load_stats(folder))
+        result = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
+                                  device=self.device, progress=self.progress)
+        return BuiltModel(entry, folder, key, result.stats)
+
+
+def materialize(registry: Registry, model_id: str, device: str = "cpu", progress: bool = True) -> BuiltModel:
+    """A local HF folder for any registry model, its identity hash and its conflict statistics."""
+    return _Builder(registry, device, progress).build(model_id)
+
+
+# ---- `harness merge` --------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("recipe_or_id", metavar="RECIPE_OR_ID",
+                        help="a mergekit-format recipe YAML file, or a registry model id/alias")
+    parser.add_argument("out_dir", metavar="OUT_DIR", nargs="?", type=Path,
+                        help="output folder (must not exist); for a registry id, default: the merge cache")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to compute (default cpu)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "float64"],
+                        help="output dtype (default: the recipe's dtype, else the inputs')")
+    parser.add_argument("--threads", type=int, default=None, help="tensors merged in parallel (default: up to 4)")
+
+
+def _recipe_file_resolver(recipe_path: Path, registry_path: str | None, device: str):
+    """Recipe-file model names: folders (relative to the cwd or the recipe), else registry ids."""
+    state: dict = {}
+
+    def resolve(name: str) -> Path:
+        for candidate in (Path(name).expanduser(), recipe_path.parent / name):
+            if candidate.is_dir():
+                return candidate
+        if "builder" not in state:
+            state["builder"] = _Builder(load_registry(registry_path), device, progress=True)
+        try:
+            return state["builder"].build(name).path
+        except HarnessError as err:
+            raise HarnessError(f"model {name!r}: not a folder, and not a buildable registry model ({err})") from None
+
+    return resolve
+
+
+def run(args) -> int:
+    import merges
+
+    target = Path(args.recipe_or_id)
+    if target.is_file() or target.suffix in (".yaml", ".yml"):
+        if args.out_dir is None:
+            raise HarnessError("OUT_DIR is required when merging a recipe file")
+        recipe = merges.load_recipe(target)
+        result = merges.run_merge(recipe, _recipe_file_resolver(target, args.registry, args.device), args.out_dir,
+                                  device=args.device, threads=args.threads, dtype=args.dtype)
+        path, stats = result.path, result.stats
+    else:
+        registry = load_registry(args.registry)
+        entry = registry.resolve(args.recipe_or_id)
+        if entry.recipe is None:
+            raise HarnessError(f"model {entry.id!r} is a checkpoint ({entry.source}), not a merge")
+        if args.out_dir is None:
+            if args.dtype is not None:
+                raise HarnessError("--dtype needs OUT_DIR: the merge cache holds merges in their recipe's dtype")
+            built = materialize(registry, entry.id, device=args.device)
+            path, stats = built.path, built.stats
+        else:
+            builder = _Builder(registry, args.device, progress=True)
+            result = merges.run_merge(merges.load_recipe(entry.recipe), lambda name: builder.build(name).path,
+                                      args.out_dir, device=args.device, threads=args.threads, dtype=args.dtype)
+            path, stats = result.path, result.stats
+    if stats is not None:
+        print(merges.summary(stats))
+    print(f"merged model: {path}")
+    return 0

@@ -1,0 +1,89 @@
+"""`harness zoo`: the embedded default, a family of tiny Llama models trained on the CPU.
+
+    harness zoo build [--dest DIR] [--force]   train what is missing or stale (about 4 minutes on 2 cores)
+    harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models
+
+The zoo mirrors the paper's pipeline on synthetic languages: `base` is pre-trained on English-like
+text, `sft-flan` fine-tuned on English task data, `ct-<lang>` continued on text in the language's
+real script (1/4 English replay), `ctsft-<lang>-flan` / `-mt` fine-tuned from ct on English /
+translated task data. `build_zoo` also writes synthetic evaluation data for all seven languages
+into `<dest>/data`. Modules: lexicon (the languages), generators (English text and task items),
+corpora (training text per stage), tokenizer, train, evaldata, build (manifest and caching).
+Heavy imports (torch, transformers) happen only when something must be trained.
+"""
+
+from pathlib import Path
+
+from harness.zoo.config import ZooConfig, zoo_models
+
+__all__ = ["build_zoo", "zoo_is_current", "ZooConfig", "zoo_models", "add_arguments", "run"]
+
+
+def build_zoo(dest: Path, progress: bool = True, force: bool = False) -> Path:
+    """Build every zoo model into dest/<id> and the synthetic task data into dest/data.
+
+    Returns at once when the manifest says the zoo is current and every folder is present;
+    otherwise (re)builds only what is missing or stale. `force` rebuilds everything.
+    """
+    from harness.zoo.build import build
+
+    return build(Path(dest), ZooConfig(), progress=progress, force=force)
+
+
+def zoo_is_current(dest: Path) -> bool:
+    from harness.zoo.build import stale_artifacts
+
+    return not stale_artifacts(Path(dest).expanduser().resolve(), ZooConfig())
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION", required=True)
+    build_parser = actions.add_parser("build", help="train the zoo models and write its task data (cached)")
+    build_parser.add_argument("--dest", type=Path, default=None, help="zoo folder (default: $HARNESS_HOME/zoo)")
+    build_parser.add_argument("--force", action="store_true", help="rebuild everything, even if current")
+    info_parser = actions.add_parser("info", help="show where the zoo is, whether it is current, its models")
+    info_parser.add_argument("--dest", type=Path, default=None, help="zoo folder (default: $HARNESS_HOME/zoo)")
+
+
+def run(args) -> int:
+    from harness.paths import zoo_dir
+
+    dest = (args.dest or zoo_dir()).expanduser().resolve()
+    if args.zoo_action == "build":
+        from harness.zoo.build import stale_artifacts
+
+        todo = "everything" if args.force else ", ".join(stale_artifacts(dest, ZooConfig()))
+        if not todo:
+            print(f"zoo is current: {dest}")
+            return 0
+        print(f"building the zoo into {dest} ({todo})")
+        build_zoo(dest, progress=True, force=args.force)
+        print(f"zoo ready: {dest}")
+        return 0
+    print(zoo_info(dest))
+    return 0
+
+
+def zoo_info(dest: Path) -> str:
+    """A short report: folder, whether current, and each model's size and training losses."""
+    from harness.zoo.build import read_manifest, stale_artifacts
+
+    config = ZooConfig()
+    stale = stale_artifacts(dest, config)
+    records = read_manifest(dest).get("artifacts", {})
+    lines = [f"zoo folder: {dest}",
+             "status: current" if not stale else
+             f"status: {len(stale)} of {2 + len(zoo_models(config))} artifacts missing or stale "
+             f"(run `harness zoo build`)"]
+    lines.append(f"{'model':<18} {'size':>8} {'steps':>6} {'loss':>15}  state")
+    for model in zoo_models(config):
+        weights = dest / model.id / "model.safetensors"
+        size = f"{weights.stat().st_size / 2**20:.1f} MiB" if weights.is_file() else "-"
+        record = records.get(model.id, {})
+        loss = f"{record['first_loss']:.2f} -> {record['final_loss']:.2f}" if "final_loss" in record else "-"
+        lines.append(f"{model.id:<18} {size:>8} {record.get('steps', '-'):>6} {loss:>15}  "
+                     f"{'stale' if model.id in stale else 'ok'}")
+    lines.append(f"task data: {dest / 'data'} ({'stale' if 'data' in stale else 'ok'})")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""What the zoo is: the model shape, the training stages, the data sizes and the model list.
+
+Every number that changes what `harness zoo build` produces lives here (or in the zoo's code), so
+the definition hash in the manifest covers it. The step counts are sized for about four minutes
+of training on two CPU cores (see the README for measured times).
+"""
+
+from dataclasses import dataclass, field
+
+from harness.languages import LANGUAGES
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A tiny Llama: head size 32 (vLLM's CPU attention needs 32 or more), 512 positions."""
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 4
+    max_positions: int = 512
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The optimisation of one training stage (AdamW, linear warm-up, cosine decay to 10%)."""
+    steps: int
+    batch_size: int
+    seq_len: int  # language modelling: tokens per sequence; task data: longest example kept
+    lr: float
+    warmup_steps: int = 10
+
+
+@dataclass(frozen=True)
+class EvalSizes:
+    """Rows of the synthetic evaluation files; the real benchmarks' sizes."""
+    sib: dict[str, int] = field(default_factory=lambda: {"train": 701, "dev": 99, "test": 204})
+    belebele: int = 900  # questions, two per passage
+    mgsm: int = 250
+    # MLiC-Eval: (dev, test); dev is spread over train_1, train_2, train_3.
+    mlic: dict[str, tuple[int, int]] = field(default_factory=lambda: {
+        "tc": (48, 504), "mrc": (20, 200), "rs": (40, 407), "math": (20, 200)})
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    seed: int = 1234
+    languages: tuple[str, ...] = tuple(LANGUAGES)
+    shape: ModelShape = ModelShape()
+    pretrain: Stage = Stage(steps=300, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=20)
+    continued: Stage = Stage(steps=120, batch_size=8, seq_len=256, lr=1e-3)
+    sft: Stage = Stage(steps=100, batch_size=16, seq_len=320, lr=1e-3)
+    replay: float = 0.25  # share of English documents in continued pre-training (the paper's 1/4)
+    code_switch: float = 0.15  # chance that a word of a language document stays English
+    tokenizer_documents: int = 1200  # documents per language (English: twice as many) for BPE
+    eval_sizes: EvalSizes = EvalSizes()
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    id: str  # the registry id and folder name
+    kind: str  # pretrain | continued | sft
+    parent: str | None  # the model it starts from
+    lang: str  # language of its training text: "en" or a LANGUAGES code
+    task_lang: str | None = None  # sft only: language of the task data
+
+
+def zoo_models(config: ZooConfig) -> list[ZooModel]:
+    """Every zoo model in training order (each after its parent)."""
+    models = [ZooModel("base", "pretrain", None, "en"), ZooModel("sft-flan", "sft", "base", "en", "en")]
+    for lang in config.languages:
+        models += [
+            ZooModel(f"ct-{lang}", "continued", "base", lang),
+            ZooModel(f"ctsft-{lang}-flan", "sft", f"ct-{lang}", lang, "en"),
+            ZooModel(f"ctsft-{lang}-mt", "sft", f"ct-{lang}", lang, lang),
+        ]
+    return models
+
+
+def stage_of(config: ZooConfig, model: ZooModel) -> Stage:
+    return {"pretrain": config.pretrain, "continued": config.continued, "sft": config.sft}[model.kind]

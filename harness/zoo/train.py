@@ -1,0 +1,140 @@
+"""Training one zoo model: a tiny Llama, AdamW, and the two kinds of batches.
+
+Language-modelling stages pack documents (each ended by EOS) into fixed-length rows. Task stages
+pad each batch to its longest example and put the loss on the target only (the answer and the
+EOS after it), since the evaluation only scores answers. All randomness comes from the stage's
+seed, so a stage run twice gives the same weights.
+"""
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.zoo.config import ModelShape, Stage
+
+IGNORE = -100  # label id that the loss skips
+
+
+def use_all_cores() -> int:
+    """Train on every core this process may use (the zoo's batches are too small to share well)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cores)
+    return cores
+
+
+def new_model(shape: ModelShape, tokenizer, seed: int):
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_heads,
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    return model
+
+
+def load_model(folder: Path):
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+
+
+# ---- batches ------------------------------------------------------------------------------------
+
+def pack_documents(tokenizer, documents: Iterator[str], n_rows: int, seq_len: int) -> torch.Tensor:
+    """n_rows x seq_len token ids: documents joined by EOS, cut into rows."""
+    needed = n_rows * seq_len
+    ids: list[int] = []
+    while len(ids) < needed:
+        chunk = [next(documents) for _ in range(64)]
+        for encoded in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+            ids += encoded + [tokenizer.eos_token_id]
+    return torch.tensor(ids[:needed], dtype=torch.long).view(n_rows, seq_len)
+
+
+def lm_batches(rows: torch.Tensor, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    for start in range(0, len(rows) - batch_size + 1, batch_size):
+        batch = rows[start:start + batch_size]
+        yield {"input_ids": batch, "labels": batch}
+
+
+def encode_example(tokenizer, prompt: str, target: str, max_len: int) -> tuple[list[int], list[int]] | None:
+    """(input ids, labels) with the loss on the target and EOS; None when longer than max_len."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(prompt_ids) + len(target_ids) > max_len:
+        return None
+    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+
+
+def task_batches(tokenizer, examples: Iterator[tuple[str, str]], batch_size: int, max_len: int,
+                 n_batches: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Right-padded batches of (prompt, target) examples."""
+    for _ in range(n_batches):
+        encoded = []
+        while len(encoded) < batch_size:
+            example = encode_example(tokenizer, *next(examples), max_len)
+            if example is not None:
+                encoded.append(example)
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch_size, width), IGNORE, dtype=torch.long)
+        attention = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (ids, target) in enumerate(encoded):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            labels[row, :len(ids)] = torch.tensor(target)
+            attention[row, :len(ids)] = 1
+        yield {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+def learning_rate(stage: Stage, step: int) -> float:
+    if step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model, batches: Iterator[dict[str, torch.Tensor]], stage: Stage, seed: int,
+          desc: str = "", progress: bool = True) -> list[float]:
+    """Run `stage.steps` optimiser steps; returns the loss of every step."""
+    torch.manual_seed(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    losses = []
+    bar = tqdm(range(stage.steps), desc=desc, leave=False, disable=not progress, unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(stage, step)
+        loss = model(**next(batches)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    model.eval()
+    return losses

@@ -1,0 +1,281 @@
+"""The merge engine: checks the inputs, then streams tensor by tensor through a merge method.
+
+`run_merge(recipe, resolve, out_dir)`:
+1. resolves every model name of the recipe to a local folder and reads only headers;
+2. checks, before anything is written, that the models have one architecture and the same
+   tensors with the same shapes (vocabulary tensors excepted, see below): any mismatch is one
+   error naming the tensor and the models;
+3. merges the tensors on a thread pool (a tensor is read from each input, merged on the chosen
+   device, written at its place in the output shard, and dropped), with a progress bar;
+4. writes config, generation config, tokenizer, the recipe and, for the TIES family,
+   `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
+
+Extended vocabularies. A CT model may have more embedding / lm_head rows than the others
+(`*embed_tokens.weight`, `lm_head.weight`). The rows every model has are merged as usual; the
+extra rows come unchanged from the vocabulary source: `tokenizer_source` if the recipe names
+one, else the first model with the most rows (base first, then recipe order). Its tokenizer and
+generation config are copied, and the output config's `vocab_size` is its row count. A model
+with more rows than the vocabulary source is an error (its extra tokens would be unreachable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from harness import HarnessError
+from merges.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files, write_config
+from merges.methods import METHODS, TIES_FAMILY, MethodParams, ModelCounts
+from merges.recipe import Recipe, load_recipe
+from merges.stats import STATS_FILE, conflict_stats, write_stats
+
+VOCAB_TENSOR_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")
+RECIPE_FILE = "merge_recipe.yaml"
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                "float64": torch.float64}
+
+
+@dataclass
+class MergeResult:
+    path: Path
+    stats: dict | None
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    """What the engine needs to merge one tensor."""
+
+    name: str
+    out: PlannedTensor
+    shared_rows: int | None  # vocabulary tensors: rows every model has (None: no row split)
+
+
+def is_vocab_tensor(name: str) -> bool:
+    return name.endswith(VOCAB_TENSOR_SUFFIXES)
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Merge:
+    """One merge in progress: the recipe's checkpoints and the plan of the output."""
+
+    def __init__(self, recipe: Recipe, resolve: Callable[[str], Path], device: str, dtype: str | None):
+        self.recipe = recipe
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise HarnessError("--device cuda: no CUDA GPU is available to torch here")
+        self.checkpoints = {name: self._open(name, resolve) for name in recipe.referenced_models()}
+        self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
+        self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
+        self.merged_models = ([self.base] if self.base else []) + self.inputs
+        self.out_dtype = TORCH_DTYPES[dtype or recipe.dtype] if (dtype or recipe.dtype) else None
+        self._check_architectures()
+        self.vocab_source = self._vocabulary_source()
+        self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
+
+    @staticmethod
+    def _open(name: str, resolve: Callable[[str], Path]) -> Checkpoint:
+        folder = Path(resolve(name))
+        if not folder.is_dir():
+            raise HarnessError(f"model {name!r}: folder not found: {folder}")
+        return Checkpoint(name, folder)
+
+    def _check_architectures(self) -> None:
+        def architecture(ckpt: Checkpoint) -> str:
+            names = ckpt.config.get("architectures") or []
+            return ",".join(names) + f" ({ckpt.config.get('model_type')})" if names else str(ckpt.config.get("model_type"))
+
+        first = self.merged_models[0]
+        for other in self.merged_models[1:]:
+            if architecture(other) != architecture(first):
+                raise HarnessError(f"different architectures: {first.name!r} is {architecture(first)}, "
+                                   f"{other.name!r} is {architecture(other)}")
+        names = set(first.tensors)
+        for other in self.merged_models[1:]:
+            if set(other.tensors) != names:
+                extra = sorted(set(other.tensors) - names)
+                missing = sorted(names - set(other.tensors))
+                tensor, holder, lacker = (missing[0], first, other) if missing else (extra[0], other, first)
+                raise HarnessError(f"tensor {tensor} is in model {holder.name!r} but not in model {lacker.name!r}")
+
+    def _rows(self, name: str) -> dict[str, int]:
+        return {ckpt.name: ckpt.tensors[name].shape[0] for ckpt in self.merged_models}
+
+    def _vocabulary_source(self) -> Checkpoint:
+        """The model whose tokenizer (and extra vocabulary rows) the output takes."""
+        if self.recipe.tokenizer_source:
+            return self.checkpoints[self.recipe.tokenizer_source]
+        embeddings = [name for name in self.merged_models[0].tensors if is_vocab_tensor(name)]
+        if not embeddings:
+            return self.merged_models[0]
+        rows = self._rows(embeddings[0])
+        return self.checkpoints[max(rows, key=lambda model: rows[model])]  # first of the largest
+
+    def _plan(self, name: str) -> TensorJob:
+        infos = {ckpt.name: ckpt.tensors[name] for ckpt in self.merged_models}
+        first = self.merged_models[0].name
+        shape, dtype = infos[first].shape, infos[first].dtype
+        shared_rows = None
+        if is_vocab_tensor(name) and len({info.shape for info in infos.values()}) > 1:
+            shape, shared_rows = self._vocab_shape(name, infos)
+        for model, info in infos.items():
+            if shared_rows is None and info.shape != shape:
+                raise HarnessError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
+                                   f"but {list(shape)} in model {first!r}")
+            if info.dtype.is_floating_point != dtype.is_floating_point:
+                raise HarnessError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
+        if dtype.is_floating_point:
+            dtype = self.out_dtype or dtype
+        return TensorJob(name, PlannedTensor(name, shape, dtype), shared_rows)
+
+    def _vocab_shape(self, name: str, infos: dict) -> tuple[tuple[int, ...], int]:
+        source = self.vocab_source.name
+        if source not in infos:  # a tokenizer source outside the merged models
+            infos = {**infos, source: self.vocab_source.tensors[name]}
+        out_shape = infos[source].shape
+        for model, info in infos.items():
+            if info.shape[1:] != out_shape[1:]:
+                raise HarnessError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
+                                   f"but {list(out_shape)} in model {source!r}")
+            if info.shape[0] > out_shape[0]:
+                raise HarnessError(f"tensor {name}: model {model!r} has {info.shape[0]} vocabulary rows, more than "
+                                   f"the vocabulary source {source!r} ({out_shape[0]}); set tokenizer_source to it")
+        return out_shape, min(info.shape[0] for info in infos.values())
+
+    # ---- merging one tensor -----------------------------------------------------------------
+
+    def method_params(self, name: str) -> MethodParams:
+        recipe = self.recipe
+        protect = next((i for i, spec in enumerate(recipe.models) if spec.protect), None)
+        return MethodParams(
+            weights=tuple(spec.weight for spec in recipe.models),
+            densities=tuple(spec.density for spec in recipe.models),
+            lambda_=recipe.lambda_,
+            normalize=recipe.normalize,
+            consensus=recipe.consensus_method,
+            slack=recipe.slack or 0.0,
+            protect=protect,
+            seeds=tuple(tensor_seed(recipe.seed, name, i) for i in range(len(recipe.models))),
+            rescale=recipe.rescale,
+        )
+
+    def _load(self, ckpt: Checkpoint, name: str, compute_dtype: torch.dtype) -> torch.Tensor:
+        tensor = ckpt.read(name).to(self.device, compute_dtype)
+        if not bool(torch.isfinite(tensor).all()):
+            raise HarnessError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
+        return tensor
+
+    def merge_tensor(self, job: TensorJob) -> tuple[list[ModelCounts] | None, torch.Tensor]:
+        """The merged tensor (in the output dtype) and its conflict counts (TIES family)."""
+        name = job.name
+        if not job.out.dtype.is_floating_point:
+            return self._copy_non_float(job)
+        infos = [ckpt.tensors[name] for ckpt in self.merged_models]
+        compute_dtype = torch.float64 if any(i.dtype == torch.float64 for i in infos) else torch.float32
+        base = self._load(self.base, name, compute_dtype) if self.base else None
+        tensors = [self._load(ckpt, name, compute_dtype) for ckpt in self.inputs]
+        extra_rows = None
+        if job.shared_rows is not None:
+            rows = job.shared_rows
+            extra_rows = self._load(self.vocab_source, name, compute_dtype)[rows:]
+            base = base[:rows] if base is not None else None
+            tensors = [t[:rows] for t in tensors]
+        output = METHODS[self.recipe.merge_method](base, tensors, self.method_params(name))
+        del base, tensors
+        merged = output.tensor
+        if extra_rows is not None:
+            merged = torch.cat([merged, extra_rows])
+        return output.counts, merged.to(job.out.dtype)
+
+    def _copy_non_float(self, job: TensorJob) -> tuple[None, torch.Tensor]:
+        tensors = [ckpt.read(job.name) for ckpt in self.merged_models]
+        for ckpt, tensor in zip(self.merged_models[1:], tensors[1:]):
+            if not torch.equal(tensor, tensors[0]):
+                raise HarnessError(f"tensor {job.name} (not floating point) differs between models "
+                                   f"{self.merged_models[0].name!r} and {ckpt.name!r}")
+        return None, tensors[0]
+
+
+def tensor_seed(seed: int, tensor: str, model_index: int) -> int:
+    """A seed per (recipe seed, tensor, model): reproducible whatever order the threads run in."""
+    digest = hashlib.sha256(f"{seed}:{tensor}:{model_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path], out_dir: Path,
+              device: str = "cpu", threads: int | None = None, progress: bool = True,
+              dtype: str | None = None, max_shard_bytes: int | None = None) -> MergeResult:
+    """Merge the recipe's models into a complete HF folder at `out_dir` (which must not exist)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise HarnessError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+    merge = Merge(recipe, resolve, device, dtype)
+    out_dir = Path(out_dir)
+    with atomic_folder(out_dir) as temp:
+        plan = [job.out for job in merge.jobs]
+        writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
+        try:
+            counts = _merge_all(merge, writer, threads or default_threads(), progress)
+        finally:
+            writer.close()
+        writer.finish()
+        _write_side_files(merge, temp)
+        stats = None
+        if recipe.merge_method in TIES_FAMILY:
+            stats = conflict_stats(recipe, counts)
+            write_stats(stats, temp / STATS_FILE)
+    return MergeResult(out_dir, stats)
+
+
+def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool) -> dict[str, list[ModelCounts]]:
+    """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
+    from tqdm import tqdm
+
+    counts: dict[str, list[ModelCounts]] = {}
+    lock = threading.Lock()
+
+    def work(job: TensorJob) -> None:
+        tensor_counts, merged = merge.merge_tensor(job)
+        writer.write(job.name, merged)
+        with lock:
+            if tensor_counts is not None:
+                counts[job.name] = tensor_counts
+            bar.update(1)
+
+    total_bytes = sum(job.out.nbytes for job in merge.jobs)
+    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out)"
+    # Big tensors first, so the pool does not end waiting on one large tensor.
+    jobs = sorted(merge.jobs, key=lambda job: -job.out.nbytes)
+    with tqdm(total=len(jobs), desc=desc, unit="tensor", disable=not progress) as bar:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if failed is not None:
+                for future in futures:
+                    future.cancel()
+                raise failed.exception()
+    return {job.name: counts[job.name] for job in merge.jobs if job.name in counts}
+
+
+def _write_side_files(merge: Merge, folder: Path) -> None:
+    config_source = merge.merged_models[0]
+    vocab_size = None
+    embeddings = [job for job in merge.jobs if is_vocab_tensor(job.name)]
+    if embeddings:
+        vocab_size = embeddings[0].out.shape[0]
+    floats = [job.out.dtype for job in merge.jobs if job.out.dtype.is_floating_point]
+    write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size)
+    copy_tokenizer_files(merge.vocab_source, folder)
+    (folder / "merge_recipe.yaml").write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,229 @@
+"""Checkpoint I/O: lazy safetensors reading, streaming sharded writing, side files, atomic output.
+
+Reading opens the shard with `safe_open` for each tensor and closes it right after, so the
+process never keeps a whole model mapped: peak memory is the tensors being merged.
+
+Writing streams too. The output's tensor names, shapes and dtypes are known before the merge
+starts, so each shard's safetensors header (8-byte little-endian length, JSON, data) is written
+up front and every merged tensor is written at its offset as soon as it is ready (`os.pwrite`,
+safe from several threads). `safetensors.torch.save_file` would need a whole shard in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from harness import HarnessError
+
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class Checkpoint:
+    """A Hugging Face model folder of safetensors shards, read one tensor at a time."""
+
+    def __init__(self, name: str, folder: Path):
+        self.name = name
+        self.folder = Path(folder)
+        config_path = self.folder / CONFIG_NAME
+        if not config_path.is_file():
+            raise HarnessError(f"model {name!r}: no {CONFIG_NAME} in {self.folder}")
+        try:
+            self.config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise HarnessError(f"model {name!r}: {config_path} is not valid JSON ({err})") from None
+        self.files = self._tensor_files()
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in sorted(set(self.files.values())):
+            self._read_header(file)
+        missing = sorted(set(self.files) - set(self.tensors))
+        if missing:
+            raise HarnessError(f"model {name!r}: index lists tensor {missing[0]} that its shard does not hold")
+
+    def _tensor_files(self) -> dict[str, Path]:
+        index = self.folder / INDEX_NAME
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            return {name: self.folder / file for name, file in weight_map.items()}
+        shards = sorted(self.folder.glob("*.safetensors"))
+        if not shards:
+            raise HarnessError(f"model {self.name!r}: no *.safetensors files in {self.folder}")
+        files = {}
+        for shard in shards:
+            with self._open(shard) as handle:
+                for tensor in handle.keys():
+                    files[tensor] = shard
+        return files
+
+    def _open(self, file: Path):
+        if not file.is_file():
+            raise HarnessError(f"model {self.name!r}: missing shard {file}")
+        try:
+            return safe_open(str(file), framework="pt", device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise HarnessError(f"model {self.name!r}: unreadable safetensors file {file} ({err})") from None
+
+    def _read_header(self, file: Path) -> None:
+        with self._open(file) as handle:
+            for tensor in handle.keys():
+                piece = handle.get_slice(tensor)
+                dtype = SAFETENSORS_DTYPES.get(piece.get_dtype())
+                if dtype is None:
+                    raise HarnessError(f"model {self.name!r}: tensor {tensor} has unsupported dtype {piece.get_dtype()}")
+                if self.files.get(tensor) == file:
+                    self.tensors[tensor] = TensorInfo(tuple(piece.get_shape()), dtype)
+
+    def read(self, tensor: str) -> torch.Tensor:
+        file = self.files[tensor]
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                return handle.get_tensor(tensor)
+        except (SafetensorError, OSError) as err:
+            raise HarnessError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count * torch.empty((), dtype=self.dtype).element_size()
+
+
+class ShardedWriter:
+    """Writes a planned set of tensors into `model-0000i-of-0000n.safetensors` shards plus an index."""
+
+    def __init__(self, folder: Path, plan: list[PlannedTensor], max_shard_bytes: int = DEFAULT_SHARD_BYTES):
+        self.folder = folder
+        self.location: dict[str, tuple[int, int, int]] = {}  # name -> (shard number, offset, nbytes)
+        shards = self._split(plan, max_shard_bytes)
+        self.shard_names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        self.fds = []
+        self.written: set[str] = set()
+        for number, tensors in enumerate(shards):
+            self.fds.append(self._start_shard(number, tensors))
+
+    @staticmethod
+    def _split(plan: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:
+        shards: list[list[PlannedTensor]] = [[]]
+        size = 0
+        for tensor in plan:
+            if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(tensor)
+            size += tensor.nbytes
+        return shards
+
+    def _start_shard(self, number: int, tensors: list[PlannedTensor]) -> int:
+        header: dict = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for tensor in tensors:
+            header[tensor.name] = {"dtype": DTYPE_CODES[tensor.dtype], "shape": list(tensor.shape),
+                                   "data_offsets": [offset, offset + tensor.nbytes]}
+            offset += tensor.nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        start = 8 + len(encoded)
+        fd = os.open(self.folder / self.shard_names[number], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, struct.pack("<Q", len(encoded)) + encoded)
+        os.ftruncate(fd, start + offset)
+        for tensor in tensors:
+            begin = header[tensor.name]["data_offsets"][0]
+            self.location[tensor.name] = (number, start + begin, tensor.nbytes)
+        return fd
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        number, offset, nbytes = self.location[name]
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        if data.nbytes != nbytes:
+            raise RuntimeError(f"tensor {name}: {data.nbytes} bytes, planned {nbytes}")
+        view = memoryview(data)
+        while view.nbytes:
+            done = os.pwrite(self.fds[number], view, offset)
+            view, offset = view[done:], offset + done
+        self.written.add(name)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def finish(self) -> None:
+        """Close the shards and write the index; every planned tensor must have been written."""
+        self.close()
+        missing = sorted(set(self.location) - self.written)
+        if missing:
+            raise RuntimeError(f"merged tensor {missing[0]} was never written")
+        total = sum(nbytes for _, _, nbytes in self.location.values())
+        weight_map = {name: self.shard_names[number] for name, (number, _, _) in sorted(self.location.items())}
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (self.folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def write_config(config_source: Checkpoint, dest: Path, dtype: torch.dtype, vocab_size: int | None) -> None:
+    """The output config: the source's, with the output dtype and (extended) vocabulary size."""
+    config = dict(config_source.config)
+    dtype_key = "torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"
+    config[dtype_key] = str(dtype).removeprefix("torch.")
+    if vocab_size is not None and "vocab_size" in config:
+        config["vocab_size"] = vocab_size
+    (dest / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def copy_tokenizer_files(source: Checkpoint, dest: Path) -> None:
+    """Generation config and tokenizer files of the tokenizer source, those it has."""
+    for name in (GENERATION_CONFIG_NAME, *TOKENIZER_FILES):
+        if (source.folder / name).is_file():
+            shutil.copyfile(source.folder / name, dest / name)
+
+
+@contextlib.contextmanager
+def atomic_folder(out_dir: Path):
+    """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise HarnessError(f"output folder already exists: {out_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if temp.exists():
+        shutil.rmtree(temp)
+    temp.mkdir()
+    try:
+        yield temp
+        os.rename(temp, out_dir)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
