@@ -20,6 +20,7 @@ with more rows than the vocabulary source is an error (its extra tokens would be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -39,6 +40,7 @@ from merges.stats import STATS_FILE, conflict_stats, write_stats
 
 VOCAB_TENSOR_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")
 RECIPE_FILE = "merge_recipe.yaml"
+DEFAULT_MEMORY_BUDGET = 1_500_000_000  # bytes of estimated working memory for tensors in flight
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                 "float64": torch.float64}
 
@@ -169,7 +171,9 @@ class Merge:
             rescale=recipe.rescale,
         )
 
-    def _load(self, ckpt: Checkpoint, name: str, compute_dtype: torch.dtype) -> torch.Tensor:
+    def _load(self, ckpt: Checkpoint, name: str, compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A tensor on the device, in `compute_dtype` or (None) as stored: the methods promote inputs
+        themselves, which saves a float32 copy of each bf16 input."""
         tensor = ckpt.read(name).to(self.device, compute_dtype)
         if not bool(torch.isfinite(tensor).all()):
             raise HarnessError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
@@ -183,7 +187,7 @@ class Merge:
         infos = [ckpt.tensors[name] for ckpt in self.merged_models]
         compute_dtype = torch.float64 if any(i.dtype == torch.float64 for i in infos) else torch.float32
         base = self._load(self.base, name, compute_dtype) if self.base else None
-        tensors = [self._load(ckpt, name, compute_dtype) for ckpt in self.inputs]
+        tensors = [self._load(ckpt, name, None if self.base else compute_dtype) for ckpt in self.inputs]
         extra_rows = None
         if job.shared_rows is not None:
             rows = job.shared_rows
@@ -238,16 +242,51 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
     return MergeResult(out_dir, stats)
 
 
-def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool) -> dict[str, list[ModelCounts]]:
+class MemoryBudget:
+    """Lets a tensor start only while the estimated working memory of the running ones fits.
+
+    Small tensors run side by side; a tensor bigger than the budget runs alone. This keeps peak
+    memory near that of the largest tensor's merge whatever the thread count.
+    """
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        self.used = 0
+        self.condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, amount: int):
+        with self.condition:
+            self.condition.wait_for(lambda: self.used == 0 or self.used + amount <= self.limit)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.used -= amount
+                self.condition.notify_all()
+
+
+def working_bytes(merge: Merge, job: TensorJob) -> int:
+    """Rough working memory of one tensor's merge: inputs, stacked task vectors, a few temporaries."""
+    count = job.out.nbytes // max(1, job.out.dtype.itemsize)
+    return count * 4 * (2 * len(merge.inputs) + 5)
+
+
+def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
+               memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
     from tqdm import tqdm
 
     counts: dict[str, list[ModelCounts]] = {}
     lock = threading.Lock()
+    budget = MemoryBudget(memory_budget)
 
     def work(job: TensorJob) -> None:
-        tensor_counts, merged = merge.merge_tensor(job)
-        writer.write(job.name, merged)
+        with budget.reserve(working_bytes(merge, job)):
+            tensor_counts, merged = merge.merge_tensor(job)
+            writer.write(job.name, merged)
+            del merged
         with lock:
             if tensor_counts is not None:
                 counts[job.name] = tensor_counts
@@ -278,4 +317,4 @@ def _write_side_files(merge: Merge, folder: Path) -> None:
     floats = [job.out.dtype for job in merge.jobs if job.out.dtype.is_floating_point]
     write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size)
     copy_tokenizer_files(merge.vocab_source, folder)
-    (folder / "merge_recipe.yaml").write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")

@@ -6,7 +6,8 @@ from merges.methods.common import MethodOutput, MethodParams
 
 
 def linear(base: torch.Tensor | None, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
-    total = torch.zeros_like(tensors[0])
+    # Inputs may arrive in their stored dtype (bf16); the sum is taken in at least float32.
+    total = torch.zeros_like(tensors[0], dtype=torch.promote_types(tensors[0].dtype, torch.float32))
     for tensor, weight in zip(tensors, params.weights):
         total.add_(tensor, alpha=weight)
     if params.normalize:

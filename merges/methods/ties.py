@@ -85,43 +85,47 @@ def weighted_task_vectors(base: torch.Tensor, tensors: list[torch.Tensor], param
 
 
 def elect_signs(weighted: torch.Tensor, consensus: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The elected sign (+1/-1 per parameter) and the election score it was taken from."""
-    score = weighted.sum(dim=0) if consensus == "sum" else weighted.sign().sum(dim=0)
-    elected = torch.where(score >= 0, 1.0, -1.0).to(weighted.dtype)
-    return elected, score
+    """Whether the elected sign is + (bool per parameter), and the election score it came from."""
+    if consensus == "sum":
+        score = weighted.sum(dim=0)
+    else:
+        score = (weighted > 0).sum(dim=0) - (weighted < 0).sum(dim=0)
+    return score >= 0, score
 
 
-def disjoint_merge(base: torch.Tensor, weighted: torch.Tensor, elected: torch.Tensor,
-                   params: MethodParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """base + lambda * (mean or sum of the entries agreeing with the elected sign); also the agreement mask."""
-    agree = weighted.sign() == elected
-    merged = (weighted * agree).sum(dim=0)
-    if params.normalize:
-        divisor = (weight_column(params.weights, base) * agree).sum(dim=0)
-        divisor[divisor == 0] = 1
-        merged.div_(divisor)
+def disjoint_merge(base: torch.Tensor, weighted: torch.Tensor, positive: torch.Tensor,
+                   params: MethodParams) -> tuple[torch.Tensor, list[int]]:
+    """base + lambda * (mean or sum of the entries agreeing with the elected sign).
+
+    Also returns how many entries of each model agree. Consumes `weighted` (zeroes the
+    disagreeing entries in place) to keep memory at one extra tensor per step.
+    """
+    merged = torch.zeros_like(base)
+    divisor = torch.zeros_like(base) if params.normalize else None
+    agreeing = []
+    for i, weight in enumerate(params.weights):
+        agree = torch.where(positive, weighted[i] > 0, weighted[i] < 0)  # zero entries never agree
+        agreeing.append(int(torch.count_nonzero(agree)))
+        merged.add_(weighted[i].mul_(agree))
+        if divisor is not None:
+            divisor.add_(agree, alpha=weight)
+    if divisor is not None:
+        merged.div_(divisor.masked_fill_(divisor == 0, 1))
     if params.lambda_ != 1:
         merged.mul_(params.lambda_)
-    return base + merged, agree
+    return merged.add_(base), agreeing
 
 
-def conflict_counts(weighted: torch.Tensor, agree: torch.Tensor, nonzero: list[int],
+def conflict_counts(numel: int, nonzero: list[int], agreeing: list[int],
                     kept_by_slack: list[int] | None = None) -> list[ModelCounts]:
-    counts = []
-    for i in range(weighted.shape[0]):
-        agreeing = int(torch.count_nonzero(agree[i] & (weighted[i] != 0)))
-        counts.append(ModelCounts(
-            params=weighted[i].numel(),
-            trimmed=nonzero[i],
-            discarded=nonzero[i] - agreeing,
-            kept_by_slack=kept_by_slack[i] if kept_by_slack else 0,
-        ))
-    return counts
+    return [ModelCounts(params=numel, trimmed=nz, discarded=nz - agree,
+                        kept_by_slack=kept_by_slack[i] if kept_by_slack else 0)
+            for i, (nz, agree) in enumerate(zip(nonzero, agreeing))]
 
 
 def ties(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
     weighted, nonzero = weighted_task_vectors(
         base, tensors, params, lambda i, delta: trim_in_place(delta, params.densities[i]))
-    elected, _ = elect_signs(weighted, params.consensus)
-    merged, agree = disjoint_merge(base, weighted, elected, params)
-    return MethodOutput(merged, conflict_counts(weighted, agree, nonzero))
+    positive, _ = elect_signs(weighted, params.consensus)
+    merged, agreeing = disjoint_merge(base, weighted, positive, params)
+    return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing))

@@ -26,26 +26,28 @@ def slack_count(slack: float, protected_nonzero: int, candidates: int) -> int:
     return min(round(slack * protected_nonzero), candidates)
 
 
-def apply_slack(weighted: torch.Tensor, elected: torch.Tensor, score: torch.Tensor,
+def apply_slack(weighted: torch.Tensor, positive: torch.Tensor, score: torch.Tensor,
                 protect: int, slack: float, protected_nonzero: int) -> int:
     """Flip the elected sign to p's at the k smallest-margin candidates (in place); returns k."""
     protected = weighted[protect]
-    candidates = ((protected != 0) & (protected.sign() != elected)).reshape(-1).nonzero().reshape(-1)
+    disagrees = torch.where(positive, protected < 0, protected > 0)
+    candidates = disagrees.reshape(-1).nonzero().reshape(-1)
     k = slack_count(slack, protected_nonzero, candidates.numel())
     if k == 0:
         return 0
     margins = score.reshape(-1)[candidates].abs()
     chosen = candidates[torch.argsort(margins, stable=True)[:k]]
-    elected.view(-1)[chosen] = protected.reshape(-1)[chosen].sign()
+    positive.view(-1)[chosen] = protected.reshape(-1)[chosen] > 0
     return k
 
 
 def ties_sv(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
     weighted, nonzero = weighted_task_vectors(
         base, tensors, params, lambda i, delta: trim_in_place(delta, params.densities[i]))
-    elected, score = elect_signs(weighted, "sum")
+    positive, score = elect_signs(weighted, "sum")
     kept = [0] * len(tensors)
-    kept[params.protect] = apply_slack(weighted, elected, score, params.protect, params.slack,
+    kept[params.protect] = apply_slack(weighted, positive, score, params.protect, params.slack,
                                        nonzero[params.protect])
-    merged, agree = disjoint_merge(base, weighted, elected, params)
-    return MethodOutput(merged, conflict_counts(weighted, agree, nonzero, kept))
+    del score
+    merged, agreeing = disjoint_merge(base, weighted, positive, params)
+    return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing, kept))
