@@ -9,6 +9,8 @@ Tables
 """
 
 import json
+import sqlite3
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,14 +184,35 @@ class ResultStore:
         return sa.inspect(self.engine).has_table(name)
 
 
-def _create_tables(engine: sa.Engine) -> None:
-    """Create missing tables; a second process creating them at the same moment is not an error."""
-    try:
-        metadata.create_all(engine)
-    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:
-        if "already exists" not in str(err) and "duplicate key" not in str(err):
-            raise
-        metadata.create_all(engine)  # the other process won the race; everything exists now
+def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
+    """Create missing tables; a second process creating them at the same moment is not an error.
+
+    On SQLite the check-then-create runs under BEGIN IMMEDIATE, so it cannot race. PostgreSQL
+    checks and creates in separate steps: when another process wins the race, check again."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:
+            racing = "already exists" in str(err) or "duplicate key" in str(err)
+            if not racing or attempt == attempts - 1:
+                raise
+
+
+def _set_wal(dbapi_conn, patience_s: float = 60.0) -> None:
+    """Switch the file to write-ahead logging (readers never block the writer, nor it them).
+
+    The switch needs a moment with no other connection inside a transaction; SQLite reports
+    "locked" instead of waiting for that, so wait here."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _make_engine(url: str, readonly: bool) -> sa.Engine:
@@ -203,8 +226,72 @@ def _make_engine(url: str, readonly: bool) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _record):  # concurrent writers wait for each other instead of failing
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        def _on_connect(dbapi_conn, _record):
+            # SQLAlchemy, not the sqlite3 module, decides where transactions begin (see _on_begin).
+            dbapi_conn.isolation_level = None
+            _set_wal(dbapi_conn)
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            # Take the write lock when the transaction starts: a deferred transaction that reads and
+            # then writes fails at once ("database is locked") when another process wrote meanwhile,
+            # while BEGIN IMMEDIATE waits for the other writer (up to the 60 s timeout).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+# ---- sweep trials (harness sweep) ----------------------------------------------------------------
+# One row per evaluated grid point of a sweep: its parameters, its dev score (the mean of the
+# language averages of the main metric) and, once the sweep finishes, which point was chosen.
+
+sweep_trials_table = sa.Table(
+    "sweep_trials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sweep", sa.String(200), nullable=False),  # "<model id>:<grid name>"
+    sa.Column("model", sa.String(200), nullable=False),  # the swept registry id
+    sa.Column("trial_model", sa.String(400), nullable=False),  # the trial's model id (results are stored under it)
+    sa.Column("model_hash", sa.String(64), nullable=False),
+    sa.Column("params_json", sa.Text, nullable=False),  # {"models.sft-flan.density": 0.2, ...}
+    sa.Column("recipe_json", sa.Text, nullable=False),
+    sa.Column("split", sa.String(8), nullable=False),  # dev
+    sa.Column("limit", sa.Integer),  # items per task (None: whole split)
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("lang_scores_json", sa.Text, nullable=False),  # {"uig": 0.41, ...}
+    sa.Column("build_s", sa.Float),
+    sa.Column("eval_s", sa.Float),
+    sa.Column("chosen", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_sweep_trials_lookup", "sweep", "model_hash"),
+)
+
+
+def write_sweep_trial(store: ResultStore, row: dict) -> None:
+    """Store one trial, replacing an earlier row of the same sweep, model hash and limit."""
+    values = {"chosen": False, "created_at": datetime.now(timezone.utc), **row}
+    t = sweep_trials_table.c
+    limit_matches = t.limit.is_(None) if values.get("limit") is None else t.limit == values["limit"]
+    with store.engine.begin() as conn:
+        conn.execute(sweep_trials_table.delete().where(t.sweep == values["sweep"], t.model_hash == values["model_hash"],
+                                                       limit_matches))
+        conn.execute(sweep_trials_table.insert(), [values])
+
+
+def mark_sweep_choice(store: ResultStore, sweep: str, model_hash: str) -> None:
+    """Mark the chosen trial of a sweep (and only it)."""
+    t = sweep_trials_table.c
+    with store.engine.begin() as conn:
+        conn.execute(sweep_trials_table.update().where(t.sweep == sweep).values(chosen=(t.model_hash == model_hash)))
+
+
+def sweep_trials(store: ResultStore, sweep: str | None = None) -> pd.DataFrame:
+    """Trial rows (all sweeps, or one), oldest first; empty with the table's columns if none."""
+    if not store._has_table("sweep_trials"):
+        return pd.DataFrame(columns=[c.name for c in sweep_trials_table.columns])
+    query = sa.select(sweep_trials_table).order_by(sweep_trials_table.c.id)
+    if sweep is not None:
+        query = query.where(sweep_trials_table.c.sweep == sweep)
+    with store.engine.connect() as conn:
+        return pd.read_sql(query, conn)
