@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "tasks": ("harness.tasklist", "list the evaluation tasks per language with their split sizes"),
     "merge": ("harness.build", "build a merged model from a registry id or a recipe file"),
     "eval": ("harness.evaluate", "evaluate a model on its languages' tasks and store the results"),
+    "sweep": ("harness.sweep", "tune a merge's hyperparameters on dev, evaluate the best on test"),
+    "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),
 }
 

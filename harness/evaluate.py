@@ -479,3 +479,17 @@ def print_report(report: EvalReport, out=None) -> None:
 def one_line(err: BaseException, limit: int = 400) -> str:
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def pending_tasks(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) -> list[str]:
+    """The tasks `evaluate` would run now (the others are stored on at least as many items);
+    lets a caller that manages its own server (harness sweep) skip starting it."""
+    store = ResultStore(settings.store_url)
+    with task_data_environment(settings.data_dir):
+        task_objects = load_tasks(tasks, settings.task_dir)
+        pending = []
+        for name, task in task_objects.items():
+            stored_items = store.stored_items(model.model_hash, name, settings.split, str(task.VERSION))
+            if settings.force or stored_items is None or stored_items < items_to_score(task, settings.limit):
+                pending.append(name)
+    return pending

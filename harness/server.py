@@ -214,3 +214,37 @@ def api_root(server_url: str) -> str:
         if root.endswith(suffix):
             root = root[: -len(suffix)]
     return root
+
+
+# ---- weight reloading (harness sweep: one server across trials) ---------------------------------
+# vLLM's OpenAI server exposes POST /collective_rpc and /reset_prefix_cache when started with
+# VLLM_SERVER_DEV_MODE=1. The worker method `reload_weights(weights_path=DIR)` re-reads every
+# weight from DIR's safetensors into the running model in place (vllm/v1/worker/gpu_worker.py,
+# which the CPU worker inherits; vllm/model_executor/model_loader/reload/inplace.py). The tokenizer
+# and config stay those of the folder the server started with, so the caller must only swap in
+# checkpoints of the same architecture and tokenizer. Dev mode is reachable on 127.0.0.1 only.
+
+DEV_MODE_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+
+
+def _post_json(url: str, body: dict, timeout_s: float) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        response.read()
+
+
+def reload_weights(server_url: str, model_dir: Path, timeout_s: float = 600.0) -> None:
+    """Load `model_dir`'s weights into a running dev-mode vLLM server and drop its prefix cache
+    (cached KV blocks were computed with the old weights)."""
+    root = api_root(server_url)
+    try:
+        _post_json(f"{root}/collective_rpc",
+                   {"method": "reload_weights", "kwargs": {"weights_path": str(Path(model_dir).resolve())}}, timeout_s)
+        _post_json(f"{root}/reset_prefix_cache", {}, timeout_s)
+    except urllib.error.HTTPError as err:
+        hint = " (was it started with VLLM_SERVER_DEV_MODE=1?)" if err.code == 404 else ""
+        raise HarnessError(f"cannot reload weights from {model_dir} into the server at {root}: "
+                           f"HTTP {err.code}{hint}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise HarnessError(f"cannot reload weights from {model_dir} into the server at {root}: {err}") from None

@@ -22,6 +22,7 @@ class StoreSnapshot:
     url: str
     results: pd.DataFrame  # every split, each model id's latest build only
     models: pd.DataFrame
+    sweeps: pd.DataFrame  # harness sweep trials, every sweep (store.sweep_trials)
 
 
 def store_url() -> str:
@@ -47,12 +48,13 @@ def check_store_exists(url: str) -> None:
 
 
 def read_store(url: str) -> StoreSnapshot:
-    from harness.store import ResultStore
+    from harness.store import ResultStore, sweep_trials
 
     check_store_exists(url)
     store = ResultStore(url, readonly=True)
     try:
-        return StoreSnapshot(url=url, results=store.results(latest_only=True), models=store.models())
+        return StoreSnapshot(url=url, results=store.results(latest_only=True), models=store.models(),
+                             sweeps=sweep_trials(store))
     except sa.exc.SQLAlchemyError as err:
         raise HarnessError(f"cannot read results store {url}: {' '.join(str(err).split())[:200]}") from None
     finally:

@@ -1,7 +1,8 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
 tables.py, recipes.py, samples.py, stats.py and export.py, so what is drawn here stays thin.
 
-Adding a page (issue 7's sweep heatmaps) = one function here and one entry in VIEWS.
+Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
+does not depend on the split, like the sweeps).
 """
 
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import streamlit as st
 
 from harness import HarnessError
 from harness.languages import LANGUAGES
-from leaderboard import data, export, recipes, samples, stats, tables
+from leaderboard import data, export, recipes, samples, stats, sweeps, tables
 
 SPLITS = ("test", "dev")
 
@@ -58,12 +59,15 @@ def main() -> None:
         st.error(str(err))
         return
     with st.sidebar:
-        view = st.radio("View", list(VIEWS), key="view")
+        view = st.radio("View", [*VIEWS, *SNAPSHOT_VIEWS], key="view")
         split = st.selectbox("Split", SPLITS, index=0, key="split", help="the paper reports test")
         if st.button("Reload results"):
             _snapshot.clear()
             st.rerun()
         st.caption(f"Store: `{url}` (read-only)")
+    if view in SNAPSHOT_VIEWS:
+        SNAPSHOT_VIEWS[view](snapshot)
+        return
     if snapshot.results.empty:
         st.info(f"The results store at `{url}` holds no results yet: {data.EVAL_HINT}.")
         return
@@ -158,11 +162,34 @@ def compare(ctx: Context) -> None:
     )
 
 
+def sweeps_page(snapshot: data.StoreSnapshot) -> None:
+    st.header("Sweeps (dev)")
+    names = sweeps.sweep_names(snapshot.sweeps)
+    if not names:
+        st.info("No sweeps stored yet: run one, e.g. `harness sweep --model ties-uig --grid densities`.")
+        return
+    name = st.selectbox("Sweep", names, key="sweep")
+    grid = sweeps.sweep_grid(snapshot.sweeps, name)
+    chosen = grid.trials[grid.trials[sweeps.CHOSEN]]
+    if not chosen.empty:
+        best = chosen.iloc[0]
+        point = ", ".join(f"{sweeps.axis_label(a)} = {best[a]}" for a in grid.axes)
+        st.markdown(f"**Chosen:** {point} (dev {best[sweeps.SCORE]:.1f}); on test as `{name.split(':')[0]}@best`")
+    if len(grid.axes) in (1, 2):
+        _sweep_chart(grid)
+    _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
+    st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
+               "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
+
+
 VIEWS: dict[str, Callable[[Context], None]] = {
     "Overview": overview,
     "Per language": per_language,
     "Model": model_page,
     "Compare": compare,
+}
+SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
+    "Sweeps": sweeps_page,
 }
 
 
@@ -202,6 +229,27 @@ def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
             tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
         )
     )
+    st.altair_chart(chart, width="stretch")
+
+
+def _sweep_chart(grid: sweeps.SweepGrid) -> None:
+    """A heatmap of dev score over two grid axes (a line over one), the chosen point starred."""
+    frame = grid.trials.copy()
+    frame["label"] = [f"{'★ ' if chosen else ''}{score:.1f}" for chosen, score in zip(frame[sweeps.CHOSEN], frame[sweeps.SCORE])]
+    columns = {axis: f"p{i}" for i, axis in enumerate(grid.axes)}  # Vega field names without dots
+    frame = frame.rename(columns=columns)
+    x = alt.X("p0:O", title=sweeps.axis_label(grid.axes[0]))
+    tooltip = [alt.Tooltip(f"{f}:O", title=sweeps.axis_label(a)) for a, f in columns.items()]
+    tooltip.append(alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f"))
+    if len(grid.axes) == 1:
+        base = alt.Chart(frame).encode(x=x, y=alt.Y(f"{sweeps.SCORE}:Q"), tooltip=tooltip)
+        chart = base.mark_line(point=True) + base.mark_text(dy=-10).encode(text="label:N")
+    else:
+        base = alt.Chart(frame).encode(x=x, y=alt.Y("p1:O", title=sweeps.axis_label(grid.axes[1]), sort="descending"),
+                                       tooltip=tooltip)
+        chart = (base.mark_rect().encode(color=alt.Color(f"{sweeps.SCORE}:Q", scale=alt.Scale(scheme="viridis")))
+                 + base.mark_text(fontWeight="bold").encode(text="label:N",
+                                                             color=alt.value("white")))
     st.altair_chart(chart, width="stretch")
 
 

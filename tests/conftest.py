@@ -42,3 +42,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def harness_cli(capsys):
+    """Run `harness ...` in-process; returns (exit code, stdout, stderr)."""
+    from harness import cli
+
+    def run(*argv: str):
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

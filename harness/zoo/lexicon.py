@@ -184,6 +184,13 @@ def lexicon(lang: str, seed: int) -> Lexicon:
     join = script.syllable_joiner.join
     suffixes = {kind: join(_pseudo_syllables(script, rng, 1)) for kind in ("plural", "past")}
     derived = _stems_and_suffixes()
+    forms_of: dict[str, list[tuple[str, str]]] = {}  # stem -> [(derived English word, suffix kind)]
+    for english, (stem, kind) in derived.items():
+        forms_of.setdefault(stem, []).append((english, kind))
+
+    def attach(stem: str, kind: str) -> str:
+        return join([stem, suffixes[kind]]) if script.syllable_joiner else stem + suffixes[kind]
+
     words: dict[str, str] = {}
     taken: set[str] = set(suffixes.values())
     for english in english_vocabulary():
@@ -192,13 +199,14 @@ def lexicon(lang: str, seed: int) -> Lexicon:
         n_syllables = min(script.max_syllables, 1 + len(english) // 4)
         while True:
             candidate = join(_pseudo_syllables(script, rng, n_syllables))
-            if candidate not in taken:
+            # The word and the forms built from it (plural, past) must all be new: a stem plus a
+            # suffix can spell another word, and two English words must never share a translation.
+            forms = {english: candidate} | {d: attach(candidate, kind) for d, kind in forms_of.get(english, [])}
+            if not taken.intersection(forms.values()) and len(set(forms.values())) == len(forms):
                 break
             n_syllables = min(script.max_syllables + 1, n_syllables + (rng.random() < 0.3))
-        words[english] = candidate
-        taken.add(candidate)
-    for english, (stem, kind) in derived.items():
-        words[english] = join([words[stem], suffixes[kind]]) if script.syllable_joiner else words[stem] + suffixes[kind]
+        words.update(forms)
+        taken.update(forms.values())
     return Lexicon(lang, script, words)
 
 

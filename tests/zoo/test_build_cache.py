@@ -1,0 +1,121 @@
+"""The zoo's manifest and cache: built once, rebuilt only where missing or stale, never half-written."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from harness import HarnessError
+from harness.zoo import build as zoo_build
+from harness.zoo.config import zoo_models
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Record which models get trained (and still train them)."""
+    trained: list[str] = []
+    real = zoo_build.train_zoo_model
+
+    def recording(model, *args, **kwargs):
+        trained.append(model.id)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(zoo_build, "train_zoo_model", recording)
+    return trained
+
+
+def _ids(config):
+    return [model.id for model in zoo_models(config)]
+
+
+def _mtimes(dest):
+    return {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()}
+
+
+def test_build_then_cache_hit(tmp_path, tiny_config, spy):
+    dest = tmp_path / "zoo"
+    zoo_build.build(dest, tiny_config, progress=False)
+    assert spy == _ids(tiny_config)
+    assert zoo_build.stale_artifacts(dest, tiny_config) == []
+    manifest = json.loads((dest / "zoo.json").read_text())
+    assert manifest["definition"] == zoo_build.definition_hash(tiny_config)
+    assert set(manifest["artifacts"]) == {"tokenizer", "data", *_ids(tiny_config)}
+    assert not [p for p in dest.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+    before = _mtimes(dest)
+    spy.clear()
+    zoo_build.build(dest, tiny_config, progress=False)
+    assert spy == []
+    assert _mtimes(dest) == before
+
+
+def test_missing_model_rebuilds_only_that_model(tmp_path, tiny_config, spy):
+    dest = tmp_path / "zoo"
+    zoo_build.build(dest, tiny_config, progress=False)
+    spy.clear()
+    (dest / "ctsft-uig-mt" / "model.safetensors").unlink()
+    untouched = (dest / "ct-uig" / "model.safetensors").stat().st_mtime_ns
+    zoo_build.build(dest, tiny_config, progress=False)
+    assert spy == ["ctsft-uig-mt"]  # its parent ct-uig is read back from disk, not retrained
+    assert (dest / "ct-uig" / "model.safetensors").stat().st_mtime_ns == untouched
+
+
+def test_definition_change_rebuilds_everything(tmp_path, tiny_config, spy, monkeypatch):
+    dest = tmp_path / "zoo"
+    zoo_build.build(dest, tiny_config, progress=False)
+    spy.clear()
+    monkeypatch.setattr(zoo_build, "definition_hash", lambda config: "a-changed-definition")
+    assert zoo_build.stale_artifacts(dest, tiny_config) == ["tokenizer", "data", *_ids(tiny_config)]
+    zoo_build.build(dest, tiny_config, progress=False)
+    assert spy == _ids(tiny_config)
+    assert json.loads((dest / "zoo.json").read_text())["definition"] == "a-changed-definition"
+
+
+def test_definition_hash_covers_config():
+    from harness.zoo.config import ZooConfig
+
+    config = ZooConfig()
+    assert zoo_build.definition_hash(config) == zoo_build.definition_hash(ZooConfig())
+    assert zoo_build.definition_hash(config) != zoo_build.definition_hash(replace(config, seed=7))
+    assert zoo_build.definition_hash(config) != zoo_build.definition_hash(
+        replace(config, sft=replace(config.sft, steps=config.sft.steps + 1)))
+
+
+def test_interrupted_build_leaves_no_partial_model_and_resumes(tmp_path, tiny_config, monkeypatch):
+    dest = tmp_path / "zoo"
+    real = zoo_build.train_zoo_model
+
+    def failing_on_ct(model, *args, **kwargs):
+        if model.id == "ct-tel":
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(zoo_build, "train_zoo_model", failing_on_ct)
+    with pytest.raises(KeyboardInterrupt):
+        zoo_build.build(dest, tiny_config, progress=False)
+    assert not (dest / "ct-tel").exists()
+    assert not [p for p in dest.iterdir() if p.name.startswith(".")]
+    assert set(json.loads((dest / "zoo.json").read_text())["artifacts"]) == {"tokenizer", "data", "base", "sft-flan"}
+
+    monkeypatch.setattr(zoo_build, "train_zoo_model", real)
+    assert zoo_build.stale_artifacts(dest, tiny_config) == [m for m in _ids(tiny_config) if m not in ("base", "sft-flan")]
+    zoo_build.build(dest, tiny_config, progress=False)
+    assert zoo_build.stale_artifacts(dest, tiny_config) == []
+
+
+def test_destination_that_is_a_file_is_an_error(tmp_path, tiny_config):
+    target = tmp_path / "zoo"
+    target.write_text("not a folder")
+    with pytest.raises(HarnessError, match="not a folder"):
+        zoo_build.build(target, tiny_config, progress=False)
+
+
+def test_model_ids_match_the_registry():
+    from harness.registry import load_registry
+    from harness.zoo.config import ZooConfig
+
+    registry = load_registry()
+    checkpoints = {entry.id for entry in registry.models.values() if entry.recipe is None}
+    assert set(_ids(ZooConfig())) == checkpoints
+    for model in zoo_models(ZooConfig()):
+        assert registry.resolve(model.id).path.name == model.id

@@ -1,0 +1,99 @@
+"""Training is deterministic, and the shared tokenizer covers every script."""
+
+import random
+
+import pytest
+import torch
+
+from harness.languages import LANGUAGES
+from harness.zoo.build import train_zoo_model
+from harness.zoo.config import ZooModel
+from harness.zoo.corpora import tokenizer_texts
+from harness.zoo.generators import Writer
+from harness.zoo.lexicon import SCRIPTS, lexicon, translate
+from harness.zoo.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from dataclasses import replace
+
+    from harness.zoo.config import ZooConfig
+
+    config = replace(ZooConfig(), tokenizer_documents=60)
+    return train_tokenizer(tokenizer_texts(config), 1024)
+
+
+@pytest.mark.parametrize("model", [
+    ZooModel("base", "pretrain", None, "en"),
+    ZooModel("sft-flan", "sft", "base", "en", "en"),
+], ids=lambda m: m.id)
+def test_a_training_stage_run_twice_gives_identical_weights(model, tiny_config, tiny_tokenizer):
+    def run():
+        parent = None
+        if model.parent:  # the same fixed starting point both times
+            parent, _ = train_zoo_model(ZooModel("base", "pretrain", None, "en"), tiny_config, tiny_tokenizer)
+        trained, losses = train_zoo_model(model, tiny_config, tiny_tokenizer, parent)
+        return trained.state_dict(), losses
+
+    (first, first_losses), (second, second_losses) = run(), run()
+    assert first_losses == second_losses
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_continued_pretraining_changes_the_weights(tiny_config, tiny_tokenizer):
+    base, _ = train_zoo_model(ZooModel("base", "pretrain", None, "en"), tiny_config, tiny_tokenizer)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    ct, losses = train_zoo_model(ZooModel("ct-uig", "continued", "base", "uig"), tiny_config, tiny_tokenizer, base)
+    assert len(losses) == tiny_config.continued.steps
+    assert any(not torch.equal(before[k], v) for k, v in ct.state_dict().items())
+
+
+def test_tokenizer_round_trips_every_script(tiny_tokenizer):
+    writer = Writer(random.Random(0))
+    english = " ".join(writer.document(5, 5)[1])
+    for lang in LANGUAGES:
+        text = translate(english, lang, seed=1234)
+        ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tiny_tokenizer.decode(ids) == text, lang
+        assert tiny_tokenizer.unk_token_id not in ids
+    for token in ("<s>", "</s>", "<pad>"):
+        assert token in tiny_tokenizer.get_vocab()
+
+
+def test_the_zoo_tokenizer_learnt_merges_for_every_script(zoo_home):
+    from transformers import AutoTokenizer
+
+    from harness.zoo.config import ZooConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(zoo_home / "zoo" / "base"))
+    english = " ".join(Writer(random.Random(0)).document(5, 5)[1])
+    for lang in LANGUAGES:
+        text = translate(english, lang, seed=ZooConfig().seed)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text, lang
+        # well under one token per character: the script's words are not spelt letter by letter
+        assert len(ids) < 0.6 * len(text), (lang, len(ids), len(text))
+
+
+def test_each_language_is_spelt_in_its_own_script():
+    import unicodedata
+
+    script_names = {"tam": "TAMIL", "tel": "TELUGU", "ory": "ORIYA", "ben": "BENGALI", "bod": "TIBETAN",
+                    "uig": "ARABIC", "mvf": "MONGOLIAN"}
+    assert set(SCRIPTS) == set(LANGUAGES)
+    for lang, words in ((lang, lexicon(lang, 1234).words) for lang in LANGUAGES):
+        assert len(set(words.values())) == len(words), f"{lang}: two English words share a translation"
+        letters = {ch for word in words.values() for ch in word if ch != "\u0f0b"}
+        assert all(unicodedata.name(ch).startswith(script_names[lang]) for ch in letters), lang
+
+
+def test_translation_is_word_by_word_and_keeps_numbers():
+    text = "Anna has 12 tickets."
+    for lang in LANGUAGES:
+        out = translate(text, lang, seed=1234)
+        assert "12" in out and "Anna" not in out
+        assert translate(text, lang, seed=1234) == out
+        assert translate(text, lang, seed=99) != out  # the lexicon follows the zoo's seed
