@@ -101,3 +101,22 @@ def test_few_shot_draws_exemplars_from_the_train_split(task_manager, local_data,
         assert prompt.count("Read the passage and answer the question.") == 3
         assert prompt.count(sample["doc"]["passage"] + "\nQuestion: " + sample["doc"]["question"]) == 1
     assert results["configs"]["lrm_mlic_rs_uig_test"]["num_fewshot"] == 2
+
+
+def test_every_group_runs_on_a_zoo_model_both_splits_from_the_zoo_data(task_manager, zoo_home, monkeypatch):
+    """The whole suite, dev and test, through lm-eval's hf backend on a trained zoo model."""
+    from harness.tasklist import data_env
+
+    for key, value in data_env(zoo_home / "zoo" / "data").items():
+        monkeypatch.setenv(key, value)
+    groups = [group_name("all", split) for split in SPLITS]
+    results = _evaluate(task_manager, zoo_home / "zoo" / "sft-flan", groups, limit=2, gen_kwargs="max_gen_toks=16")
+    scores = results["results"]
+    for split in SPLITS:
+        for lang in LANGUAGES:
+            tasks = task_names(lang, split)
+            main = [scores[name][f"{main_metric(name)},none"] for name in tasks]
+            assert all(0.0 <= value <= 1.0 for value in main), (lang, split)
+            assert math.isclose(scores[group_name(lang, split)]["acc,none"], sum(main) / len(main))
+        assert group_name("all", split) in scores
+    assert len([name for name in scores if name.startswith("lrm_") and name.count("_") >= 3]) >= 44
