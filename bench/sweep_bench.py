@@ -1,6 +1,6 @@
 """Sweep overhead: total sweep time over the sum of the trials' evaluation times, on the zoo.
 
-    .venv/bin/python bench/sweep_bench.py [--model ties-uig] [--limit 5] [--registry FILE]
+    .venv/bin/python bench/sweep_bench.py [--model ties-uig] [--limit N] [--registry FILE]
 
 Runs the same 2x2 density grid twice into throwaway stores: once the way `harness sweep` does it
 (one vLLM server, each trial's weights reloaded into it) and once the naive way (a fresh server
@@ -37,7 +37,7 @@ def one_sweep(registry, model_id: str, mode: str, limit: int, home: Path) -> tup
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ties-uig")
-    parser.add_argument("--limit", type=int, default=5, help="items per dev task")
+    parser.add_argument("--limit", type=int, help="items per dev task (default: the whole dev split, as a sweep runs)")
     parser.add_argument("--registry")
     args = parser.parse_args()
 
@@ -46,7 +46,7 @@ def main() -> int:
     registry = load_registry(args.registry)  # resolved now: zoo paths follow the current HARNESS_HOME
     model_id = registry.resolve(args.model).id
     trials = len(GRID["models.sft-flan.density"]) * len(GRID["models.ct-uig.density"])
-    print(f"sweep of {model_id}: {trials} trials, dev, limit {args.limit}/task")
+    print(f"sweep of {model_id}: {trials} trials, dev, " + (f"limit {args.limit}/task" if args.limit else "whole split"))
     ratios, totals = {}, {}
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         for mode in ("reload", "fresh"):
