@@ -22,6 +22,7 @@ Backends and what they are for:
 import argparse
 import functools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -233,6 +234,15 @@ def task_data_environment(data_dir: Path | None):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def not_custom_kwargs_hint(record: logging.LogRecord) -> bool:
+    # lm-eval warns, once per task load, that a task with a `custom_dataset` function can take
+    # `--metadata`; every task here loads its local files that way, so the hint is noise.
+    return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+
+
+logging.getLogger("lm_eval.api.task").addFilter(not_custom_kwargs_hint)
 
 
 def load_tasks(names: list[str], task_dir: Path) -> dict:
