@@ -97,7 +97,7 @@ class ResultStore:
             self.engine = _make_engine(self.url, readonly)
             if not readonly:
                 _create_tables(self.engine)
-        except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError) as err:
+        except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError, OSError) as err:
             raise HarnessError(f"cannot open results store {self.url}: {' '.join(str(err).split())[:300]}") from None
 
     def has_result(self, model_hash: str, task: str, split: str, task_version: str) -> bool:
@@ -223,6 +223,9 @@ def _make_engine(url: str, readonly: bool) -> sa.Engine:
             return sa.create_engine(
                 "sqlite://", creator=lambda: __import__("sqlite3").connect(f"file:{path}?mode=ro", uri=True)
             )
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":  # a new HARNESS_HOME or --store folder: make it, as for the results
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")

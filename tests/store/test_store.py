@@ -115,5 +115,13 @@ def test_readonly_sqlite_store_never_creates_a_file(tmp_path):
 def test_unusable_store_url_is_a_one_line_error(tmp_path):
     with pytest.raises(HarnessError, match="cannot open results store"):
         ResultStore("nosuchdb://x/y")
+    (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(HarnessError, match="cannot open results store"):
-        ResultStore(f"sqlite:///{tmp_path}/missing-folder/results.db")
+        ResultStore(f"sqlite:///{tmp_path}/a-file/results.db")
+
+
+def test_a_sqlite_store_in_a_new_folder_creates_the_folder(tmp_path):
+    # A fresh HARNESS_HOME, or --store pointing into a folder not made yet, must just work.
+    path = tmp_path / "new" / "home" / "results.db"
+    ResultStore(f"sqlite:///{path}").write_task_results([row()])
+    assert ResultStore(f"sqlite:///{path}", readonly=True).stored_items("h1", "lrm_sib_uig_dev", "dev", "1.0") == 10
