@@ -123,15 +123,26 @@ for folder in inputs:
 """
 
 
+# Runs a command and prints its peak RSS in KiB. Linux carries a process's high-water RSS across
+# fork and exec, so a child forked straight from this (multi-GB) process would report at least
+# this process's size; forked from this small launcher, it reports its own.
+LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one subprocess."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], env=env, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if launched.returncode != 0:
         sys.exit(f"benchmark step failed: {' '.join(command)}")
-    return wall, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+    return wall, int(launched.stdout.split()[-1]) / 1024**2  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
