@@ -21,6 +21,7 @@ from merges.methods.common import MethodOutput, MethodParams, ModelCounts, weigh
 
 EXACT_SELECTION_LIMIT = 1 << 20  # below this many entries a plain kthvalue is fast enough
 SAMPLE_SIZE = 1 << 16
+SELECTION_BLOCK = 1 << 22  # entries per block when counting and collecting the band
 BAND = 0.01  # the sampled quantile is within ~0.002 of the true one; the band is 5 sigma wide
 
 
@@ -40,9 +41,12 @@ def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
     below = (n - k) / n  # fraction of entries under the answer
     low = sample[max(0, math.floor((below - BAND) * SAMPLE_SIZE))]
     high = sample[min(SAMPLE_SIZE - 1, math.ceil((below + BAND) * SAMPLE_SIZE))]
-    above = int((values > high).sum())
+    # Block by block: a boolean mask over the whole tensor, and the int64 index that masked
+    # selection builds from it, would cost more memory than the task vector itself.
+    blocks = values.split(SELECTION_BLOCK)
+    above = sum(int(torch.count_nonzero(block > high)) for block in blocks)
     if above < k:
-        band = values[(values >= low) & (values <= high)]
+        band = torch.cat([block[(block >= low) & (block <= high)] for block in blocks])
         need = k - above  # the answer is the need-th largest inside the band
         if need <= band.numel():
             return torch.kthvalue(band, band.numel() - need + 1).values
@@ -63,7 +67,7 @@ def trim_in_place(delta: torch.Tensor, density: float) -> torch.Tensor:
     magnitude = delta.abs().reshape(-1)
     threshold = kth_largest(magnitude, k)
     keep = magnitude > threshold
-    missing = k - int(keep.sum())
+    missing = k - int(torch.count_nonzero(keep))  # not keep.sum(): that makes an int64 copy
     if missing > 0:
         tied = (magnitude == threshold).nonzero().reshape(-1)[:missing]
         keep[tied] = True
@@ -93,27 +97,45 @@ def elect_signs(weighted: torch.Tensor, consensus: str) -> tuple[torch.Tensor, t
     return score >= 0, score
 
 
+FINALIZE_CHUNK = 1 << 22  # entries per block of the final sum: bounds its temporaries to a few MB
+
+
 def disjoint_merge(base: torch.Tensor, weighted: torch.Tensor, positive: torch.Tensor,
                    params: MethodParams) -> tuple[torch.Tensor, list[int]]:
     """base + lambda * (mean or sum of the entries agreeing with the elected sign).
 
-    Also returns how many entries of each model agree. Consumes `weighted` (zeroes the
-    disagreeing entries in place) to keep memory at one extra tensor per step.
+    Also returns how many entries of each model agree. Consumes `weighted`: the disagreeing
+    entries are zeroed in place, and the result is built in `weighted[0]` block by block, so no
+    model-sized accumulator or divisor is allocated (the embedding matrix sets the merge's peak
+    memory). Every entry sees the same operations in the same order as a whole-tensor
+    computation, so blocking does not change a bit.
     """
-    merged = torch.zeros_like(base)
-    divisor = torch.zeros_like(base) if params.normalize else None
     agreeing = []
-    for i, weight in enumerate(params.weights):
+    for i in range(len(params.weights)):
         agree = torch.where(positive, weighted[i] > 0, weighted[i] < 0)  # zero entries never agree
         agreeing.append(int(torch.count_nonzero(agree)))
-        merged.add_(weighted[i].mul_(agree))
-        if divisor is not None:
-            divisor.add_(agree, alpha=weight)
-    if divisor is not None:
-        merged.div_(divisor.masked_fill_(divisor == 0, 1))
-    if params.lambda_ != 1:
-        merged.mul_(params.lambda_)
-    return merged.add_(base), agreeing
+        weighted[i].mul_(agree)
+        del agree
+    flat = weighted.reshape(len(params.weights), -1)
+    flat_base = base.reshape(-1)
+    for start in range(0, flat.shape[1], FINALIZE_CHUNK):
+        block = flat[:, start:start + FINALIZE_CHUNK]
+        merged = block[0]
+        if params.normalize:
+            # After masking, a model's entry is non-zero exactly where it agrees.
+            divisor = torch.zeros_like(merged)
+            for i, weight in enumerate(params.weights):
+                divisor.add_(block[i] != 0, alpha=weight)
+        # 0 + w_0 + w_1 + ...: adding 0.0 first turns masking's -0.0 into +0.0, as that sum does.
+        merged.add_(0.0)
+        for i in range(1, len(params.weights)):
+            merged.add_(block[i])
+        if params.normalize:
+            merged.div_(divisor.masked_fill_(divisor == 0, 1))
+        if params.lambda_ != 1:
+            merged.mul_(params.lambda_)
+        merged.add_(flat_base[start:start + FINALIZE_CHUNK])
+    return flat[0].view(base.shape), agreeing  # flat is weighted itself unless that was not contiguous
 
 
 def conflict_counts(numel: int, nonzero: list[int], agreeing: list[int],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 
 import pytest
 import torch
@@ -120,3 +121,37 @@ def test_kth_largest_is_exact_on_big_tensors_with_ties():
     assert int(kept.sum()) <= k  # zeros can be "kept" without counting
     assert trimmed[kept].abs().min() >= delta.abs()[~kept].max()
     assert int((trim_in_place(torch.randn(2_100_000, generator=g), 0.3) != 0).sum()) == k
+
+
+def whole_tensor_disjoint_mean(base, weighted, positive, weights, normalize, lam):
+    """TIES's disjoint mean over whole tensors, the direct way: 0 + sum of agreeing entries."""
+    merged, divisor = torch.zeros_like(base), torch.zeros_like(base)
+    for w_i, weight in zip(weighted, weights):
+        agree = torch.where(positive, w_i > 0, w_i < 0)
+        merged += w_i * agree
+        divisor += agree * weight
+    if normalize:
+        merged = merged / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    return merged * lam + base if lam != 1 else merged + base
+
+
+@pytest.mark.parametrize("normalize,lam", [(True, 1.0), (False, 0.7)])
+def test_blockwise_selection_and_mean_are_bit_identical_to_whole_tensor(monkeypatch, normalize, lam):
+    """Big tensors are counted, selected and summed in blocks to bound memory: same bits as whole."""
+    module = sys.modules["merges.methods.ties"]  # the module: merges.methods exports a function of that name
+    g = torch.Generator().manual_seed(3)
+    base = (torch.randn(1001, 37, generator=g) * 0.02).to(torch.bfloat16).float()  # bf16: many tied magnitudes
+    base[::5] = 0.0  # where no model agrees, the result's sign of zero shows
+    tensors = [(base + torch.randn(base.shape, generator=g) * 0.002).to(torch.bfloat16).float() for _ in range(3)]
+    params = MethodParams(weights=(1.0, 0.5, 0.8), densities=(0.6, 0.3, 1.0), normalize=normalize, lambda_=lam)
+    whole = ties(base, tensors, params)
+    monkeypatch.setattr(module, "EXACT_SELECTION_LIMIT", 1000)  # take the sampled path
+    monkeypatch.setattr(module, "SELECTION_BLOCK", 997)
+    monkeypatch.setattr(module, "FINALIZE_CHUNK", 1009)
+    blocked = ties(base, tensors, params)
+    assert torch.equal(blocked.tensor.view(torch.int32), whole.tensor.view(torch.int32))  # -0.0 included
+    assert blocked.counts == whole.counts
+    # and both are the direct whole-tensor formula
+    weighted = torch.stack([trim_in_place(t - base, d) * w for t, d, w in zip(tensors, params.densities, params.weights)])
+    expected = whole_tensor_disjoint_mean(base, weighted, weighted.sum(0) >= 0, params.weights, normalize, lam)
+    assert torch.equal(whole.tensor.view(torch.int32), expected.view(torch.int32))
