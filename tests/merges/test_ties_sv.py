@@ -141,9 +141,13 @@ def test_blockwise_selection_and_mean_are_bit_identical_to_whole_tensor(monkeypa
     module = sys.modules["merges.methods.ties"]  # the module: merges.methods exports a function of that name
     g = torch.Generator().manual_seed(3)
     base = (torch.randn(1001, 37, generator=g) * 0.02).to(torch.bfloat16).float()  # bf16: many tied magnitudes
-    base[::5] = 0.0  # where no model agrees, the result's sign of zero shows
     tensors = [(base + torch.randn(base.shape, generator=g) * 0.002).to(torch.bfloat16).float() for _ in range(3)]
-    params = MethodParams(weights=(1.0, 0.5, 0.8), densities=(0.6, 0.3, 1.0), normalize=normalize, lambda_=lam)
+    # Where every task vector is a tiny negative number, trimming leaves -0.0 in all of them and
+    # no model agrees; over a base of -0.0 the sum 0 + (-0.0) + ... must give +0.0, not -0.0.
+    base[::5] = -0.0
+    for tensor in tensors:
+        tensor[::5] = -1e-9
+    params = MethodParams(weights=(1.0, 0.5, 0.8), densities=(0.6, 0.3, 0.5), normalize=normalize, lambda_=lam)
     whole = ties(base, tensors, params)
     monkeypatch.setattr(module, "EXACT_SELECTION_LIMIT", 1000)  # take the sampled path
     monkeypatch.setattr(module, "SELECTION_BLOCK", 997)
