@@ -5,9 +5,10 @@
 
 Runs the same density grid (default 2x2; `--grid densities`: the 6x6 grid `harness sweep` uses)
 into throwaway stores, the way `harness sweep` does it (one vLLM server, each trial's weights
-reloaded into it) and the naive way (a fresh server per trial, `--server-mode fresh`). For each it prints the total time, the summed evaluation time
-of the trials (lm-eval requests only: server starts and merges excluded) and their ratio; the
-target for the reload way is at most 1.3. The last line compares the two ways. Needs the zoo
+reloaded into it) and the naive way (a fresh server per trial, `--server-mode fresh`); `--modes`
+picks which. For each it prints the total time, the summed evaluation time of the trials
+(lm-eval requests only: server starts and merges excluded) and their ratio; the target for the
+reload way is at most 1.3. The last line gives the ratios and, when both ways ran, compares them. Needs the zoo
 (`harness zoo build`); merges are built into a throwaway harness home, so the cache is cold for
 both ways alike.
 """
@@ -36,12 +37,9 @@ def one_sweep(registry, model_id: str, grid, mode: str, limit: int, home: Path) 
 
 
 def bench_grid(name: str, registry, entry):
-    from harness.sweep import Grid, builtin_grid
+    from harness.sweep import Grid, builtin_grid_of
 
-    if name == "2x2":
-        return Grid("bench", SMALL_GRID)
-    kinds = {mid: registry.models[mid].kind for mid in entry.recipe_model_ids()}
-    return builtin_grid(name, entry.recipe, kinds)
+    return Grid("bench", SMALL_GRID) if name == "2x2" else builtin_grid_of(name, registry, entry)
 
 
 def main() -> int:

@@ -65,6 +65,14 @@ class Grid:
         return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
 
 
+def builtin_grid_of(name: str, registry, entry) -> Grid:
+    """A built-in grid over a registry merge, its input models' kinds taken from the registry."""
+    if entry.recipe is None:
+        raise HarnessError(f"model {entry.id!r} is a checkpoint, not a merge: there is nothing to sweep")
+    kinds = {mid: registry.models[mid].kind for mid in entry.recipe_model_ids()}
+    return builtin_grid(name, entry.recipe, kinds)
+
+
 def builtin_grid(name: str, recipe: dict, kinds: dict[str, str]) -> Grid:
     """The paper's grids, over the SFT model and the other (CT) models of `recipe`."""
     method = recipe.get("merge_method")
@@ -437,13 +445,7 @@ def run(args) -> int:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
-    if args.grid_file is not None:
-        grid = load_grid_file(args.grid_file)
-    else:
-        kinds = {mid: registry.models[mid].kind for mid in entry.recipe_model_ids()}
-        if entry.recipe is None:
-            raise HarnessError(f"model {entry.id!r} is a checkpoint, not a merge: there is nothing to sweep")
-        grid = builtin_grid(args.grid, entry.recipe, kinds)
+    grid = load_grid_file(args.grid_file) if args.grid_file is not None else builtin_grid_of(args.grid, registry, entry)
     settings = EvalSettings(split="dev", limit=args.limit, backend=args.backend, store_url=args.store,
                             data_dir=default_data_dir(args.data_dir, registry.data_dir), device=args.device)
     result = run_sweep(registry, entry.id, grid, settings, server_mode=args.server_mode, evaluate_test=not args.no_test)

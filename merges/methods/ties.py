@@ -115,7 +115,7 @@ def disjoint_merge(base: torch.Tensor, weighted: torch.Tensor, positive: torch.T
         agree = torch.where(positive, weighted[i] > 0, weighted[i] < 0)  # zero entries never agree
         agreeing.append(int(torch.count_nonzero(agree)))
         weighted[i].mul_(agree)
-        del agree
+        del agree  # the last mask would otherwise live through the final mean
     flat = weighted.reshape(len(params.weights), -1)
     flat_base = base.reshape(-1)
     for start in range(0, flat.shape[1], FINALIZE_CHUNK):
