@@ -11,9 +11,12 @@ be measured:
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
 Targets: at most 0.5x mergekit's wall time, at most 1.2x the I/O floor, at most 2 GB RSS.
+With `--device cpu --device cuda`, both merges run on each device over the same checkpoints and
+one such line per device is printed, each after `device=<name>`, the last device's last.
 
     .venv/bin/python bench/merge_bench.py --params 1e8      # a quick try
     .venv/bin/python bench/merge_bench.py                   # 1e9: about 6 GB of inputs on disk
+    python bench/merge_bench.py --device cpu --device cuda  # on a GPU machine
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ from pathlib import Path
 from merges import load_recipe, run_merge
 recipe, out, device, threads = sys.argv[1:]
 run_merge(load_recipe(recipe), Path, Path(out), device=device, threads=int(threads) or None, progress=False)
+if device == "cuda":
+    import torch
+    print(f"  ours on cuda: peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB", file=sys.stderr)
 """
 
 IO_FLOOR = """
@@ -150,9 +156,11 @@ def main() -> None:
     parser.add_argument("--params", type=float, default=1e9, help="parameters per checkpoint (default 1e9)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to put checkpoints (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=None, help="our merge's --threads")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for both merges")
+    parser.add_argument("--device", action="append", choices=["cpu", "cuda"],
+                        help="device for both merges; repeat to time each (default: cpu)")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     args = parser.parse_args()
+    devices = list(dict.fromkeys(args.device or ["cpu"]))
 
     work = Path(tempfile.mkdtemp(prefix="merge-bench-", dir=args.workdir))
     try:
@@ -160,6 +168,8 @@ def main() -> None:
         count = sum(torch.Size(s).numel() for s in tensor_shapes(config).values())
         print(f"checkpoints: {count / 1e9:.2f}B parameters each, bf16, hidden {config['hidden_size']}, "
               f"{config['num_hidden_layers']} layers, in {work}", flush=True)
+        print(f"machine: {os.cpu_count()} CPUs" + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ""),
+              flush=True)
         start = time.perf_counter()
         for name, seed, base_seed in (("base", 0, None), ("sft", 1, 0), ("ct", 2, 0)):
             generate_checkpoint(work / name, config, seed, base_seed)
@@ -176,20 +186,27 @@ def main() -> None:
         # Warm the page cache the same way for everyone: read every input file once.
         timed([sys.executable, "-c", IO_FLOOR, *inputs, str(work / "warmup")])
 
-        ours_cmd = [sys.executable, "-c", OURS, str(recipe_path), str(work / "ours"), args.device, str(args.threads or 0)]
-        mergekit_cmd = [str(Path(sys.executable).parent / "mergekit-yaml"), str(recipe_path), str(work / "mergekit"),
-                        "--no-copy-tokenizer", "--out-shard-size", "2B"] + (["--cuda"] if args.device == "cuda" else [])
+        steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / "floor")])]
+        for device in devices:
+            # `mergekit-yaml` is this module's entry point; running it by module finds it wherever
+            # mergekit is installed (a venv's bin/ or a --target folder).
+            steps += [(f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path), str(work / f"ours-{device}"),
+                                           device, str(args.threads or 0)]),
+                      (f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path),
+                                               str(work / f"mergekit-{device}"), "--no-copy-tokenizer",
+                                               "--out-shard-size", "2B"] + (["--cuda"] if device == "cuda" else []))]
         results = {}
-        for label, command in (("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / "floor")]),
-                               ("ours", ours_cmd), ("mergekit", mergekit_cmd)):
+        for label, command in steps:
             results[label] = timed(command, env)
-            print(f"{label:9s} wall {results[label][0]:8.1f} s   peak RSS {results[label][1]:6.2f} GB", flush=True)
+            print(f"{label:14s} wall {results[label][0]:8.1f} s   peak RSS {results[label][1]:6.2f} GB", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    ours_wall, ours_rss = results["ours"]
-    print(f"ties_vs_mergekit_wall={ours_wall / results['mergekit'][0]:.3f} "
-          f"ties_vs_io_floor={ours_wall / results['io_floor'][0]:.3f} peak_rss_gb={ours_rss:.2f}")
+    for device in devices:
+        ours_wall, ours_rss = results[f"ours[{device}]"]
+        prefix = f"device={device} " if len(devices) > 1 else ""
+        print(f"{prefix}ties_vs_mergekit_wall={ours_wall / results[f'mergekit[{device}]'][0]:.3f} "
+              f"ties_vs_io_floor={ours_wall / results['io_floor'][0]:.3f} peak_rss_gb={ours_rss:.2f}")
 
 
 if __name__ == "__main__":
