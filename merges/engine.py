@@ -245,20 +245,30 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
 class MemoryBudget:
     """Lets a tensor start only while the estimated working memory of the running ones fits.
 
-    Small tensors run side by side; a tensor bigger than the budget runs alone. This keeps peak
-    memory near that of the largest tensor's merge whatever the thread count.
+    Small tensors run side by side; a tensor bigger than the budget runs alone. Tensors start in
+    the order they ask (first come, first served): otherwise a stream of small tensors could keep
+    a big one waiting until the end, and the big one would then run on top of the memory that
+    the small ones' threads left fragmented in the allocator. With jobs submitted biggest first,
+    the big tensors run first, one at a time, and peak memory stays near that of the largest
+    tensor's merge whatever the thread count.
     """
 
     def __init__(self, limit_bytes: int):
         self.limit = limit_bytes
         self.used = 0
+        self.tickets = 0      # handed out, one per reserve()
+        self.next_ticket = 0  # the ticket allowed to start next
         self.condition = threading.Condition()
 
     @contextlib.contextmanager
     def reserve(self, amount: int):
         with self.condition:
-            self.condition.wait_for(lambda: self.used == 0 or self.used + amount <= self.limit)
+            ticket, self.tickets = self.tickets, self.tickets + 1
+            self.condition.wait_for(lambda: ticket == self.next_ticket
+                                    and (self.used == 0 or self.used + amount <= self.limit))
             self.used += amount
+            self.next_ticket += 1
+            self.condition.notify_all()  # the next ticket may fit beside this one
         try:
             yield
         finally:

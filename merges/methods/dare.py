@@ -42,6 +42,6 @@ def dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodPar
     weighted, nonzero = weighted_task_vectors(
         base, tensors, params,
         lambda i, delta: dare_drop_in_place(delta, params.densities[i], params.seeds[i], params.rescale))
-    positive, _ = elect_signs(weighted, params.consensus)
+    positive = elect_signs(weighted, params.consensus)
     merged, agreeing = disjoint_merge(base, weighted, positive, params)
     return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing))

@@ -88,13 +88,18 @@ def weighted_task_vectors(base: torch.Tensor, tensors: list[torch.Tensor], param
     return stacked, nonzero
 
 
-def elect_signs(weighted: torch.Tensor, consensus: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether the elected sign is + (bool per parameter), and the election score it came from."""
+def election_score(weighted: torch.Tensor, consensus: str) -> torch.Tensor:
+    """Per parameter: the sum of the weighted entries ("sum", the paper's) or the count of
+    positive minus negative entries ("count"); the elected sign is its sign."""
     if consensus == "sum":
-        score = weighted.sum(dim=0)
-    else:
-        score = (weighted > 0).sum(dim=0) - (weighted < 0).sum(dim=0)
-    return score >= 0, score
+        return weighted.sum(dim=0)
+    return (weighted > 0).sum(dim=0) - (weighted < 0).sum(dim=0)
+
+
+def elect_signs(weighted: torch.Tensor, consensus: str) -> torch.Tensor:
+    """Whether the elected sign is + (bool per parameter; a tie elects +). The score is dropped
+    here: kept alive through the disjoint mean it would cost a model-sized float tensor."""
+    return election_score(weighted, consensus) >= 0
 
 
 FINALIZE_CHUNK = 1 << 22  # entries per block of the final sum: bounds its temporaries to a few MB
@@ -148,6 +153,6 @@ def conflict_counts(numel: int, nonzero: list[int], agreeing: list[int],
 def ties(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
     weighted, nonzero = weighted_task_vectors(
         base, tensors, params, lambda i, delta: trim_in_place(delta, params.densities[i]))
-    positive, _ = elect_signs(weighted, params.consensus)
+    positive = elect_signs(weighted, params.consensus)
     merged, agreeing = disjoint_merge(base, weighted, positive, params)
     return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams
-from merges.methods.ties import conflict_counts, disjoint_merge, elect_signs, trim_in_place, weighted_task_vectors
+from merges.methods.ties import conflict_counts, disjoint_merge, election_score, trim_in_place, weighted_task_vectors
 
 
 def slack_count(slack: float, protected_nonzero: int, candidates: int) -> int:
@@ -44,7 +44,8 @@ def apply_slack(weighted: torch.Tensor, positive: torch.Tensor, score: torch.Ten
 def ties_sv(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
     weighted, nonzero = weighted_task_vectors(
         base, tensors, params, lambda i, delta: trim_in_place(delta, params.densities[i]))
-    positive, score = elect_signs(weighted, "sum")
+    score = election_score(weighted, "sum")  # TIES-SV ranks by the margin, so it always elects by sum
+    positive = score >= 0
     kept = [0] * len(tensors)
     kept[params.protect] = apply_slack(weighted, positive, score, params.protect, params.slack,
                                        nonzero[params.protect])

@@ -205,3 +205,43 @@ def test_cli_merges_a_recipe_file_and_prints_a_summary(tiny_models, tmp_path, ca
     # The output folder exists now: a second run refuses instead of overwriting it.
     assert main(["merge", str(path), str(tmp_path / "out")]) == 2
     assert load_recipe(path).protected == str(tiny_models["sft"])
+
+
+def test_memory_budget_starts_tensors_in_order_so_a_big_one_is_not_overtaken():
+    """A big tensor (over the budget: it runs alone) asked for before a small one starts first,
+    although the small one would fit beside what is running; the big one then runs alone."""
+    import threading
+    import time
+
+    from merges.engine import MemoryBudget
+
+    budget = MemoryBudget(limit_bytes=10)
+    started, running = [], []
+    release_first = threading.Event()
+
+    def job(name: str, amount: int, hold: threading.Event | None = None):
+        with budget.reserve(amount):
+            started.append((name, list(running)))
+            running.append(name)
+            if hold is not None:
+                hold.wait(5)
+            else:
+                time.sleep(0.05)
+            running.remove(name)
+
+    first = threading.Thread(target=job, args=("small-1", 4, release_first))
+    first.start()
+    while not started:
+        time.sleep(0.01)
+    big = threading.Thread(target=job, args=("big", 100))
+    big.start()
+    while budget.tickets < 2:  # the big one has asked and waits for the budget to empty
+        time.sleep(0.01)
+    small = threading.Thread(target=job, args=("small-2", 2))
+    small.start()
+    time.sleep(0.1)  # small-2 fits beside small-1; it must still wait for its turn
+    assert [name for name, _ in started] == ["small-1"]
+    release_first.set()
+    for thread in (first, big, small):
+        thread.join(5)
+    assert started == [("small-1", []), ("big", []), ("small-2", [])]
