@@ -4,7 +4,8 @@
 #      mergekit oracle tests, which also prove mergekit imports there;
 #   2. bench/merge_bench.py with both merges timed on the CPU and on the GPU.
 # Missing Python packages (mergekit and what it needs beyond torch/transformers) can come as
-# wheels in .whl/: they are installed into /tmp/site first. Logs go to $OUT when it is set.
+# wheels in .whl/: they are installed into /tmp/site first. Logs go to $OUT when it is set;
+# BENCH_ARGS adds arguments to merge_bench.py (say "--keep --workdir /tmp/mb" to reuse its checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -17,5 +18,5 @@ fi
 nvidia-smi -L
 python3 -c "import torch, transformers, safetensors; print('torch', torch.__version__, 'transformers', transformers.__version__, 'safetensors', safetensors.__version__)"
 python3 -m pytest -q -p no:cacheprovider tests/merges/test_cuda.py tests/merges/test_vs_mergekit.py 2>&1 | tee "$LOGS/tests.log"
-python3 bench/merge_bench.py --params "${PARAMS:-1e9}" --device cpu --device cuda 2>&1 \
+python3 bench/merge_bench.py --params "${PARAMS:-1e9}" --device cpu --device cuda ${BENCH_ARGS:-} 2>&1 \
     | grep -v "Executing graph\|Warmup loader" | tee "$LOGS/merge_bench.log"
