@@ -5,11 +5,12 @@ parameters each (no download), then times, each in its own subprocess so that it
 be measured:
 
   ours      `harness merge recipe.yaml OUT` (TIES, density 0.6, bf16 out)
-  mergekit  `mergekit-yaml` with the same recipe
+  mergekit  `mergekit-yaml` with the same recipe (its entry point, run as a module)
   io_floor  reading every tensor of the three inputs and writing one model-sized output with
             safetensors (no arithmetic): no merge can be faster than this
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
+Peak RSS is the kernel's high-water mark for the step's process, printed in GiB ("GB").
 Targets: at most 0.5x mergekit's wall time, at most 1.2x the I/O floor, at most 2 GB RSS.
 With `--device cpu --device cuda`, both merges run on each device over the same checkpoints and
 one such line per device is printed, each after `device=<name>`, the last device's last.
