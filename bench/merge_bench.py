@@ -6,7 +6,7 @@ be measured:
 
   ours      `harness merge recipe.yaml OUT` (TIES, density 0.6, bf16 out)
   mergekit  `mergekit-yaml` with the same recipe (its entry point, run as a module)
-  io_floor  reading every tensor of the three inputs and writing one model-sized output with
+  io_floor  reading every byte of the three inputs and writing one model-sized output with
             safetensors (no arithmetic): no merge can be faster than this
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
@@ -112,6 +112,9 @@ if device == "cuda":
     print(f"  ours on cuda: peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB", file=sys.stderr)
 """
 
+# safetensors' get_tensor maps the file and reads nothing until the tensor is used, so the first
+# input is read by save_file as it writes it out, and the others through plain file reads into
+# one reused buffer: every input byte is read once and one output is written.
 IO_FLOOR = """
 import sys, json
 from pathlib import Path
@@ -119,14 +122,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 inputs, out = [Path(p) for p in sys.argv[1:-1]], Path(sys.argv[-1])
 out.mkdir()
+buffer = memoryview(bytearray(64 * 1024 * 1024))
 for folder in inputs:
     weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
     for file in sorted(set(weight_map.values())):
-        with safe_open(str(folder / file), "pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         if folder == inputs[0]:
-            save_file(tensors, str(out / file))
-        del tensors
+            with safe_open(str(folder / file), "pt") as handle:
+                save_file({name: handle.get_tensor(name) for name in handle.keys()}, str(out / file))
+        else:
+            with open(folder / file, "rb", buffering=0) as handle:
+                while handle.readinto(buffer):
+                    pass
 """
 
 
