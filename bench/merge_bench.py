@@ -195,8 +195,8 @@ def main() -> None:
 
         steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / "floor")])]
         for device in devices:
-            # `mergekit-yaml` is this module's entry point; running it by module finds it wherever
-            # mergekit is installed (a venv's bin/ or a --target folder).
+            # mergekit.scripts.run_yaml is what the `mergekit-yaml` script runs; run as a module, it is
+            # found wherever mergekit is installed (a venv's bin/ or a pip --target folder).
             steps += [(f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path), str(work / f"ours-{device}"),
                                            device, str(args.threads or 0)]),
                       (f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path),

@@ -239,6 +239,8 @@ def test_memory_budget_starts_tensors_in_order_so_a_big_one_is_not_overtaken():
         time.sleep(0.01)
     small = threading.Thread(target=job, args=("small-2", 2))
     small.start()
+    while budget.tickets < 3:  # small-2 has asked too
+        time.sleep(0.01)
     time.sleep(0.1)  # small-2 fits beside small-1; it must still wait for its turn
     assert [name for name, _ in started] == ["small-1"]
     release_first.set()
