@@ -34,7 +34,7 @@ import yaml
 
 from harness import HarnessError
 from merges.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files, write_config
-from merges.methods import METHODS, TIES_FAMILY, MethodParams, ModelCounts
+from merges.methods import METHODS, TIES_FAMILY, MethodParams, ModelCounts, ties_cpu
 from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
 
@@ -184,6 +184,8 @@ class Merge:
         name = job.name
         if not job.out.dtype.is_floating_point:
             return self._copy_non_float(job)
+        if self.uses_cpu_ties(job):
+            return self._merge_ties_on_cpu(job)
         infos = [ckpt.tensors[name] for ckpt in self.merged_models]
         compute_dtype = torch.float64 if any(i.dtype == torch.float64 for i in infos) else torch.float32
         base = self._load(self.base, name, compute_dtype) if self.base else None
@@ -200,6 +202,28 @@ class Merge:
         if extra_rows is not None:
             merged = torch.cat([merged, extra_rows])
         return output.counts, merged.to(job.out.dtype)
+
+    def uses_cpu_ties(self, job: TensorJob) -> bool:
+        """Whether this tensor goes through the fused CPU kernel (`ties_cpu`) rather than the torch
+        methods: a TIES merge on the CPU whose inputs and output it supports."""
+        infos = [ckpt.tensors[job.name] for ckpt in self.merged_models]
+        return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
+                and ties_cpu.supports([info.dtype for info in infos], job.out.dtype, job.out.shape))
+
+    def _merge_ties_on_cpu(self, job: TensorJob) -> tuple[list[ModelCounts], torch.Tensor]:
+        """TIES straight from the stored inputs into the output dtype; the kernel checks that the
+        inputs are finite as it reads them."""
+        name, rows = job.name, job.shared_rows
+        inputs = [ckpt.read(name) for ckpt in self.merged_models]
+        if rows is not None:
+            inputs = [tensor[:rows] for tensor in inputs]
+        merged = torch.empty(job.out.shape, dtype=job.out.dtype)
+        counts, bad = ties_cpu.merge(inputs[0], inputs[1:], self.method_params(name), merged[:rows])
+        if bad is not None:
+            raise HarnessError(f"tensor {name} of model {self.merged_models[bad].name!r} has NaN or infinite values")
+        if rows is not None:
+            merged[rows:] = self._load(self.vocab_source, name)[rows:]
+        return counts, merged
 
     def _copy_non_float(self, job: TensorJob) -> tuple[None, torch.Tensor]:
         tensors = [ckpt.read(job.name) for ckpt in self.merged_models]
@@ -278,8 +302,12 @@ class MemoryBudget:
 
 
 def working_bytes(merge: Merge, job: TensorJob) -> int:
-    """Rough working memory of one tensor's merge: inputs, stacked task vectors, a few temporaries."""
+    """Rough working memory of one tensor's merge: inputs, stacked task vectors, a few temporaries
+    (with the CPU kernel: the mapped inputs, the output and the trim thresholds' band buffers)."""
     count = job.out.nbytes // max(1, job.out.dtype.itemsize)
+    if job.out.dtype.is_floating_point and merge.uses_cpu_ties(job):
+        return count * (job.out.dtype.itemsize + sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
+                        + ties_cpu.BAND_BYTES_PER_ENTRY * len(merge.inputs))
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 

@@ -1,0 +1,96 @@
+"""The fused CPU kernel for TIES computes exactly what the torch definition (`ties.ties`) does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from merges.methods import ties_cpu
+from merges.methods.common import MethodParams
+from merges.methods.ties import ties
+
+
+def bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.view(torch.int16 if tensor.element_size() == 2 else torch.int32)
+
+
+def checkpoints(shape, models: int, dtype: torch.dtype, seed: int = 0, scale: float = 0.01):
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=generator)
+    tuned = [base + scale * torch.randn(shape, generator=generator) for _ in range(models)]
+    return base.to(dtype), [t.to(dtype) for t in tuned]
+
+
+def assert_same_as_torch(base, tensors, params, out_dtype):
+    reference = ties(base.float(), tensors, params)
+    out = torch.empty(base.shape, dtype=out_dtype)
+    counts, bad = ties_cpu.merge(base, tensors, params, out)
+    assert bad is None
+    assert torch.equal(bits(out), bits(reference.tensor.to(out_dtype)))
+    assert counts == reference.counts
+
+
+CASES = {
+    "2 models, sum, normalize": dict(weights=(1.0, 1.0), densities=(0.6, 0.6), normalize=True),
+    "3 models, weights, lambda": dict(weights=(0.5, 1.0, 2.0), densities=(0.3, 0.5, 0.9), normalize=True,
+                                      lambda_=0.7),
+    "3 models, count, no normalize": dict(weights=(1.0, 0.3, 1.0), densities=(0.2, 1.0, 0.0),
+                                          consensus="count", normalize=False),
+    "densities 1 and 0": dict(weights=(1.0, 1.0), densities=(1.0, 0.0), normalize=True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype,out_dtype", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
+                                             (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_small_tensors_match_torch(case, dtype, out_dtype):
+    params = MethodParams(**CASES[case])
+    base, tensors = checkpoints((96, 130), len(params.weights), dtype)
+    assert_same_as_torch(base, tensors, params, out_dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_large_tensor_band_selection_matches_torch(dtype):
+    # Over ties_cpu.SMALL entries the trim threshold comes from a sampled band; bfloat16 task
+    # vectors take few distinct values, so many entries tie with the threshold and the kernel
+    # must keep the same tied entries (the first in index order) as trim_in_place.
+    params = MethodParams(weights=(1.0, 0.8, 1.0), densities=(0.6, 0.25, 0.9), normalize=True)
+    base, tensors = checkpoints((1024, 700), 3, dtype, seed=1)
+    assert base.numel() > ties_cpu.SMALL
+    assert_same_as_torch(base, tensors, params, torch.bfloat16)
+
+
+def test_band_overflow_falls_back_to_exact_selection(monkeypatch):
+    monkeypatch.setattr(ties_cpu, "BAND_SLACK", -2 * ties_cpu.BAND + 1e-4)  # a band far too small to hold
+    params = MethodParams(weights=(1.0, 1.0), densities=(0.6, 0.4), normalize=True)
+    base, tensors = checkpoints((1024, 400), 2, torch.bfloat16, seed=2)
+    assert_same_as_torch(base, tensors, params, torch.bfloat16)
+
+
+def test_all_zero_task_vectors_match_torch():
+    # Every magnitude ties at 0: the first k entries are "kept" (as zeros), none counts as non-zero.
+    base, _ = checkpoints((700, 500), 1, torch.bfloat16, seed=3)
+    params = MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5), normalize=True)
+    assert_same_as_torch(base, [base.clone(), base.clone()], params, torch.bfloat16)
+
+
+@pytest.mark.parametrize("culprit", [0, 1, 2])
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_reports_the_first_input_that_is_not_finite(culprit, poison):
+    base, tensors = checkpoints((600, 500), 2, torch.bfloat16, seed=4)
+    inputs = [base, *tensors]
+    inputs[culprit].view(-1)[123_457] = poison
+    if culprit < 2:
+        inputs[2].view(-1)[5] = poison  # a later input with a NaN does not hide the earlier one
+    out = torch.empty(base.shape, dtype=torch.bfloat16)
+    _, bad = ties_cpu.merge(inputs[0], inputs[1:], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)), out)
+    assert bad == culprit
+
+
+def test_supports_only_the_dtypes_it_compiles_for():
+    assert ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16, (4, 4))
+    assert ties_cpu.supports([torch.float32, torch.bfloat16, torch.bfloat16], torch.float32, (4, 4))
+    assert not ties_cpu.supports([torch.bfloat16, torch.bfloat16, torch.float32], torch.bfloat16, (4, 4))
+    assert not ties_cpu.supports([torch.float16] * 3, torch.float16, (4, 4))
+    assert not ties_cpu.supports([torch.float64] * 3, torch.float32, (4, 4))
+    assert not ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16, (2**16, 2**15))
