@@ -5,6 +5,9 @@ Each method is a pure function of one tensor's inputs: `method(base, tensors, pa
 recipe order (all float32/float64, same shape, same device) and `params` a `MethodParams`. It
 returns a `MethodOutput`: the merged tensor (same dtype) and, for the TIES family, per-model
 conflict counts. The engine (`merges.engine`) does all I/O and calls these once per tensor.
+
+`ties_cpu` is `ties` again as a fused CPU kernel (numba) with the same results bit for bit; the
+engine uses it in place of `ties` on the CPU where the dtypes allow.
 """
 
 from merges.methods.common import MethodOutput, MethodParams, ModelCounts

@@ -59,8 +59,7 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     `supports`); returns the conflict counts and the position of the first input holding a NaN
     or an infinity (0 base, i + 1 model i), or None."""
     n = base.numel()
-    arrays = [as_array(t) for t in tensors]
-    models = tuple(arrays)
+    models = tuple(as_array(t) for t in tensors)  # a tuple of one array type: numba indexes it in loops
     base_array = as_array(base)
     thresholds = np.empty(len(models), np.float32)
     cutoffs = np.full(len(models), -1, np.int64)

@@ -94,3 +94,27 @@ def test_supports_only_the_dtypes_it_compiles_for():
     assert not ties_cpu.supports([torch.float16] * 3, torch.float16, (4, 4))
     assert not ties_cpu.supports([torch.float64] * 3, torch.float32, (4, 4))
     assert not ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16, (2**16, 2**15))
+
+
+def test_engine_merges_bf16_checkpoints_with_the_kernel_as_torch_would(tmp_path, monkeypatch):
+    from merges.engine import run_merge
+    from tests.merges.conftest import finetuned, load_folder, random_weights, save_checkpoint
+
+    base = random_weights(0, dtype=torch.bfloat16)
+    ct = {name: tensor.to(torch.bfloat16) for name, tensor in finetuned(base, 2, extra_rows=16).items()}
+    models = {"base": base, "sft": finetuned(base, 1), "ct": ct}
+    folders = {name: save_checkpoint(tmp_path / name, tensors) for name, tensors in models.items()}
+    recipe = {"merge_method": "ties", "base_model": "base", "dtype": "bfloat16", "parameters": {"normalize": True},
+              "models": [{"model": "sft", "parameters": {"weight": 1.0, "density": 0.5}},
+                         {"model": "ct", "parameters": {"weight": 0.7, "density": 0.3}}]}
+    calls = []
+    monkeypatch.setattr(ties_cpu, "merge", lambda *args, real=ties_cpu.merge: calls.append(1) or real(*args))
+    merged = load_folder(run_merge(recipe, folders.get, tmp_path / "out", progress=False).path)
+    assert len(calls) == len(base)  # every tensor went through the kernel
+    params = MethodParams(weights=(1.0, 0.7), densities=(0.5, 0.3), normalize=True)
+    for name, tensor in base.items():
+        rows = tensor.shape[0]
+        expected = ties(tensor.float(), [models["sft"][name], models["ct"][name][:rows]], params).tensor
+        if models["ct"][name].shape[0] > rows:  # extra vocabulary rows come from ct unchanged
+            expected = torch.cat([expected, models["ct"][name][rows:].float()])
+        assert torch.equal(bits(merged[name]), bits(expected.to(torch.bfloat16))), name
