@@ -306,8 +306,8 @@ def working_bytes(merge: Merge, job: TensorJob) -> int:
     (with the CPU kernel: the mapped inputs, the output and the trim thresholds' band buffers)."""
     count = job.out.nbytes // max(1, job.out.dtype.itemsize)
     if job.out.dtype.is_floating_point and merge.uses_cpu_ties(job):
-        return count * (job.out.dtype.itemsize + sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
-                        + ties_cpu.BAND_BYTES_PER_ENTRY * len(merge.inputs))
+        input_bytes = sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
+        return count * (job.out.dtype.itemsize + input_bytes + ties_cpu.BAND_BYTES_PER_ENTRY * len(merge.inputs))
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 

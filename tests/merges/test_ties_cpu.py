@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from merges.engine import run_merge
 from merges.methods import ties_cpu
 from merges.methods.common import MethodParams
 from merges.methods.ties import ties
+
+from .conftest import finetuned, load_folder, random_weights, save_checkpoint
 
 
 def bits(tensor: torch.Tensor) -> torch.Tensor:
@@ -97,9 +100,6 @@ def test_supports_only_the_dtypes_it_compiles_for():
 
 
 def test_engine_merges_bf16_checkpoints_with_the_kernel_as_torch_would(tmp_path, monkeypatch):
-    from merges.engine import run_merge
-    from tests.merges.conftest import finetuned, load_folder, random_weights, save_checkpoint
-
     base = random_weights(0, dtype=torch.bfloat16)
     ct = {name: tensor.to(torch.bfloat16) for name, tensor in finetuned(base, 2, extra_rows=16).items()}
     models = {"base": base, "sft": finetuned(base, 1), "ct": ct}
