@@ -303,11 +303,12 @@ class MemoryBudget:
 
 def working_bytes(merge: Merge, job: TensorJob) -> int:
     """Rough working memory of one tensor's merge: inputs, stacked task vectors, a few temporaries
-    (with the CPU kernel: the mapped inputs, the output and the trim thresholds' band buffers)."""
+    (with the CPU kernel: the mapped inputs and the output; its own buffers are a few blocks, plus
+    the magnitudes it collects near a trim threshold, typically under 1% of the entries)."""
     count = job.out.nbytes // max(1, job.out.dtype.itemsize)
     if job.out.dtype.is_floating_point and merge.uses_cpu_ties(job):
         input_bytes = sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
-        return count * (job.out.dtype.itemsize + input_bytes + ties_cpu.BAND_BYTES_PER_ENTRY * len(merge.inputs))
+        return count * (job.out.dtype.itemsize + input_bytes)
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 

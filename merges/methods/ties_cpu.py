@@ -1,23 +1,32 @@
-"""TIES on the CPU in two fused passes (numba), bit for bit what `ties.ties` computes.
+"""TIES on the CPU as fused numba loops, bit for bit what `ties.ties` computes.
 
 `ties.ties` is the definition and runs anywhere torch does; as eager fp32 torch ops it makes some
 thirty passes over memory per parameter (promote, subtract, abs, select, mask, weight, elect,
 agree, sum, divide, convert), so on a CPU it costs several times the time needed to read the
-inputs. Here each tensor takes two passes over its inputs, straight from the stored dtype
+inputs. Here a tensor takes about two passes over its inputs, straight from the stored dtype
 (bfloat16 or float32) to the output dtype:
 
-1. selection: for every model at once, count the magnitudes |theta_i - base| above a band that a
-   random sample brackets the trim threshold in, and collect those inside it (value and index);
-   the exact k-th largest is then selected within the band (the rare miss selects over all);
-2. merge: trim (ties at the threshold kept in index order, as `trim_in_place` does), weight,
-   elect, disjoint mean, lambda, + base, rounded to the output dtype, block by block, with the
-   conflict counts and a check that every input is finite.
+1. selection, per model: a stratified random sample of the magnitudes |theta_i - base| picks a
+   few pivot values around the trim threshold (the k-th largest magnitude), each with the next
+   float above it; one pass counts the magnitudes at or above every pivot. Two adjacent pivots
+   then bracket the threshold. When they are a value and the next float, the threshold is that
+   value: the usual case with bfloat16 inputs, whose task vectors take few distinct values, so
+   many entries tie. Otherwise a second, cheap pass collects the few magnitudes between them and
+   selects among those. A sample that misses only widens the bracket: the result is exact always.
+2. merge, block by block: trim (entries tied with the threshold are kept in index order, as
+   `trim_in_place` does), weight, elect, disjoint mean, lambda, + base, rounded to the output
+   dtype, with the conflict counts and a check that every input is finite.
 
 Every entry sees the same float32 operations in the same order as in `ties.ties`, so the
 results are identical (tests/merges/test_ties_cpu.py holds the two to that). The engine uses
 this for `ties` on the CPU when the inputs are bfloat16 or float32 and the output is too;
 anything else goes through `ties.ties`. numba compiles the loops on first use and caches them
 beside this file (a few seconds, once per installation).
+
+Why the loops look the way they do: each inner loop runs over one block of entries so that
+LLVM vectorizes it; inputs are indexed with unsigned integers (numba then skips its
+negative-index wraparound, which stops LLVM from vectorizing) and bfloat16 is rounded on the
+integer bits of a float32 array view (a scalar float-to-int view does not vectorize).
 """
 
 from __future__ import annotations
@@ -30,19 +39,20 @@ from numba import njit
 from numba.extending import overload
 
 from merges.methods.common import MethodParams, ModelCounts
-from merges.methods.ties import BAND, SAMPLE_SIZE, conflict_counts
+from merges.methods.ties import SAMPLE_SIZE, conflict_counts
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
 SMALL = 1 << 18      # up to this many entries the threshold is selected over all of them
-BLOCK = 4096         # entries per block of the merge pass: its scratch stays in cache
-BAND_SLACK = 0.06    # band buffers hold 2 * BAND + this fraction of the entries (bf16 ties widen bands)
+BLOCK = 1024         # entries per block of the merge pass: its scratch stays in the L1 cache
+CHUNK = 16           # entries per chunk when collecting: a chunk without a hit costs one vector compare
+PIVOT_SIGMAS = (-5.0, -1.0, 0.0, 1.0, 5.0)  # pivots around the sampled threshold, in standard errors
 INFINITY = np.float32(np.inf)
-BAND_BYTES_PER_ENTRY = 8 * (2 * BAND + BAND_SLACK)  # float32 value + int32 index per band slot
+U = np.uint64
 
 
 def supports(dtypes: list[torch.dtype], out_dtype: torch.dtype, shape: tuple[int, ...]) -> bool:
     """Whether `merge` takes inputs of these dtypes (base first) and this output: bfloat16 or
-    float32 throughout, one dtype for the models (numba compiles per type), int32 indices."""
+    float32 throughout, one dtype for the models (numba compiles per type), int32-sized tensors."""
     return (set(dtypes) | {out_dtype} <= set(SUPPORTED_DTYPES) and len(set(dtypes[1:])) == 1
             and math.prod(shape) < 2**31)
 
@@ -61,63 +71,60 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     n = base.numel()
     models = tuple(as_array(t) for t in tensors)  # a tuple of one array type: numba indexes it in loops
     base_array = as_array(base)
-    thresholds = np.empty(len(models), np.float32)
-    cutoffs = np.full(len(models), -1, np.int64)
+    thresholds = np.full(len(models), -1.0, np.float32)  # density >= 1: every magnitude is above
+    ties_kept = np.zeros(len(models), np.int64)
     for i, density in enumerate(params.densities):
-        if density >= 1:
-            thresholds[i] = -1.0  # every magnitude is above
-        elif density <= 0:
-            thresholds[i] = np.inf  # none is (an infinite input fails the finite check)
-    selecting = [i for i, density in enumerate(params.densities) if 0 < density < 1]
-    if selecting and n:
-        _select_thresholds(base_array, models, selecting, [max(1, int(params.densities[i] * n)) for i in selecting],
-                           thresholds, cutoffs)
+        if density <= 0:
+            thresholds[i] = INFINITY  # no magnitude is above (an infinite input fails the finite check)
+        elif density < 1 and n:
+            thresholds[i], ties_kept[i] = trim_threshold(base_array, models[i], max(1, int(density * n)))
     nonzero = np.zeros(len(models), np.int64)
     agreeing = np.zeros(len(models), np.int64)
     nonfinite = np.zeros(len(models) + 1, np.bool_)
-    _merge_pass(base_array, models, thresholds, cutoffs, np.asarray(params.weights, np.float32),
+    _merge_pass(base_array, models, thresholds, ties_kept, np.asarray(params.weights, np.float32),
                 np.float32(params.lambda_), params.normalize, params.consensus == "sum",
                 as_array(out), nonzero, agreeing, nonfinite)
     bad = int(np.argmax(nonfinite)) if nonfinite.any() else None
     return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), bad
 
 
-def _select_thresholds(base: np.ndarray, models: tuple, selecting: list[int], keep: list[int],
-                       thresholds: np.ndarray, cutoffs: np.ndarray) -> None:
-    """The k-th largest magnitude of each selecting model's task vector, and the index of the
-    last entry tied with it that trimming keeps (-1 when every tied entry is kept or none)."""
+def trim_threshold(base: np.ndarray, model: np.ndarray, k: int) -> tuple[np.float32, int]:
+    """The k-th largest magnitude of model - base, and how many of the entries equal to it
+    trimming keeps (the first ones in index order) so that exactly k are kept."""
     n = base.size
-    chosen = np.asarray(selecting, np.int64)
     if n <= SMALL:
-        lows = np.full(len(selecting), -np.inf, np.float32)  # the band is everything
-        highs = np.full(len(selecting), np.inf, np.float32)
-        capacity = n
+        magnitudes, above = _collect(base, model, -INFINITY, INFINITY, n), 0
     else:
-        # One random entry in each of SAMPLE_SIZE equal strides: random, yet read in index order
-        # (random order would fault the mapped inputs in page by page, many times slower).
-        stride = n // SAMPLE_SIZE
-        picks = np.arange(SAMPLE_SIZE) * stride + np.random.default_rng(n).integers(0, stride, SAMPLE_SIZE)
-        samples = np.sort(_sample_magnitudes(base, models, chosen, picks), axis=1)
-        lows, highs = np.empty(len(selecting), np.float32), np.empty(len(selecting), np.float32)
-        for row, k in enumerate(keep):
-            below = (n - k) / n
-            lows[row] = samples[row, max(0, int(np.floor((below - BAND) * SAMPLE_SIZE)))]
-            highs[row] = samples[row, min(SAMPLE_SIZE - 1, int(np.ceil((below + BAND) * SAMPLE_SIZE)))]
-        capacity = int((2 * BAND + BAND_SLACK) * n)
-    values = np.empty((len(selecting), capacity + BLOCK), np.float32)
-    indices = np.empty((len(selecting), capacity + BLOCK), np.int32)
-    above, found = _collect_band(base, models, chosen, lows, highs, values, indices)
-    for row, (i, k) in enumerate(zip(selecting, keep)):
-        count = int(found[row])
-        need = k - int(above[row])  # the answer is the need-th largest inside the band
-        if above[row] < k and count <= capacity and need <= count:
-            band, band_indices = values[row, :count], indices[row, :count]
-        else:  # the sample missed: select over every entry
-            band, band_indices = _all_magnitudes(base, models[i]), np.arange(n)
-            need = k
-        threshold = np.partition(band, band.size - need)[band.size - need]
-        thresholds[i] = threshold
-        cutoffs[i] = _tie_cutoff(band, band_indices, threshold, need - int(np.count_nonzero(band > threshold)))
+        pivots = sample_pivots(base, model, k)
+        at_least = _count_at_least(base, model, pivots)  # non-increasing along the pivots
+        a = int(np.count_nonzero(at_least >= k)) - 1  # the threshold is in [pivots[a], pivots[a + 1])
+        low = pivots[a] if a >= 0 else -INFINITY
+        high = pivots[a + 1] if a + 1 < pivots.size else INFINITY
+        above = int(at_least[a + 1]) if a + 1 < pivots.size else 0
+        if high == np.nextafter(low, INFINITY):  # the bracket holds one value
+            return low, k - above
+        magnitudes = _collect(base, model, low, high, (int(at_least[a]) if a >= 0 else n) - above)
+    need = k - above  # the threshold is the need-th largest collected magnitude
+    if not 0 < need <= magnitudes.size:  # only with NaN inputs, which the merge pass reports
+        return INFINITY, 0
+    threshold = np.partition(magnitudes, magnitudes.size - need)[magnitudes.size - need]
+    return threshold, need - int(np.count_nonzero(magnitudes > threshold))
+
+
+def sample_pivots(base: np.ndarray, model: np.ndarray, k: int) -> np.ndarray:
+    """Ascending pivots around the sampled k-th largest magnitude, each followed by the next
+    float above it (so that a bracket of two adjacent pivots can be a single value)."""
+    n = base.size
+    # One random entry in each of SAMPLE_SIZE equal strides: random, yet read in index order
+    # (random order would fault the mapped inputs in page by page, many times slower).
+    stride = n // SAMPLE_SIZE
+    picks = np.arange(SAMPLE_SIZE) * stride + np.random.default_rng(n).integers(0, stride, SAMPLE_SIZE)
+    sample = np.sort(_sample_magnitudes(base, model, picks))
+    below = (n - k) / n  # the fraction of entries under the threshold, and its sampling error
+    rank, sigma = below * SAMPLE_SIZE, math.sqrt(below * (1 - below) * SAMPLE_SIZE) + 1
+    ranks = [min(SAMPLE_SIZE - 1, max(0, round(rank + s * sigma))) for s in PIVOT_SIGMAS]
+    values = sample[ranks]
+    return np.unique(np.concatenate([values, np.nextafter(values, INFINITY)]))
 
 
 def value(array, index):
@@ -131,166 +138,161 @@ def _value(array, index):
     return lambda array, index: np.float32(array[index])
 
 
-def store(array, index, number):
-    """Write a float32 into a flat output, rounding to nearest even for bfloat16 as torch does."""
+def store_block(out, first, block, size):
+    """Write the float32 `block[:size]` at out[first:]; bfloat16 is rounded to nearest even, as
+    torch rounds it, with NaN kept a NaN."""
 
 
-@overload(store, inline="always")
-def _store(array, index, number):
-    if array.dtype.bitwidth == 16:
-        def to_bf16(array, index, number):
-            if number != number:
-                array[index] = np.uint16(0x7FC0)
-            else:
-                bits = np.float32(number).view(np.uint32)
-                array[index] = np.uint16((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
-                                         >> np.uint32(16))
+@overload(store_block, inline="always")
+def _store_block(out, first, block, size):
+    if out.dtype.bitwidth == 16:
+        def to_bf16(out, first, block, size):
+            bits = block.view(np.uint32)
+            for j in range(size):
+                b = bits[j]
+                rounded = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+                is_nan = (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+                out[first + U(j)] = np.uint16(0x7FC0) if is_nan else rounded
         return to_bf16
 
-    def to_float(array, index, number):
-        array[index] = number
+    def to_float(out, first, block, size):
+        for j in range(size):
+            out[first + U(j)] = block[j]
     return to_float
 
 
 @njit(nogil=True, cache=True)
-def _sample_magnitudes(base, models, chosen, picks):
-    out = np.empty((chosen.size, picks.size), np.float32)
-    for row in range(chosen.size):
-        model = models[chosen[row]]
-        for s in range(picks.size):
-            j = picks[s]
-            out[row, s] = abs(value(model, j) - value(base, j))
+def _sample_magnitudes(base, model, picks):
+    out = np.empty(picks.size, np.float32)
+    for s in range(picks.size):
+        j = picks[s]
+        out[s] = abs(value(model, j) - value(base, j))
     return out
 
 
 @njit(nogil=True, cache=True)
-def _all_magnitudes(base, model):
-    out = np.empty(base.size, np.float32)
-    for j in range(base.size):
-        out[j] = abs(value(model, j) - value(base, j))
-    return out
-
-
-@njit(nogil=True, cache=True)
-def _collect_band(base, models, chosen, lows, highs, values, indices):
-    """Per selecting model: how many magnitudes exceed its band, and those inside it (in index
-    order). A band that would overflow its buffer (which has a block to spare) stops collecting
-    and reports one more than the buffer can hold."""
-    rows = chosen.size
-    capacity = values.shape[1] - BLOCK
-    above = np.zeros(rows, np.int64)
-    found = np.zeros(rows, np.int64)
-    base_block = np.empty(BLOCK, np.float32)
+def _count_at_least(base, model, pivots):
+    """How many magnitudes are >= each pivot."""
+    counts = np.zeros(pivots.size, np.int64)
     magnitudes = np.empty(BLOCK, np.float32)
     for start in range(0, base.size, BLOCK):
         size = min(BLOCK, base.size - start)
+        first = U(start)
         for j in range(size):
-            base_block[j] = value(base, start + j)
-        for row in range(rows):
-            model, low, high = models[chosen[row]], lows[row], highs[row]
-            count_above = 0
+            magnitudes[j] = abs(value(model, first + U(j)) - value(base, first + U(j)))
+        for p in range(pivots.size):
+            pivot = pivots[p]
+            count = np.int32(0)
             for j in range(size):
-                magnitude = abs(value(model, start + j) - base_block[j])
-                magnitudes[j] = magnitude
-                count_above += magnitude > high
-            above[row] += count_above
-            at = found[row]
-            if at > capacity:
-                continue
-            row_values, row_indices = values[row], indices[row]
-            for j in range(size):  # branch-free: write every entry, advance only past those inside
-                magnitude = magnitudes[j]
-                row_values[at] = magnitude
-                row_indices[at] = start + j
-                at += (magnitude >= low) & (magnitude <= high)
-            found[row] = at
-    return above, found
+                count += np.int32(magnitudes[j] >= pivot)
+            counts[p] += count
+    return counts
 
 
 @njit(nogil=True, cache=True)
-def _tie_cutoff(band, band_indices, threshold, missing):
-    """The index of the missing-th entry equal to the threshold (index order); -1 if none."""
-    if missing <= 0:
-        return -1
+def _collect(base, model, low, high, expected):
+    """The magnitudes in [low, high), in index order (`expected` of them, or fewer if NaN)."""
+    found = np.empty(expected + CHUNK, np.float32)  # a chunk to spare: writes are branch-free
+    at = 0
+    magnitudes = np.empty(BLOCK, np.float32)
+    for start in range(0, base.size, BLOCK):
+        size = min(BLOCK, base.size - start)
+        first = U(start)
+        for j in range(size):
+            magnitudes[j] = abs(value(model, first + U(j)) - value(base, first + U(j)))
+        for chunk in range(0, size, CHUNK):
+            end = min(chunk + CHUNK, size)
+            hits = 0
+            for j in range(chunk, end):
+                hits += (magnitudes[j] >= low) & (magnitudes[j] < high)
+            if hits and at + hits <= expected:
+                for j in range(chunk, end):  # write every entry, advance past those inside
+                    found[at] = magnitudes[j]
+                    at += (magnitudes[j] >= low) & (magnitudes[j] < high)
+    return found[:at]
+
+
+@njit(nogil=True, cache=True)
+def _tied_kept_before(task_vector, size, threshold, tied, ties_left, i):
+    """The index in a block of `size` entries before which entries tied with the threshold are kept: model i keeps
+    ties_left[i] more of them, the first ones in index order."""
+    if tied <= ties_left[i]:
+        ties_left[i] -= tied
+        return size
     seen = 0
-    for at in range(band.size):
-        if band[at] == threshold:
+    for j in range(size):
+        if abs(task_vector[j]) == threshold:
+            if seen == ties_left[i]:
+                ties_left[i] = 0
+                return j
             seen += 1
-            if seen == missing:
-                return band_indices[at]
-    return -1
+    return size
 
 
 @njit(nogil=True, cache=True)
-def _merge_pass(base, models, thresholds, cutoffs, weights, lambda_, normalize, by_sum,
+def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize, by_sum,
                 out, nonzero, agreeing, nonfinite):
     """Trim, weight, elect, disjoint mean, lambda, + base: the operations of `ties.ties`, in its
-    order, one block of entries at a time (each inner loop runs over the block, so it vectorizes)."""
+    order, one block of entries at a time."""
     count = len(models)
     weighted = np.empty((count, BLOCK), np.float32)
     base_block = np.empty(BLOCK, np.float32)
     score = np.empty(BLOCK, np.float32)
-    votes = np.empty(BLOCK, np.int32)
     merged = np.empty(BLOCK, np.float32)
-    divisor = np.empty(BLOCK, np.float32)
+    ties_left = ties_kept.copy()
     zero, one = np.float32(0.0), np.float32(1.0)
     for start in range(0, base.size, BLOCK):
         size = min(BLOCK, base.size - start)
-        finite = True
+        first = U(start)
+        finite = 0
         for j in range(size):
-            b = value(base, start + j)
+            b = value(base, first + U(j))
             base_block[j] = b
-            finite &= abs(b) < INFINITY
-        nonfinite[0] |= not finite
-        for i in range(count):  # trimmed task vector times weight
-            model, row = models[i], weighted[i]
-            threshold, cutoff, weight = thresholds[i], cutoffs[i] - start, weights[i]
-            kept = 0
-            finite = True
-            for j in range(size):
-                x = value(model, start + j)
-                finite &= abs(x) < INFINITY
+            finite += abs(b) < INFINITY
+        nonfinite[0] |= finite != size
+        for i in range(count):
+            row, threshold = weighted[i], thresholds[i]
+            finite = tied = 0
+            for j in range(size):  # the task vector, and how many entries tie with the threshold
+                x = value(models[i], first + U(j))
+                finite += abs(x) < INFINITY
                 delta = x - base_block[j]
-                magnitude = abs(delta)
-                keep = (magnitude > threshold) | ((magnitude == threshold) & (j <= cutoff))
-                trimmed = delta * (one if keep else zero)
+                tied += abs(delta) == threshold
+                row[j] = delta
+            nonfinite[i + 1] |= finite != size
+            ties_end = _tied_kept_before(row, size, threshold, tied, ties_left, i)
+            weight = weights[i]
+            kept = 0
+            for j in range(size):  # trimmed, then weighted
+                magnitude = abs(row[j])
+                keep = (magnitude > threshold) | ((magnitude == threshold) & (j < ties_end))
+                trimmed = row[j] * (one if keep else zero)
                 kept += trimmed != zero
                 row[j] = trimmed * weight
             nonzero[i] += kept
-            nonfinite[i + 1] |= not finite
-        if by_sum:  # the elected sign is + where the score is >= 0
-            for j in range(size):
-                score[j] = weighted[0, j]
-            for i in range(1, count):
-                row = weighted[i]
-                for j in range(size):
-                    score[j] += row[j]
-        else:
-            votes[:size] = 0
+        for j in range(size):  # the elected sign is + where the score is >= 0
+            total = zero
             for i in range(count):
-                row = weighted[i]
-                for j in range(size):
-                    votes[j] += np.int32(row[j] > zero) - np.int32(row[j] < zero)
-            for j in range(size):
-                score[j] = votes[j]
-        merged[:size] = zero
-        divisor[:size] = zero
-        for i in range(count):  # the disjoint sum: entries agreeing with the elected sign
-            row, weight = weighted[i], weights[i]
+                w = weighted[i, j]
+                total += w if by_sum else np.float32(w > zero) - np.float32(w < zero)
+            score[j] = total
+        for i in range(count):
             agree_count = 0
             for j in range(size):
-                w = row[j]
-                agree = (w > zero) if score[j] >= zero else (w < zero)
-                agree_count += agree
-                masked = w * (one if agree else zero)
-                # 0 + w_0 + w_1 + ...: the first addition turns masking's -0.0 into +0.0, as in ties.
-                merged[j] += masked
-                divisor[j] += weight * (one if masked != zero else zero)
+                w, up = weighted[i, j], score[j] >= zero
+                agree_count += (up & (w > zero)) | ((not up) & (w < zero))
             agreeing[i] += agree_count
-        for j in range(size):
-            result = merged[j]
+        for j in range(size):  # the disjoint mean: entries that agree with the elected sign
+            up = score[j] >= zero
+            total = divisor = zero  # 0 + w_0 + w_1 + ...: the first addition turns -0.0 into +0.0, as in ties
+            for i in range(count):
+                w = weighted[i, j]
+                masked = w * (one if (up & (w > zero)) | ((not up) & (w < zero)) else zero)
+                total += masked
+                divisor += weights[i] * (one if masked != zero else zero)
             if normalize:
-                result = result / (one if divisor[j] == zero else divisor[j])
+                total = total / (one if divisor == zero else divisor)
             if lambda_ != one:
-                result = result * lambda_
-            store(out, start + j, result + base_block[j])
+                total = total * lambda_
+            merged[j] = total + base_block[j]
+        store_block(out, first, merged, size)

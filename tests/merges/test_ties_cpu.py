@@ -53,20 +53,34 @@ def test_small_tensors_match_torch(case, dtype, out_dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_large_tensor_band_selection_matches_torch(dtype):
-    # Over ties_cpu.SMALL entries the trim threshold comes from a sampled band; bfloat16 task
+def test_large_tensor_sampled_selection_matches_torch(dtype):
+    # Over ties_cpu.SMALL entries the trim threshold is bracketed by sampled pivots; bfloat16 task
     # vectors take few distinct values, so many entries tie with the threshold and the kernel
-    # must keep the same tied entries (the first in index order) as trim_in_place.
+    # must keep the same tied entries (the first in index order, across blocks) as trim_in_place.
     params = MethodParams(weights=(1.0, 0.8, 1.0), densities=(0.6, 0.25, 0.9), normalize=True)
     base, tensors = checkpoints((1024, 700), 3, dtype, seed=1)
     assert base.numel() > ties_cpu.SMALL
     assert_same_as_torch(base, tensors, params, torch.bfloat16)
 
 
-def test_band_overflow_falls_back_to_exact_selection(monkeypatch):
-    monkeypatch.setattr(ties_cpu, "BAND_SLACK", -2 * ties_cpu.BAND + 1e-4)  # a band far too small to hold
+def test_float32_threshold_is_selected_among_few_collected_magnitudes(monkeypatch):
+    # Continuous float32 magnitudes rarely tie: the threshold lies strictly between two pivots
+    # and only the magnitudes between them (about 1/256 of the entries) are collected.
+    collected = []
+    monkeypatch.setattr(ties_cpu, "_collect", lambda *args, real=ties_cpu._collect: collected.append(args[-1])
+                        or real(*args))
+    params = MethodParams(weights=(1.0, 1.0), densities=(0.6, 0.3), normalize=True)
+    base, tensors = checkpoints((1024, 600), 2, torch.float32, seed=5)
+    assert_same_as_torch(base, tensors, params, torch.float32)
+    assert len(collected) == 2 and all(0 < count < base.numel() / 256 for count in collected)
+
+
+@pytest.mark.parametrize("sigmas", [(30.0, 40.0), (-40.0, -30.0), (-40.0, 40.0)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_pivots_that_miss_the_threshold_still_give_the_exact_result(monkeypatch, sigmas, dtype):
+    monkeypatch.setattr(ties_cpu, "PIVOT_SIGMAS", sigmas)  # pivots all above, all below, or far around it
     params = MethodParams(weights=(1.0, 1.0), densities=(0.6, 0.4), normalize=True)
-    base, tensors = checkpoints((1024, 400), 2, torch.bfloat16, seed=2)
+    base, tensors = checkpoints((1024, 400), 2, dtype, seed=2)
     assert_same_as_torch(base, tensors, params, torch.bfloat16)
 
 
