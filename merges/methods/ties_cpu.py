@@ -244,30 +244,30 @@ def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize
     for start in range(0, base.size, BLOCK):
         size = min(BLOCK, base.size - start)
         first = U(start)
-        finite = 0
+        finite = np.int32(0)
         for j in range(size):
             b = value(base, first + U(j))
             base_block[j] = b
-            finite += abs(b) < INFINITY
+            finite += np.int32(abs(b) < INFINITY)
         nonfinite[0] |= finite != size
         for i in range(count):
             row, threshold = weighted[i], thresholds[i]
-            finite = tied = 0
+            finite = tied = np.int32(0)
             for j in range(size):  # the task vector, and how many entries tie with the threshold
                 x = value(models[i], first + U(j))
-                finite += abs(x) < INFINITY
+                finite += np.int32(abs(x) < INFINITY)
                 delta = x - base_block[j]
-                tied += abs(delta) == threshold
+                tied += np.int32(abs(delta) == threshold)
                 row[j] = delta
             nonfinite[i + 1] |= finite != size
-            ties_end = _tied_kept_before(row, size, threshold, tied, ties_left, i)
+            ties_end = np.int32(_tied_kept_before(row, size, threshold, tied, ties_left, i))
             weight = weights[i]
-            kept = 0
+            kept = np.int32(0)
             for j in range(size):  # trimmed, then weighted
                 magnitude = abs(row[j])
-                keep = (magnitude > threshold) | ((magnitude == threshold) & (j < ties_end))
+                keep = (magnitude > threshold) | ((magnitude == threshold) & (np.int32(j) < ties_end))
                 trimmed = row[j] * (one if keep else zero)
-                kept += trimmed != zero
+                kept += np.int32(trimmed != zero)
                 row[j] = trimmed * weight
             nonzero[i] += kept
         for j in range(size):  # the elected sign is + where the score is >= 0
@@ -277,10 +277,10 @@ def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize
                 total += w if by_sum else np.float32(w > zero) - np.float32(w < zero)
             score[j] = total
         for i in range(count):
-            agree_count = 0
+            agree_count = np.int32(0)
             for j in range(size):
                 w, up = weighted[i, j], score[j] >= zero
-                agree_count += (up & (w > zero)) | ((not up) & (w < zero))
+                agree_count += np.int32((up & (w > zero)) | ((not up) & (w < zero)))
             agreeing[i] += agree_count
         for j in range(size):  # the disjoint mean: entries that agree with the elected sign
             up = score[j] >= zero
