@@ -122,7 +122,8 @@ import torch
 from merges.methods import ties_cpu
 from merges.methods.common import MethodParams
 base = torch.zeros(600, 512, dtype=torch.bfloat16)
-ties_cpu.merge(base, [base + 1, base - 1], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)), torch.empty_like(base))
+ties_cpu.merge(base, [base + 1, base - 1], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)), base.dtype,
+               lambda first, slab: None)
 """
 
 # safetensors' get_tensor maps the file and reads nothing until the tensor is used, so the first

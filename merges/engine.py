@@ -84,7 +84,6 @@ class Merge:
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
         self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
-        self._thread_buffers = threading.local()
 
     @staticmethod
     def _open(name: str, resolve: Callable[[str], Path]) -> Checkpoint:
@@ -180,14 +179,20 @@ class Merge:
             raise HarnessError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
         return tensor
 
+    def merge_into(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts] | None:
+        """Merge one tensor and write it; returns its conflict counts (TIES family)."""
+        if job.out.dtype.is_floating_point and self.uses_cpu_ties(job):
+            return self._merge_ties_on_cpu(job, writer)
+        counts, merged = self.merge_tensor(job)
+        writer.write(job.name, merged)
+        return counts
+
     def merge_tensor(self, job: TensorJob) -> tuple[list[ModelCounts] | None, torch.Tensor]:
-        """The merged tensor (in the output dtype) and its conflict counts (TIES family). The tensor
-        may live in this thread's output buffer: write it out before the thread merges the next."""
+        """The merged tensor (in the output dtype) and its conflict counts (TIES family), with the
+        torch methods."""
         name = job.name
         if not job.out.dtype.is_floating_point:
             return self._copy_non_float(job)
-        if self.uses_cpu_ties(job):
-            return self._merge_ties_on_cpu(job)
         infos = [ckpt.tensors[name] for ckpt in self.merged_models]
         compute_dtype = torch.float64 if any(i.dtype == torch.float64 for i in infos) else torch.float32
         base = self._load(self.base, name, compute_dtype) if self.base else None
@@ -212,28 +217,22 @@ class Merge:
         return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
                 and ties_cpu.supports([info.dtype for info in infos], job.out.dtype, job.out.shape))
 
-    def _merge_ties_on_cpu(self, job: TensorJob) -> tuple[list[ModelCounts], torch.Tensor]:
-        """TIES straight from the stored inputs into the output dtype; the kernel checks that the
-        inputs are finite as it reads them."""
+    def _merge_ties_on_cpu(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
+        """TIES straight from the stored inputs into the output file, slab by slab; the kernel
+        checks that the inputs are finite as it reads them."""
         name, rows = job.name, job.shared_rows
         inputs = [ckpt.read(name) for ckpt in self.merged_models]
         if rows is not None:
             inputs = [tensor[:rows] for tensor in inputs]
-        merged = self._output_buffer(job)
-        counts, bad = ties_cpu.merge(inputs[0], inputs[1:], self.method_params(name), merged[:rows])
+        itemsize = job.out.dtype.itemsize
+        counts, bad = ties_cpu.merge(inputs[0], inputs[1:], self.method_params(name), job.out.dtype,
+                                     lambda first, slab: writer.write(name, slab, first * itemsize))
         if bad is not None:
             raise HarnessError(f"tensor {name} of model {self.merged_models[bad].name!r} has NaN or infinite values")
         if rows is not None:
-            merged[rows:] = self._load(self.vocab_source, name)[rows:]
-        return counts, merged
-
-    def _output_buffer(self, job: TensorJob) -> torch.Tensor:
-        """An uninitialized tensor for the job's output, in memory this thread reuses: memory fresh
-        from the system costs a page fault per 4 KiB when first written, seconds per model."""
-        buffer = getattr(self._thread_buffers, "buffer", None)
-        if buffer is None or buffer.numel() < job.out.nbytes:
-            buffer = self._thread_buffers.buffer = torch.empty(job.out.nbytes, dtype=torch.uint8)
-        return buffer[:job.out.nbytes].view(job.out.dtype).view(job.out.shape)
+            extra = self._load(self.vocab_source, name)[rows:].to(job.out.dtype)
+            writer.write(name, extra, inputs[0].numel() * itemsize)
+        return counts
 
     def _copy_non_float(self, job: TensorJob) -> tuple[None, torch.Tensor]:
         tensors = [ckpt.read(job.name) for ckpt in self.merged_models]
@@ -313,12 +312,11 @@ class MemoryBudget:
 
 def working_bytes(merge: Merge, job: TensorJob) -> int:
     """Rough working memory of one tensor's merge: inputs, stacked task vectors, a few temporaries
-    (with the CPU kernel: the mapped inputs and the output; its own buffers are a few blocks, plus
-    the magnitudes it collects near a trim threshold, typically under 1% of the entries)."""
+    (with the CPU kernel: the mapped inputs; its own buffers are one output slab and the
+    magnitudes it collects near a trim threshold, typically under 1% of the entries)."""
     count = job.out.nbytes // max(1, job.out.dtype.itemsize)
     if job.out.dtype.is_floating_point and merge.uses_cpu_ties(job):
-        input_bytes = sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
-        return count * (job.out.dtype.itemsize + input_bytes)
+        return count * sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 
@@ -333,9 +331,7 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
 
     def work(job: TensorJob) -> None:
         with budget.reserve(working_bytes(merge, job)):
-            tensor_counts, merged = merge.merge_tensor(job)
-            writer.write(job.name, merged)
-            del merged
+            tensor_counts = merge.merge_into(job, writer)
         with lock:
             if tensor_counts is not None:
                 counts[job.name] = tensor_counts

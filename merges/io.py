@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,8 @@ class ShardedWriter:
         shards = self._split(plan, max_shard_bytes)
         self.shard_names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
         self.fds = []
-        self.written: set[str] = set()
+        self.written: dict[str, int] = {}  # bytes written per tensor (parts never overlap)
+        self.lock = threading.Lock()
         for number, tensors in enumerate(shards):
             self.fds.append(self._start_shard(number, tensors))
 
@@ -165,16 +167,18 @@ class ShardedWriter:
             self.location[tensor.name] = (number, start + begin, tensor.nbytes)
         return fd
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor, byte_offset: int = 0) -> None:
+        """Write a tensor, or a part of it that starts `byte_offset` bytes into it."""
         number, offset, nbytes = self.location[name]
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        if data.nbytes != nbytes:
-            raise RuntimeError(f"tensor {name}: {data.nbytes} bytes, planned {nbytes}")
-        view = memoryview(data)
+        if byte_offset + data.nbytes > nbytes:
+            raise RuntimeError(f"tensor {name}: {data.nbytes} bytes at {byte_offset}, planned {nbytes}")
+        view, offset = memoryview(data), offset + byte_offset
         while view.nbytes:
             done = os.pwrite(self.fds[number], view, offset)
             view, offset = view[done:], offset + done
-        self.written.add(name)
+        with self.lock:
+            self.written[name] = self.written.get(name, 0) + data.nbytes
 
     def close(self) -> None:
         for fd in self.fds:
@@ -184,7 +188,7 @@ class ShardedWriter:
     def finish(self) -> None:
         """Close the shards and write the index; every planned tensor must have been written."""
         self.close()
-        missing = sorted(set(self.location) - self.written)
+        missing = sorted(name for name, (_, _, nbytes) in self.location.items() if self.written.get(name) != nbytes)
         if missing:
             raise RuntimeError(f"merged tensor {missing[0]} was never written")
         total = sum(nbytes for _, _, nbytes in self.location.values())

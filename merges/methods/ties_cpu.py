@@ -32,6 +32,7 @@ integer bits of a float32 array view (a scalar float-to-int view does not vector
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from merges.methods.ties import SAMPLE_SIZE, conflict_counts
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
 SMALL = 1 << 18      # up to this many entries the threshold is selected over all of them
 BLOCK = 1024         # entries per block of the merge pass: its scratch stays in the L1 cache
+SLAB = 1 << 20       # entries per emitted slab of output: written out while still in the CPU's cache
 CHUNK = 16           # entries per chunk when collecting: a chunk without a hit costs one vector compare
 PIVOT_SIGMAS = (-5.0, -1.0, 0.0, 1.0, 5.0)  # pivots around the sampled threshold, in standard errors
 INFINITY = np.float32(np.inf)
@@ -63,29 +65,36 @@ def as_array(tensor: torch.Tensor) -> np.ndarray:
     return (flat.view(torch.uint16) if flat.dtype == torch.bfloat16 else flat).numpy()
 
 
-def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
-          out: torch.Tensor) -> tuple[list[ModelCounts], int | None]:
-    """TIES of `tensors` over `base` written into `out` (same shape; contiguous CPU tensors that
-    `supports`); returns the conflict counts and the position of the first input holding a NaN
-    or an infinity (0 base, i + 1 model i), or None."""
+def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams, out_dtype: torch.dtype,
+          emit: Callable[[int, torch.Tensor], None]) -> tuple[list[ModelCounts], int | None]:
+    """TIES of `tensors` over `base` (contiguous CPU tensors that `supports`), computed one slab
+    of SLAB entries at a time and handed to `emit(first_entry, flat_slab)` in order; the slab's
+    memory is reused for the next one. Returns the conflict counts and the position of the
+    first input holding a NaN or an infinity (0 base, i + 1 model i; emitting stops there), or
+    None."""
     n = base.numel()
     models = tuple(as_array(t) for t in tensors)  # a tuple of one array type: numba indexes it in loops
     base_array = as_array(base)
     thresholds = np.full(len(models), -1.0, np.float32)  # density >= 1: every magnitude is above
-    ties_kept = np.zeros(len(models), np.int64)
+    ties_left = np.zeros(len(models), np.int64)  # entries tied with the threshold still to keep
     for i, density in enumerate(params.densities):
         if density <= 0:
             thresholds[i] = INFINITY  # no magnitude is above (an infinite input fails the finite check)
         elif density < 1 and n:
-            thresholds[i], ties_kept[i] = trim_threshold(base_array, models[i], max(1, int(density * n)))
+            thresholds[i], ties_left[i] = trim_threshold(base_array, models[i], max(1, int(density * n)))
     nonzero = np.zeros(len(models), np.int64)
     agreeing = np.zeros(len(models), np.int64)
     nonfinite = np.zeros(len(models) + 1, np.bool_)
-    _merge_pass(base_array, models, thresholds, ties_kept, np.asarray(params.weights, np.float32),
-                np.float32(params.lambda_), params.normalize, params.consensus == "sum",
-                as_array(out), nonzero, agreeing, nonfinite)
-    bad = int(np.argmax(nonfinite)) if nonfinite.any() else None
-    return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), bad
+    slab = torch.empty(min(n, SLAB), dtype=out_dtype)
+    for first in range(0, n, SLAB):
+        size = min(SLAB, n - first)
+        _merge_pass(base_array, models, first, first + size, thresholds, ties_left,
+                    np.asarray(params.weights, np.float32), np.float32(params.lambda_), params.normalize,
+                    params.consensus == "sum", as_array(slab), nonzero, agreeing, nonfinite)
+        if nonfinite.any():
+            return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), int(np.argmax(nonfinite))
+        emit(first, slab[:size])
+    return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), None
 
 
 def trim_threshold(base: np.ndarray, model: np.ndarray, k: int) -> tuple[np.float32, int]:
@@ -214,8 +223,8 @@ def _collect(base, model, low, high, expected):
 
 @njit(nogil=True, cache=True)
 def _tied_kept_before(task_vector, size, threshold, tied, ties_left, i):
-    """The index in a block of `size` entries before which entries tied with the threshold are kept: model i keeps
-    ties_left[i] more of them, the first ones in index order."""
+    """The block index (of `size` entries) before which entries tied with the threshold are
+    kept: model i keeps ties_left[i] more of them, the first ones in index order."""
     if tied <= ties_left[i]:
         ties_left[i] -= tied
         return size
@@ -230,19 +239,18 @@ def _tied_kept_before(task_vector, size, threshold, tied, ties_left, i):
 
 
 @njit(nogil=True, cache=True)
-def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize, by_sum,
+def _merge_pass(base, models, begin, end, thresholds, ties_left, weights, lambda_, normalize, by_sum,
                 out, nonzero, agreeing, nonfinite):
-    """Trim, weight, elect, disjoint mean, lambda, + base: the operations of `ties.ties`, in its
-    order, one block of entries at a time."""
+    """Entries begin..end into out[0:end - begin]: trim, weight, elect, disjoint mean, lambda,
+    + base, the operations of `ties.ties` in its order, one block of entries at a time."""
     count = len(models)
     weighted = np.empty((count, BLOCK), np.float32)
     base_block = np.empty(BLOCK, np.float32)
-    score = np.empty(BLOCK, np.float32)
+    sign = np.empty(BLOCK, np.float32)
     merged = np.empty(BLOCK, np.float32)
-    ties_left = ties_kept.copy()
     zero, one = np.float32(0.0), np.float32(1.0)
-    for start in range(0, base.size, BLOCK):
-        size = min(BLOCK, base.size - start)
+    for start in range(begin, end, BLOCK):
+        size = min(BLOCK, end - start)
         first = U(start)
         finite = np.int32(0)
         for j in range(size):
@@ -270,24 +278,22 @@ def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize
                 kept += np.int32(trimmed != zero)
                 row[j] = trimmed * weight
             nonzero[i] += kept
-        for j in range(size):  # the elected sign is + where the score is >= 0
-            total = zero
+        for j in range(size):  # the elected sign: + where the score is >= 0
+            score = zero
             for i in range(count):
                 w = weighted[i, j]
-                total += w if by_sum else np.float32(w > zero) - np.float32(w < zero)
-            score[j] = total
-        for i in range(count):
+                score += w if by_sum else np.float32(w > zero) - np.float32(w < zero)
+            sign[j] = one if score >= zero else -one
+        for i in range(count):  # w agrees with the elected sign where w * sign > 0
             agree_count = np.int32(0)
             for j in range(size):
-                w, up = weighted[i, j], score[j] >= zero
-                agree_count += np.int32((up & (w > zero)) | ((not up) & (w < zero)))
+                agree_count += np.int32(weighted[i, j] * sign[j] > zero)
             agreeing[i] += agree_count
         for j in range(size):  # the disjoint mean: entries that agree with the elected sign
-            up = score[j] >= zero
             total = divisor = zero  # 0 + w_0 + w_1 + ...: the first addition turns -0.0 into +0.0, as in ties
             for i in range(count):
                 w = weighted[i, j]
-                masked = w * (one if (up & (w > zero)) | ((not up) & (w < zero)) else zero)
+                masked = w * (one if w * sign[j] > zero else zero)
                 total += masked
                 divisor += weights[i] * (one if masked != zero else zero)
             if normalize:
@@ -295,4 +301,4 @@ def _merge_pass(base, models, thresholds, ties_kept, weights, lambda_, normalize
             if lambda_ != one:
                 total = total * lambda_
             merged[j] = total + base_block[j]
-        store_block(out, first, merged, size)
+        store_block(out, U(start - begin), merged, size)

@@ -24,10 +24,22 @@ def checkpoints(shape, models: int, dtype: torch.dtype, seed: int = 0, scale: fl
     return base.to(dtype), [t.to(dtype) for t in tuned]
 
 
+def kernel_merge(base, tensors, params, out_dtype):
+    """The kernel's output gathered from the slabs it emits, its counts and its NaN culprit."""
+    out = torch.full(base.shape, float("nan"), dtype=out_dtype)
+    flat = out.view(-1)
+
+    def emit(first, slab):
+        assert slab.dtype == out_dtype and first + slab.numel() <= flat.numel()
+        flat[first:first + slab.numel()] = slab
+
+    counts, bad = ties_cpu.merge(base, tensors, params, out_dtype, emit)
+    return out, counts, bad
+
+
 def assert_same_as_torch(base, tensors, params, out_dtype):
     reference = ties(base.float(), tensors, params)
-    out = torch.empty(base.shape, dtype=out_dtype)
-    counts, bad = ties_cpu.merge(base, tensors, params, out)
+    out, counts, bad = kernel_merge(base, tensors, params, out_dtype)
     assert bad is None
     assert torch.equal(bits(out), bits(reference.tensor.to(out_dtype)))
     assert counts == reference.counts
@@ -52,11 +64,15 @@ def test_small_tensors_match_torch(case, dtype, out_dtype):
     assert_same_as_torch(base, tensors, params, out_dtype)
 
 
+@pytest.mark.parametrize("slab", [None, 50_021])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_large_tensor_sampled_selection_matches_torch(dtype):
+def test_large_tensor_sampled_selection_matches_torch(dtype, slab, monkeypatch):
     # Over ties_cpu.SMALL entries the trim threshold is bracketed by sampled pivots; bfloat16 task
     # vectors take few distinct values, so many entries tie with the threshold and the kernel
-    # must keep the same tied entries (the first in index order, across blocks) as trim_in_place.
+    # must keep the same tied entries (the first in index order, across blocks and slabs) as
+    # trim_in_place.
+    if slab:
+        monkeypatch.setattr(ties_cpu, "SLAB", slab)  # many slabs, none a whole number of blocks
     params = MethodParams(weights=(1.0, 0.8, 1.0), densities=(0.6, 0.25, 0.9), normalize=True)
     base, tensors = checkpoints((1024, 700), 3, dtype, seed=1)
     assert base.numel() > ties_cpu.SMALL
@@ -99,8 +115,8 @@ def test_reports_the_first_input_that_is_not_finite(culprit, poison):
     inputs[culprit].view(-1)[123_457] = poison
     if culprit < 2:
         inputs[2].view(-1)[5] = poison  # a later input with a NaN does not hide the earlier one
-    out = torch.empty(base.shape, dtype=torch.bfloat16)
-    _, bad = ties_cpu.merge(inputs[0], inputs[1:], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)), out)
+    _, _, bad = kernel_merge(inputs[0], inputs[1:], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)),
+                             torch.bfloat16)
     assert bad == culprit
 
 
