@@ -6,9 +6,10 @@ agree, sum, divide, convert), so on a CPU it costs several times the time needed
 inputs. Here a tensor takes about two passes over its inputs, straight from the stored dtype
 (bfloat16 or float32) to the output dtype:
 
-1. selection, per model: a stratified random sample of the magnitudes |theta_i - base| picks a
-   few pivot values around the trim threshold (the k-th largest magnitude), each with the next
-   float above it; one pass counts the magnitudes at or above every pivot. Two adjacent pivots
+1. selection: for each model, a stratified random sample of the magnitudes |theta_i - base|
+   picks a few pivot values around its trim threshold (the k-th largest magnitude), each with
+   the next float above it; one pass counts, for all models, the magnitudes at or above every
+   pivot. Two adjacent pivots
    then bracket the threshold. When they are a value and the next float, the threshold is that
    value: the usual case with bfloat16 inputs, whose task vectors take few distinct values, so
    many entries tie. Otherwise a second, cheap pass collects the few magnitudes between them and
@@ -80,8 +81,10 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     for i, density in enumerate(params.densities):
         if density <= 0:
             thresholds[i] = INFINITY  # no magnitude is above (an infinite input fails the finite check)
-        elif density < 1 and n:
-            thresholds[i], ties_left[i] = trim_threshold(base_array, models[i], max(1, int(density * n)))
+    keep = {i: max(1, int(density * n)) for i, density in enumerate(params.densities) if 0 < density < 1}
+    if keep and n:
+        for i, (threshold, ties) in trim_thresholds(base_array, models, keep).items():
+            thresholds[i], ties_left[i] = threshold, ties
     nonzero = np.zeros(len(models), np.int64)
     agreeing = np.zeros(len(models), np.int64)
     nonfinite = np.zeros(len(models) + 1, np.bool_)
@@ -97,23 +100,38 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), None
 
 
-def trim_threshold(base: np.ndarray, model: np.ndarray, k: int) -> tuple[np.float32, int]:
-    """The k-th largest magnitude of model - base, and how many of the entries equal to it
-    trimming keeps (the first ones in index order) so that exactly k are kept."""
+def trim_thresholds(base: np.ndarray, models: tuple, keep: dict[int, int]) -> dict[int, tuple[np.float32, int]]:
+    """For each model i in `keep`: the keep[i]-th largest magnitude of models[i] - base, and how
+    many of the entries equal to it trimming keeps (the first in index order) so that exactly
+    keep[i] are kept."""
     n = base.size
     if n <= SMALL:
-        magnitudes, above = _collect(base, model, -INFINITY, INFINITY, n), 0
-    else:
-        pivots = sample_pivots(base, model, k)
-        at_least = _count_at_least(base, model, pivots)  # non-increasing along the pivots
-        a = int(np.count_nonzero(at_least >= k)) - 1  # the threshold is in [pivots[a], pivots[a + 1])
-        low = pivots[a] if a >= 0 else -INFINITY
-        high = pivots[a + 1] if a + 1 < pivots.size else INFINITY
-        above = int(at_least[a + 1]) if a + 1 < pivots.size else 0
-        if high == np.nextafter(low, INFINITY):  # the bracket holds one value
-            return low, k - above
-        magnitudes = _collect(base, model, low, high, (int(at_least[a]) if a >= 0 else n) - above)
-    need = k - above  # the threshold is the need-th largest collected magnitude
+        return {i: _select(_collect(base, models[i], -INFINITY, INFINITY, n), k, 0) for i, k in keep.items()}
+    chosen = list(keep)
+    pivots = [sample_pivots(base, models[i], keep[i]) for i in chosen]
+    grid = np.full((len(chosen), max(p.size for p in pivots)), INFINITY, np.float32)  # rows padded
+    for row, row_pivots in enumerate(pivots):
+        grid[row, :row_pivots.size] = row_pivots
+    at_least = _count_at_least(base, models, np.asarray(chosen), grid)  # one pass for all models
+    return {i: _bracketed(base, models[i], keep[i], pivots[row], at_least[row, :pivots[row].size])
+            for row, i in enumerate(chosen)}
+
+
+def _bracketed(base: np.ndarray, model: np.ndarray, k: int, pivots: np.ndarray,
+               at_least: np.ndarray) -> tuple[np.float32, int]:
+    """The threshold from the counts of magnitudes at or above each pivot (non-increasing)."""
+    a = int(np.count_nonzero(at_least >= k)) - 1  # the threshold is in [pivots[a], pivots[a + 1])
+    low = pivots[a] if a >= 0 else -INFINITY
+    high = pivots[a + 1] if a + 1 < pivots.size else INFINITY
+    above = int(at_least[a + 1]) if a + 1 < pivots.size else 0
+    if high == np.nextafter(low, INFINITY):  # the bracket holds one value
+        return low, k - above
+    return _select(_collect(base, model, low, high, (int(at_least[a]) if a >= 0 else base.size) - above), k, above)
+
+
+def _select(magnitudes: np.ndarray, k: int, above: int) -> tuple[np.float32, int]:
+    """The threshold when `above` magnitudes exceed all of these, and the ties trimming keeps."""
+    need = k - above  # the threshold is the need-th largest of these
     if not 0 < need <= magnitudes.size:  # only with NaN inputs, which the merge pass reports
         return INFINITY, 0
     threshold = np.partition(magnitudes, magnitudes.size - need)[magnitudes.size - need]
@@ -180,21 +198,26 @@ def _sample_magnitudes(base, model, picks):
 
 
 @njit(nogil=True, cache=True)
-def _count_at_least(base, model, pivots):
-    """How many magnitudes are >= each pivot."""
-    counts = np.zeros(pivots.size, np.int64)
+def _count_at_least(base, models, chosen, pivots):
+    """counts[row, p]: how many magnitudes of models[chosen[row]] are >= pivots[row, p]."""
+    counts = np.zeros(pivots.shape, np.int64)
+    base_block = np.empty(BLOCK, np.float32)
     magnitudes = np.empty(BLOCK, np.float32)
     for start in range(0, base.size, BLOCK):
         size = min(BLOCK, base.size - start)
         first = U(start)
         for j in range(size):
-            magnitudes[j] = abs(value(model, first + U(j)) - value(base, first + U(j)))
-        for p in range(pivots.size):
-            pivot = pivots[p]
-            count = np.int32(0)
+            base_block[j] = value(base, first + U(j))
+        for row in range(chosen.size):
+            model = models[chosen[row]]
             for j in range(size):
-                count += np.int32(magnitudes[j] >= pivot)
-            counts[p] += count
+                magnitudes[j] = abs(value(model, first + U(j)) - base_block[j])
+            for p in range(pivots.shape[1]):
+                pivot = pivots[row, p]
+                count = np.int32(0)
+                for j in range(size):
+                    count += np.int32(magnitudes[j] >= pivot)
+                counts[row, p] += count
     return counts
 
 
