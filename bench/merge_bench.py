@@ -11,10 +11,15 @@ be measured:
 
 Before timing, the page cache is warmed for everyone (every input read once) and our CPU kernel
 is compiled (numba caches it beside its source, so this costs seconds once per installation;
-the time is printed).
+the time is printed). Before each timed step the dirty pages that earlier steps left are
+flushed to disk (`sync`), so that no step pays for another's writes: otherwise the first step
+after generating 6 GB of checkpoints runs while the kernel writes them back, and seems slower.
+The floor and our merge then run alternately `--repeat` times (default 3; one such run takes
+seconds, and a single one can be off by half on a busy or virtual machine) and their medians
+are compared; mergekit, which takes minutes, runs once. Peak RSS is the highest of the runs.
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
-Peak RSS is the kernel's high-water mark for the step's process, printed in GiB ("GB").
+Peak RSS is the operating system's high-water mark for the step's process, printed in GiB ("GB").
 Targets: at most 0.5x mergekit's wall time, at most 1.2x the I/O floor, at most 2 GB RSS.
 With `--device cpu --device cuda`, both merges run on each device over the same checkpoints and
 one such line per device is printed, each after `device=<name>`, the last device's last.
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,6 +185,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="our merge's --threads")
     parser.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="device for both merges; repeat to time each (default: cpu)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="times the floor and our merge run, alternately; their medians are compared (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     args = parser.parse_args()
     devices = list(dict.fromkeys(args.device or ["cpu"]))
@@ -211,19 +219,29 @@ def main() -> None:
             print(f"ours' CPU kernel compiled or loaded from numba's cache in {compile_wall:.1f} s (not timed below)",
                   flush=True)
 
-        steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / "floor")])]
-        for device in devices:
-            # mergekit.scripts.run_yaml is what the `mergekit-yaml` script runs; run as a module, it is
-            # found wherever mergekit is installed (a venv's bin/ or a pip --target folder).
-            steps += [(f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path), str(work / f"ours-{device}"),
-                                           device, str(args.threads or 0)]),
-                      (f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path),
-                                               str(work / f"mergekit-{device}"), "--no-copy-tokenizer",
-                                               "--out-shard-size", "2B"] + (["--cuda"] if device == "cuda" else []))]
-        results = {}
-        for label, command in steps:
-            results[label] = timed(command, env)
-            print(f"{label:14s} wall {results[label][0]:8.1f} s   peak RSS {results[label][1]:6.2f} GB", flush=True)
+        def quick_steps(round_: int) -> list[tuple[str, list[str]]]:
+            """The floor and our merge on each device, writing this round's own output folders."""
+            steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / f"floor-{round_}")])]
+            return steps + [(f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path),
+                                                 str(work / f"ours-{device}-{round_}"), device, str(args.threads or 0)])
+                            for device in devices]
+
+        # mergekit.scripts.run_yaml is what the `mergekit-yaml` script runs; run as a module, it is
+        # found wherever mergekit is installed (a venv's bin/ or a pip --target folder).
+        mergekit_steps = [(f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path),
+                                                   str(work / f"mergekit-{device}"), "--no-copy-tokenizer",
+                                                   "--out-shard-size", "2B"] + (["--cuda"] if device == "cuda" else []))
+                          for device in devices]
+        runs: dict[str, list[tuple[float, float]]] = {}
+        for label, command in [step for round_ in range(args.repeat) for step in quick_steps(round_)] + mergekit_steps:
+            os.sync()
+            runs.setdefault(label, []).append(timed(command, env))
+            print(f"{label:14s} wall {runs[label][-1][0]:8.1f} s   peak RSS {runs[label][-1][1]:6.2f} GB", flush=True)
+        # The median wall time of a step's runs, and its highest peak RSS.
+        results = {label: (statistics.median(wall for wall, _ in timings), max(rss for _, rss in timings))
+                   for label, timings in runs.items()}
+        if args.repeat > 1:
+            print("medians: " + ", ".join(f"{label} {wall:.1f} s" for label, (wall, _) in results.items()), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
