@@ -14,9 +14,10 @@ is compiled (numba caches it beside its source, so this costs seconds once per i
 the time is printed). Before each timed step the dirty pages that earlier steps left are
 flushed to disk (`sync`), so that no step pays for another's writes: otherwise the first step
 after generating 6 GB of checkpoints runs while the kernel writes them back, and seems slower.
-The floor and our merge then run alternately `--repeat` times (default 3; one such run takes
-seconds, and a single one can be off by half on a busy or virtual machine) and their medians
-are compared; mergekit, which takes minutes, runs once. Peak RSS is the highest of the runs.
+The floor and our merge then run alternately `--repeat` times (default 5; one such run takes
+seconds) and the fastest run of each is compared, as timeit does: noise only ever adds time,
+and on a virtual machine, for tens of seconds after the checkpoints are written, it can double
+both. mergekit, which takes minutes, runs once. Peak RSS is the highest of the runs.
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
 Peak RSS is the operating system's high-water mark for the step's process, printed in GiB ("GB").
@@ -35,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,8 +185,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="our merge's --threads")
     parser.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="device for both merges; repeat to time each (default: cpu)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="times the floor and our merge run, alternately; their medians are compared (default 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="times the floor and our merge run, alternately; their fastest runs are compared (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     args = parser.parse_args()
     devices = list(dict.fromkeys(args.device or ["cpu"]))
@@ -237,11 +237,11 @@ def main() -> None:
             os.sync()
             runs.setdefault(label, []).append(timed(command, env))
             print(f"{label:14s} wall {runs[label][-1][0]:8.1f} s   peak RSS {runs[label][-1][1]:6.2f} GB", flush=True)
-        # The median wall time of a step's runs, and its highest peak RSS.
-        results = {label: (statistics.median(wall for wall, _ in timings), max(rss for _, rss in timings))
+        # The fastest run of each step, and its highest peak RSS.
+        results = {label: (min(wall for wall, _ in timings), max(rss for _, rss in timings))
                    for label, timings in runs.items()}
         if args.repeat > 1:
-            print("medians: " + ", ".join(f"{label} {wall:.1f} s" for label, (wall, _) in results.items()), flush=True)
+            print("fastest: " + ", ".join(f"{label} {wall:.1f} s" for label, (wall, _) in results.items()), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
