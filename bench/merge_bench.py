@@ -17,7 +17,8 @@ after generating 6 GB of checkpoints runs while the kernel writes them back, and
 The floor and our merge then run alternately `--repeat` times (default 5; one such run takes
 seconds) and the fastest run of each is compared, as timeit does: noise only ever adds time,
 and on a virtual machine, for tens of seconds after the checkpoints are written, it can double
-both. mergekit, which takes minutes, runs once. Peak RSS is the highest of the runs.
+both. mergekit, which takes minutes, runs once. Peak RSS is the highest of the runs. Each
+step's output is deleted after it (untimed), so that outputs do not pile up in memory.
 
 Last line: `ties_vs_mergekit_wall=<ratio> ties_vs_io_floor=<ratio> peak_rss_gb=<ours>`.
 Peak RSS is the operating system's high-water mark for the step's process, printed in GiB ("GB").
@@ -214,29 +215,38 @@ def main() -> None:
         inputs = [str(work / m) for m in ("base", "sft", "ct")]
         # Warm the page cache the same way for everyone: read every input file once.
         timed([sys.executable, "-c", IO_FLOOR, *inputs, str(work / "warmup")])
+        shutil.rmtree(work / "warmup")
         if "cpu" in devices:
             compile_wall, _ = timed([sys.executable, "-c", WARM_KERNEL], env)
             print(f"ours' CPU kernel compiled or loaded from numba's cache in {compile_wall:.1f} s (not timed below)",
                   flush=True)
 
-        def quick_steps(round_: int) -> list[tuple[str, list[str]]]:
-            """The floor and our merge on each device, writing this round's own output folders."""
-            steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(work / f"floor-{round_}")])]
-            return steps + [(f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path),
-                                                 str(work / f"ours-{device}-{round_}"), device, str(args.threads or 0)])
-                            for device in devices]
+        def quick_steps(round_: int) -> list[tuple[str, list[str], Path]]:
+            """The floor and our merge on each device: label, command, output folder."""
+            floor = work / f"floor-{round_}"
+            steps = [("io_floor", [sys.executable, "-c", IO_FLOOR, *inputs, str(floor)], floor)]
+            for device in devices:
+                out = work / f"ours-{device}-{round_}"
+                steps.append((f"ours[{device}]", [sys.executable, "-c", OURS, str(recipe_path), str(out), device,
+                                                  str(args.threads or 0)], out))
+            return steps
 
-        # mergekit.scripts.run_yaml is what the `mergekit-yaml` script runs; run as a module, it is
-        # found wherever mergekit is installed (a venv's bin/ or a pip --target folder).
-        mergekit_steps = [(f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path),
-                                                   str(work / f"mergekit-{device}"), "--no-copy-tokenizer",
-                                                   "--out-shard-size", "2B"] + (["--cuda"] if device == "cuda" else []))
-                          for device in devices]
+        def mergekit_step(device: str) -> tuple[str, list[str], Path]:
+            # mergekit.scripts.run_yaml is what the `mergekit-yaml` script runs; run as a module, it is
+            # found wherever mergekit is installed (a venv's bin/ or a pip --target folder).
+            out = work / f"mergekit-{device}"
+            return (f"mergekit[{device}]", [sys.executable, "-m", "mergekit.scripts.run_yaml", str(recipe_path), str(out),
+                                            "--no-copy-tokenizer", "--out-shard-size", "2B"]
+                    + (["--cuda"] if device == "cuda" else []), out)
+
         runs: dict[str, list[tuple[float, float]]] = {}
-        for label, command in [step for round_ in range(args.repeat) for step in quick_steps(round_)] + mergekit_steps:
+        steps = [step for round_ in range(args.repeat) for step in quick_steps(round_)]
+        for label, command, out in steps + [mergekit_step(device) for device in devices]:
             os.sync()
             runs.setdefault(label, []).append(timed(command, env))
             print(f"{label:14s} wall {runs[label][-1][0]:8.1f} s   peak RSS {runs[label][-1][1]:6.2f} GB", flush=True)
+            # Outputs are not kept: their page cache would crowd the memory that later steps write into.
+            shutil.rmtree(out, ignore_errors=True)
         # The fastest run of each step, and its highest peak RSS.
         results = {label: (min(wall for wall, _ in timings), max(rss for _, rss in timings))
                    for label, timings in runs.items()}
