@@ -9,11 +9,11 @@ inputs. Here a tensor takes about two passes over its inputs, straight from the 
 1. selection: for each model, a stratified random sample of the magnitudes |theta_i - base|
    picks a few pivot values around its trim threshold (the k-th largest magnitude), each with
    the next float above it; one pass counts, for all models, the magnitudes at or above every
-   pivot. Two adjacent pivots
-   then bracket the threshold. When they are a value and the next float, the threshold is that
-   value: the usual case with bfloat16 inputs, whose task vectors take few distinct values, so
-   many entries tie. Otherwise a second, cheap pass collects the few magnitudes between them and
-   selects among those. A sample that misses only widens the bracket: the result is exact always.
+   pivot. Two adjacent pivots then bracket the threshold. When they are a value and the next
+   float, the threshold is that value: the usual case with bfloat16 inputs, whose task vectors
+   take few distinct values, so many entries tie. Otherwise a second, cheap pass collects the
+   few magnitudes between them and selects among those. A sample that misses only widens the
+   bracket: the result is always exact.
 2. merge, block by block: trim (entries tied with the threshold are kept in index order, as
    `trim_in_place` does), weight, elect, disjoint mean, lambda, + base, rounded to the output
    dtype, with the conflict counts and a check that every input is finite.
@@ -88,12 +88,13 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     nonzero = np.zeros(len(models), np.int64)
     agreeing = np.zeros(len(models), np.int64)
     nonfinite = np.zeros(len(models) + 1, np.bool_)
+    weights = np.asarray(params.weights, np.float32)
     slab = torch.empty(min(n, SLAB), dtype=out_dtype)
     for first in range(0, n, SLAB):
         size = min(SLAB, n - first)
-        _merge_pass(base_array, models, first, first + size, thresholds, ties_left,
-                    np.asarray(params.weights, np.float32), np.float32(params.lambda_), params.normalize,
-                    params.consensus == "sum", as_array(slab), nonzero, agreeing, nonfinite)
+        _merge_pass(base_array, models, first, first + size, thresholds, ties_left, weights,
+                    np.float32(params.lambda_), params.normalize, params.consensus == "sum", as_array(slab),
+                    nonzero, agreeing, nonfinite)
         if nonfinite.any():
             return conflict_counts(n, nonzero.tolist(), agreeing.tolist()), int(np.argmax(nonfinite))
         emit(first, slab[:size])
