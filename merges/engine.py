@@ -6,7 +6,8 @@
    tensors with the same shapes (vocabulary tensors excepted, see below): any mismatch is one
    error naming the tensor and the models;
 3. merges the tensors on a thread pool (a tensor is read from each input, merged on the chosen
-   device, written at its place in the output shard, and dropped), with a progress bar;
+   device, written at its place in the output shard, and dropped; TIES on the CPU writes each
+   slab of a tensor as the fused kernel finishes it), with a progress bar;
 4. writes config, generation config, tokenizer, the recipe and, for the TIES family,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
 
@@ -58,6 +59,7 @@ class TensorJob:
     name: str
     out: PlannedTensor
     shared_rows: int | None  # vocabulary tensors: rows every model has (None: no row split)
+    cpu_kernel: bool = False  # merged by the fused CPU kernel for TIES (`ties_cpu`)
 
 
 def is_vocab_tensor(name: str) -> bool:
@@ -138,7 +140,8 @@ class Merge:
                 raise HarnessError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
         if dtype.is_floating_point:
             dtype = self.out_dtype or dtype
-        return TensorJob(name, PlannedTensor(name, shape, dtype), shared_rows)
+        out = PlannedTensor(name, shape, dtype)
+        return TensorJob(name, out, shared_rows, self._uses_cpu_ties(name, out))
 
     def _vocab_shape(self, name: str, infos: dict) -> tuple[tuple[int, ...], int]:
         source = self.vocab_source.name
@@ -181,7 +184,7 @@ class Merge:
 
     def merge_into(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts] | None:
         """Merge one tensor and write it; returns its conflict counts (TIES family)."""
-        if job.out.dtype.is_floating_point and self.uses_cpu_ties(job):
+        if job.cpu_kernel:
             return self._merge_ties_on_cpu(job, writer)
         counts, merged = self.merge_tensor(job)
         writer.write(job.name, merged)
@@ -210,12 +213,12 @@ class Merge:
             merged = torch.cat([merged, extra_rows])
         return output.counts, merged.to(job.out.dtype)
 
-    def uses_cpu_ties(self, job: TensorJob) -> bool:
-        """Whether this tensor goes through the fused CPU kernel (`ties_cpu`) rather than the torch
+    def _uses_cpu_ties(self, name: str, out: PlannedTensor) -> bool:
+        """Whether a tensor goes through the fused CPU kernel (`ties_cpu`) rather than the torch
         methods: a TIES merge on the CPU whose inputs and output it supports."""
-        infos = [ckpt.tensors[job.name] for ckpt in self.merged_models]
-        return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
-                and ties_cpu.supports([info.dtype for info in infos], job.out.dtype, job.out.shape))
+        dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
+        return (self.recipe.merge_method == "ties" and self.device.type == "cpu" and out.dtype.is_floating_point
+                and ties_cpu.supports(dtypes, out.dtype, out.shape))
 
     def _merge_ties_on_cpu(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
         """TIES straight from the stored inputs into the output file, slab by slab; the kernel
@@ -315,7 +318,7 @@ def working_bytes(merge: Merge, job: TensorJob) -> int:
     (with the CPU kernel: the mapped inputs; its own buffers are one output slab and the
     magnitudes it collects near a trim threshold, typically under 1% of the entries)."""
     count = job.out.nbytes // max(1, job.out.dtype.itemsize)
-    if job.out.dtype.is_floating_point and merge.uses_cpu_ties(job):
+    if job.cpu_kernel:
         return count * sum(ckpt.tensors[job.name].dtype.itemsize for ckpt in merge.merged_models)
     return count * 4 * (2 * len(merge.inputs) + 5)
 

@@ -5,8 +5,8 @@ process never keeps a whole model mapped: peak memory is the tensors being merge
 
 Writing streams too. The output's tensor names, shapes and dtypes are known before the merge
 starts, so each shard's safetensors header (8-byte little-endian length, JSON, data) is written
-up front and every merged tensor is written at its offset as soon as it is ready (`os.pwrite`,
-safe from several threads). `safetensors.torch.save_file` would need a whole shard in memory.
+up front and every merged tensor, or slab of one, is written at its offset as soon as it is
+ready (`os.pwrite`, safe from several threads). `safetensors.torch.save_file` would need a whole shard in memory.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class ShardedWriter:
         self.close()
         missing = sorted(name for name, (_, _, nbytes) in self.location.items() if self.written.get(name) != nbytes)
         if missing:
-            raise RuntimeError(f"merged tensor {missing[0]} was never written")
+            raise RuntimeError(f"merged tensor {missing[0]} was not completely written")
         total = sum(nbytes for _, _, nbytes in self.location.values())
         weight_map = {name: self.shard_names[number] for name, (number, _, _) in sorted(self.location.items())}
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
