@@ -111,10 +111,9 @@ def generate_checkpoint(folder: Path, config: dict, seed: int, base_seed: int | 
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
 
 
-# What `harness merge RECIPE OUT` runs, without the CLI's other subcommands' imports; like the
-# CLI, it skips the interpreter's last garbage collection (gc.freeze), and so does the floor.
+# What `harness merge RECIPE OUT` runs, without the CLI's other subcommands' imports.
 OURS = """
-import gc, sys
+import sys
 from pathlib import Path
 from merges import load_recipe, run_merge
 recipe, out, device, threads = sys.argv[1:]
@@ -122,7 +121,6 @@ run_merge(load_recipe(recipe), Path, Path(out), device=device, threads=int(threa
 if device == "cuda":
     import torch
     print(f"  ours on cuda: peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB", file=sys.stderr)
-gc.freeze()
 """
 
 # Compiles (or loads from numba's cache) the fused CPU kernel that ours uses for bf16 TIES.
@@ -139,7 +137,7 @@ ties_cpu.merge(base, [base + 1, base - 1], MethodParams(weights=(1.0, 1.0), dens
 # input is read by save_file as it writes it out, and the others through plain file reads into
 # one reused buffer: every input byte is read once and one output is written.
 IO_FLOOR = """
-import gc, sys, json
+import sys, json
 from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -156,7 +154,6 @@ for folder in inputs:
             with open(folder / file, "rb", buffering=0) as handle:
                 while handle.readinto(buffer):
                     pass
-gc.freeze()
 """
 
 

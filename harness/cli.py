@@ -5,7 +5,6 @@ imports (torch, vllm, lm-eval) inside its functions so `harness --help` stays fa
 """
 
 import argparse
-import gc
 import importlib
 import sys
 
@@ -58,14 +57,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def entry() -> None:
-    """The `harness` command."""
-    code = main()
-    # Everything is written and closed by now. The interpreter's last garbage collection would
-    # walk every object that torch and numba made (about 0.4 s); nothing needs collecting.
-    gc.freeze()
-    sys.exit(code)
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())
