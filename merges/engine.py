@@ -217,7 +217,7 @@ class Merge:
         """Whether a tensor goes through the fused CPU kernel (`ties_cpu`) rather than the torch
         methods: a TIES merge on the CPU whose inputs and output it supports."""
         dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
-        return (self.recipe.merge_method == "ties" and self.device.type == "cpu" and out.dtype.is_floating_point
+        return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
                 and ties_cpu.supports(dtypes, out.dtype, out.shape))
 
     def _merge_ties_on_cpu(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:

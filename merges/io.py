@@ -6,7 +6,8 @@ process never keeps a whole model mapped: peak memory is the tensors being merge
 Writing streams too. The output's tensor names, shapes and dtypes are known before the merge
 starts, so each shard's safetensors header (8-byte little-endian length, JSON, data) is written
 up front and every merged tensor, or slab of one, is written at its offset as soon as it is
-ready (`os.pwrite`, safe from several threads). `safetensors.torch.save_file` would need a whole shard in memory.
+ready (`os.pwrite`, safe from several threads). `safetensors.torch.save_file` would need a whole
+shard in memory.
 """
 
 from __future__ import annotations
