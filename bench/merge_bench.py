@@ -10,8 +10,8 @@ be measured:
             safetensors (no arithmetic): no merge can be faster than this
 
 Before timing, the page cache is warmed for everyone (every input read once) and our CPU kernel
-is compiled (numba caches it beside its source, so this costs seconds once per installation;
-the time is printed). Before each timed step the dirty pages that earlier steps left are
+is compiled (cached under ~/.cache/merges, so this costs a second once per machine; the time
+is printed). Before each timed step the dirty pages that earlier steps left are
 flushed to disk (`sync`), so that no step pays for another's writes: otherwise the first step
 after generating 6 GB of checkpoints runs while the operating system writes them back, and
 seems slower.
@@ -136,14 +136,11 @@ if device == "cuda":
     print(f"  ours on cuda: peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB", file=sys.stderr)
 """
 
-# Compiles (or loads from numba's cache) the fused CPU kernel that ours uses for bf16 TIES.
+# Compiles the fused C kernel that ours uses for TIES on the CPU, or loads it from its cache.
 WARM_KERNEL = """
-import torch
+import sys
 from merges.methods import ties_cpu
-from merges.methods.common import MethodParams
-base = torch.zeros(600, 512, dtype=torch.bfloat16)
-ties_cpu.merge(base, [base + 1, base - 1], MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5)), base.dtype,
-               lambda first, slab: None)
+sys.exit(ties_cpu.library() is None)
 """
 
 # safetensors' get_tensor maps the file and reads nothing until the tensor is used, so the first
@@ -231,7 +228,7 @@ def main() -> None:
         shutil.rmtree(work / "warmup")
         if "cpu" in devices:
             compile_wall, _ = timed([sys.executable, "-c", WARM_KERNEL], env)
-            print(f"ours' CPU kernel compiled or loaded from numba's cache in {compile_wall:.1f} s (not timed below)",
+            print(f"ours' CPU kernel compiled or loaded from its cache in {compile_wall:.1f} s (not timed below)",
                   flush=True)
 
         def quick_steps(round_: int) -> list[tuple[str, list[str], Path]]:

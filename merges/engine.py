@@ -218,7 +218,7 @@ class Merge:
         methods: a TIES merge on the CPU whose inputs and output it supports."""
         dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
         return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
-                and ties_cpu.supports(dtypes, out.dtype, out.shape))
+                and ties_cpu.supports(dtypes, out.dtype))
 
     def _merge_ties_on_cpu(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
         """TIES straight from the stored inputs into the output file, slab by slab; the kernel

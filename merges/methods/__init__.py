@@ -6,8 +6,8 @@ recipe order (all float32/float64, same shape, same device) and `params` a `Meth
 returns a `MethodOutput`: the merged tensor (same dtype) and, for the TIES family, per-model
 conflict counts. The engine (`merges.engine`) does all I/O and calls these once per tensor.
 
-`ties_cpu` is `ties` again as a fused CPU kernel (numba) with the same results bit for bit; the
-engine uses it in place of `ties` on the CPU where the dtypes allow.
+`ties_cpu` is `ties` again as a fused CPU kernel (C, compiled on first use) with the same results
+bit for bit; the engine uses it in place of `ties` on the CPU where the dtypes allow.
 """
 
 from merges.methods.common import MethodOutput, MethodParams, ModelCounts

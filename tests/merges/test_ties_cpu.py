@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -11,6 +14,9 @@ from merges.methods.common import MethodParams
 from merges.methods.ties import ties
 
 from .conftest import finetuned, load_folder, random_weights, save_checkpoint
+
+HAS_COMPILER = shutil.which(os.environ.get("CC") or "cc") is not None
+needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler: the kernel cannot be built here")
 
 
 def bits(tensor: torch.Tensor) -> torch.Tensor:
@@ -55,6 +61,7 @@ CASES = {
 }
 
 
+@needs_compiler
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype,out_dtype", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                                              (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
@@ -64,6 +71,7 @@ def test_small_tensors_match_torch(case, dtype, out_dtype):
     assert_same_as_torch(base, tensors, params, out_dtype)
 
 
+@needs_compiler
 @pytest.mark.parametrize("slab", [None, 50_021])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_large_tensor_sampled_selection_matches_torch(dtype, slab, monkeypatch):
@@ -79,6 +87,7 @@ def test_large_tensor_sampled_selection_matches_torch(dtype, slab, monkeypatch):
     assert_same_as_torch(base, tensors, params, torch.bfloat16)
 
 
+@needs_compiler
 def test_float32_threshold_is_selected_among_few_collected_magnitudes(monkeypatch):
     # Continuous float32 magnitudes rarely tie: the threshold lies strictly between two pivots
     # and only the magnitudes between them (about 1/256 of the entries) are collected.
@@ -91,6 +100,7 @@ def test_float32_threshold_is_selected_among_few_collected_magnitudes(monkeypatc
     assert len(collected) == 2 and all(0 < count < base.numel() / 256 for count in collected)
 
 
+@needs_compiler
 @pytest.mark.parametrize("sigmas", [(30.0, 40.0), (-40.0, -30.0), (-40.0, 40.0)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_pivots_that_miss_the_threshold_still_give_the_exact_result(monkeypatch, sigmas, dtype):
@@ -100,6 +110,7 @@ def test_pivots_that_miss_the_threshold_still_give_the_exact_result(monkeypatch,
     assert_same_as_torch(base, tensors, params, torch.bfloat16)
 
 
+@needs_compiler
 def test_all_zero_task_vectors_match_torch():
     # Every magnitude ties at 0: the first k entries are "kept" (as zeros), none counts as non-zero.
     base, _ = checkpoints((700, 500), 1, torch.bfloat16, seed=3)
@@ -107,6 +118,7 @@ def test_all_zero_task_vectors_match_torch():
     assert_same_as_torch(base, [base.clone(), base.clone()], params, torch.bfloat16)
 
 
+@needs_compiler
 @pytest.mark.parametrize("culprit", [0, 1, 2])
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 def test_reports_the_first_input_that_is_not_finite(culprit, poison):
@@ -120,15 +132,16 @@ def test_reports_the_first_input_that_is_not_finite(culprit, poison):
     assert bad == culprit
 
 
+@needs_compiler
 def test_supports_only_the_dtypes_it_compiles_for():
-    assert ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16, (4, 4))
-    assert ties_cpu.supports([torch.float32, torch.bfloat16, torch.bfloat16], torch.float32, (4, 4))
-    assert not ties_cpu.supports([torch.bfloat16, torch.bfloat16, torch.float32], torch.bfloat16, (4, 4))
-    assert not ties_cpu.supports([torch.float16] * 3, torch.float16, (4, 4))
-    assert not ties_cpu.supports([torch.float64] * 3, torch.float32, (4, 4))
-    assert not ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16, (2**16, 2**15))
+    assert ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16)
+    assert ties_cpu.supports([torch.float32, torch.bfloat16, torch.bfloat16], torch.float32)
+    assert not ties_cpu.supports([torch.bfloat16, torch.bfloat16, torch.float32], torch.bfloat16)
+    assert not ties_cpu.supports([torch.float16] * 3, torch.float16)
+    assert not ties_cpu.supports([torch.float64] * 3, torch.float32)
 
 
+@needs_compiler
 def test_engine_merges_bf16_checkpoints_with_the_kernel_as_torch_would(tmp_path, monkeypatch):
     base = random_weights(0, dtype=torch.bfloat16)
     ct = {name: tensor.to(torch.bfloat16) for name, tensor in finetuned(base, 2, extra_rows=16).items()}
@@ -148,3 +161,42 @@ def test_engine_merges_bf16_checkpoints_with_the_kernel_as_torch_would(tmp_path,
         if models["ct"][name].shape[0] > rows:  # extra vocabulary rows come from ct unchanged
             expected = torch.cat([expected, models["ct"][name][rows:].float()])
         assert torch.equal(bits(merged[name]), bits(expected.to(torch.bfloat16))), name
+
+
+@pytest.fixture
+def fresh_kernel(tmp_path, monkeypatch):
+    """The kernel looked up anew, with an empty cache; looked up anew again afterwards."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ties_cpu._load_library.cache_clear()
+    yield tmp_path / "cache" / "merges"
+    ties_cpu._load_library.cache_clear()
+
+
+@needs_compiler
+def test_kernel_is_compiled_once_into_the_cache_and_then_loaded(fresh_kernel, monkeypatch):
+    assert ties_cpu.library() is not None
+    assert [path.suffix for path in fresh_kernel.iterdir()] == [".so"]  # no scratch left behind
+    ties_cpu._load_library.cache_clear()
+    monkeypatch.setattr(ties_cpu.subprocess, "run", lambda *args, **kwargs: pytest.fail("compiled again"))
+    assert ties_cpu.library() is not None
+
+
+@pytest.mark.parametrize("compiler", ["no-such-compiler", "false"])
+def test_without_a_working_compiler_ties_runs_on_torch_with_a_warning(fresh_kernel, monkeypatch, tmp_path,
+                                                                     compiler):
+    monkeypatch.setenv("CC", compiler)
+    with pytest.warns(RuntimeWarning, match=f"cannot compile the CPU kernel for TIES.*{compiler}.*torch"):
+        assert not ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16)
+    base = random_weights(0, dtype=torch.bfloat16)
+    sft, ct = finetuned(base, 1), finetuned(base, 2)
+    folders = {name: save_checkpoint(tmp_path / name, tensors)
+               for name, tensors in {"base": base, "sft": sft, "ct": ct}.items()}
+    recipe = {"merge_method": "ties", "base_model": "base", "dtype": "bfloat16", "parameters": {"normalize": True},
+              "models": [{"model": "sft", "parameters": {"weight": 1.0, "density": 0.5}},
+                         {"model": "ct", "parameters": {"weight": 1.0, "density": 0.5}}]}
+    merged = load_folder(run_merge(recipe, folders.get, tmp_path / "out", progress=False).path)
+    params = MethodParams(weights=(1.0, 1.0), densities=(0.5, 0.5), normalize=True)
+    for name, tensor in base.items():
+        expected = ties(tensor.float(), [sft[name], ct[name]], params).tensor.to(torch.bfloat16)
+        assert torch.equal(bits(merged[name]), bits(expected)), name
+    assert not fresh_kernel.exists() or not any(fresh_kernel.iterdir())  # nothing half-built left
