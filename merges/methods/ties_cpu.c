@@ -13,6 +13,9 @@
 
 #define BLOCK 1024 /* entries per block: the scratch arrays stay in the L1 cache */
 #define CHUNK 16   /* entries per chunk when collecting: a chunk without a hit costs one vector compare */
+#define MAX_MODELS 16 /* models per merge: merge_pass keeps per-model values for an entry on the stack */
+
+const int max_models = MAX_MODELS;
 
 /* input[first:first + size] as float32 (bfloat16 is the upper half of a float32's bits) */
 static void load_block(float *restrict block, const void *restrict input, int bf16, int64_t first, int size) {
@@ -110,16 +113,14 @@ int64_t collect(const void *base, int base_bf16, const void *model, int model_bf
     return at;
 }
 
-/* The block index (of `size` entries) before which entries tied with the threshold are kept:
-   the model keeps *ties_left more of them, the first ones in index order. */
-static int tied_kept_before(const float *task_vector, int size, float threshold, int tied, int64_t *ties_left) {
-    if (tied <= *ties_left) {
-        *ties_left -= tied;
-        return size;
-    }
+/* The block index before which entries tied with the threshold are kept, for a block of
+   `size` entries in which the model has *ties_left more ties to keep (the first ones in index
+   order) and may run out; *ties_left is reduced by the ties kept. */
+static int tied_kept_before(const float *model_block, const float *base_block, int size, float threshold,
+                            int64_t *ties_left) {
     int64_t seen = 0;
     for (int j = 0; j < size; j++) {
-        if (fabsf(task_vector[j]) == threshold) {
+        if (fabsf(model_block[j] - base_block[j]) == threshold) {
             if (seen == *ties_left) {
                 *ties_left = 0;
                 return j;
@@ -127,83 +128,170 @@ static int tied_kept_before(const float *task_vector, int size, float threshold,
             seen++;
         }
     }
+    *ties_left -= seen;
     return size;
 }
 
-/* Entries begin..end of the merge into out[0:end - begin]: trim, weight, elect, disjoint mean,
-   lambda, + base, the operations of ties.ties in its order. Adds to the per-model counts of
+/* Per-model counts over a block, which merge_pass adds up. */
+typedef struct {
+    int32_t tied[MAX_MODELS], kept[MAX_MODELS], agreeing[MAX_MODELS], nonfinite;
+} Counts;
+
+/* Entries from..to of a block, every step for an entry in registers: the task vector, trimmed
+   (kept where its magnitude >= keep_from[i]: the threshold, or the next float above it where
+   ties are not kept), weighted, the elected sign, the disjoint mean, lambda, + base, the float32
+   operations of ties.ties in its order. Inlined with constant `count` and `by_sum`, so that the
+   loops over the models unroll and the loop over the entries vectorizes. Any NaN or infinity
+   in an input makes the merged entry NaN or infinite (it reaches the sum through the product
+   with the mask), so one check of the output finds every bad input. `divide` is 0 where every
+   denominator is a power of two (see merge_pass). */
+static inline __attribute__((always_inline)) void merge_range(
+        int count, int by_sum, int divide, const float *restrict rows, const float *restrict base_block, int from, int to,
+        const float *thresholds, const float *keep_from, const float *weights, float lambda, int normalize,
+        float *restrict merged, Counts *restrict counts) {
+    Counts c = {0}; /* local, so that its fields live in registers */
+    for (int j = from; j < to; j++) {
+        float b = base_block[j], weighted[MAX_MODELS], score = 0.0f;
+        for (int i = 0; i < count; i++) {
+            float delta = rows[i * BLOCK + j] - b, magnitude = fabsf(delta);
+            float trimmed = delta * (magnitude >= keep_from[i] ? 1.0f : 0.0f);
+            c.tied[i] += magnitude == thresholds[i];
+            c.kept[i] += trimmed != 0.0f;
+            weighted[i] = trimmed * weights[i];
+            /* the elected sign: + where the score (0 + w_0 + w_1 + ...) is >= 0 */
+            score += by_sum ? weighted[i] : (float)(weighted[i] > 0.0f) - (float)(weighted[i] < 0.0f);
+        }
+        float sign = score >= 0.0f ? 1.0f : -1.0f;
+        float total = 0.0f, divisor = 0.0f; /* 0 + ...: the first addition turns -0.0 into +0.0, as in ties */
+        for (int i = 0; i < count; i++) { /* the disjoint mean over entries that agree with the sign */
+            int agrees = weighted[i] * sign > 0.0f;
+            float masked = weighted[i] * (agrees ? 1.0f : 0.0f);
+            c.agreeing[i] += agrees;
+            total += masked;
+            divisor += weights[i] * (masked != 0.0f ? 1.0f : 0.0f);
+        }
+        /* the quotient, and lambda: dividing or multiplying by 1 is exact, so neither needs a branch */
+        float quotient, denominator = normalize && divisor != 0.0f ? divisor : 1.0f;
+        if (divide) {
+            quotient = total / denominator;
+        } else { /* a power of two: times its reciprocal (exponent negated) is the same float, faster */
+            uint32_t bits;
+            memcpy(&bits, &denominator, sizeof bits);
+            bits = 0x7F000000u - bits;
+            float reciprocal;
+            memcpy(&reciprocal, &bits, sizeof reciprocal);
+            quotient = total * reciprocal;
+        }
+        float result = quotient * lambda + b;
+        c.nonfinite += !(fabsf(result) < INFINITY);
+        merged[j] = result;
+    }
+    for (int i = 0; i < count; i++) {
+        counts->tied[i] += c.tied[i];
+        counts->kept[i] += c.kept[i];
+        counts->agreeing[i] += c.agreeing[i];
+    }
+    counts->nonfinite += c.nonfinite;
+}
+
+/* merge_range compiled for each usual number of models, consensus and division, any other at run time */
+static void merge_range_for(int count, int by_sum, int divide, const float *rows, const float *base_block, int from,
+                            int to, const float *thresholds, const float *keep_from, const float *weights,
+                            float lambda, int normalize, float *merged, Counts *counts) {
+#define MERGE_RANGE(COUNT, BY_SUM, DIVIDE)                                                                   \
+    case COUNT * 4 + BY_SUM * 2 + DIVIDE:                                                                \
+        merge_range(COUNT, BY_SUM, DIVIDE, rows, base_block, from, to, thresholds, keep_from, weights, lambda, \
+                    normalize, merged, counts);                                                          \
+        return;
+#define MERGE_RANGES(COUNT) MERGE_RANGE(COUNT, 0, 0) MERGE_RANGE(COUNT, 0, 1) MERGE_RANGE(COUNT, 1, 0) MERGE_RANGE(COUNT, 1, 1)
+    switch (count * 4 + (by_sum != 0) * 2 + (divide != 0)) {
+        MERGE_RANGES(1) MERGE_RANGES(2) MERGE_RANGES(3) MERGE_RANGES(4)
+    }
+    merge_range(count, by_sum, divide, rows, base_block, from, to, thresholds, keep_from, weights, lambda, normalize,
+                merged, counts);
+#undef MERGE_RANGES
+#undef MERGE_RANGE
+}
+
+/* Whether merge_range must divide: normalizing, with some denominator that is not a power of
+   two. A denominator is a sum of weights (of the models that agree with the elected sign),
+   added in model order as merge_range adds them; all 2^count sums are tried for up to 8 models. */
+static int must_divide(const float *weights, int64_t count, int normalize) {
+    if (!normalize)
+        return 0;
+    if (count > 8)
+        return 1;
+    for (int subset = 1; subset < (1 << count); subset++) {
+        float sum = 0.0f;
+        for (int i = 0; i < count; i++)
+            sum += weights[i] * ((subset >> i) & 1 ? 1.0f : 0.0f);
+        uint32_t bits;
+        memcpy(&bits, &sum, sizeof bits);
+        uint32_t exponent = (bits >> 23) & 0xFFu;
+        /* a zero sum becomes 1; otherwise a positive normal power of two with a normal reciprocal */
+        if (sum != 0.0f && ((bits & 0x807FFFFFu) != 0 || exponent < 1 || exponent > 253))
+            return 1;
+    }
+    return 0;
+}
+
+/* Entries begin..end of the merge into out[0:end - begin]. Adds to the per-model counts of
    trimmed (non-zero) and agreeing entries; sets nonfinite[0] (base) or nonfinite[i + 1] (model i)
-   where an input holds a NaN or an infinity. Returns 0, or -1 when out of memory. */
+   where an input holds a NaN or an infinity, and then stops. Returns 0, or -1 when out of memory. */
 int merge_pass(const void *base, int base_bf16, const void *const *models, int model_bf16, int64_t count,
                int64_t begin, int64_t end, const float *thresholds, int64_t *ties_left, const float *weights,
                float lambda, int normalize, int by_sum, void *out, int out_bf16, int64_t *nonzero,
                int64_t *agreeing, uint8_t *nonfinite) {
-    float *weighted = malloc((size_t)count * BLOCK * sizeof(float)); /* one row per model */
-    if (!weighted)
+    if (count < 1 || count > MAX_MODELS)
+        return -2;
+    float *rows = malloc((size_t)count * BLOCK * sizeof(float)); /* each model's block */
+    if (!rows)
         return -1;
-    float base_block[BLOCK], sign[BLOCK], total[BLOCK], divisor[BLOCK];
+    float base_block[BLOCK], merged[BLOCK], keep_from[MAX_MODELS];
+    int divide = must_divide(weights, count, normalize);
     for (int64_t start = begin; start < end; start += BLOCK) {
-        int size = block_size(start, end);
-        int32_t finite = 0;
+        int size = block_size(start, end), ties_end[MAX_MODELS], cuts[MAX_MODELS + 2], ncuts = 0;
+        Counts counts = {0};
         load_block(base_block, base, base_bf16, start, size);
-        for (int j = 0; j < size; j++)
-            finite += fabsf(base_block[j]) < INFINITY;
-        nonfinite[0] |= finite != size;
-        for (int64_t i = 0; i < count; i++) {
-            float *row = weighted + i * BLOCK, threshold = thresholds[i], weight = weights[i];
-            int32_t tied = 0, kept = 0;
-            finite = 0;
-            load_block(row, models[i], model_bf16, start, size);
-            for (int j = 0; j < size; j++) { /* the task vector, and how many entries tie with the threshold */
-                finite += fabsf(row[j]) < INFINITY;
-                row[j] = row[j] - base_block[j];
-                tied += fabsf(row[j]) == threshold;
+        cuts[ncuts++] = 0;
+        for (int i = 0; i < count; i++) {
+            load_block(rows + i * BLOCK, models[i], model_bf16, start, size);
+            ties_end[i] = ties_left[i] >= size ? size /* every tie kept; counted off below */
+                          : ties_left[i] == 0 ? 0
+                          : tied_kept_before(rows + i * BLOCK, base_block, size, thresholds[i], &ties_left[i]);
+            if (ties_end[i] > 0 && ties_end[i] < size)
+                cuts[ncuts++] = ties_end[i];
+        }
+        cuts[ncuts++] = size;
+        for (int a = 1; a < ncuts; a++) /* ascending: between two cuts every model keeps all ties or none */
+            for (int b = a; b > 0 && cuts[b] < cuts[b - 1]; b--) {
+                int swap = cuts[b];
+                cuts[b] = cuts[b - 1];
+                cuts[b - 1] = swap;
             }
-            nonfinite[i + 1] |= finite != size;
-            int ties_end = tied_kept_before(row, size, threshold, tied, &ties_left[i]);
-            for (int j = 0; j < size; j++) { /* trimmed, then weighted */
-                float magnitude = fabsf(row[j]);
-                int keep = (magnitude > threshold) | ((magnitude == threshold) & (j < ties_end));
-                float trimmed = row[j] * (keep ? 1.0f : 0.0f);
-                kept += trimmed != 0.0f;
-                row[j] = trimmed * weight;
+        for (int k = 0; k + 1 < ncuts; k++) {
+            if (cuts[k] == cuts[k + 1])
+                continue;
+            for (int i = 0; i < count; i++)
+                keep_from[i] = cuts[k] < ties_end[i] ? thresholds[i] : nextafterf(thresholds[i], INFINITY);
+            merge_range_for((int)count, by_sum, divide, rows, base_block, cuts[k], cuts[k + 1], thresholds, keep_from,
+                            weights, lambda, normalize, merged, &counts);
+        }
+        if (counts.nonfinite) { /* blame every input with a NaN or an infinity in the rest of the range, then stop */
+            for (int64_t at = start; at < end; at++) {
+                nonfinite[0] |= !(fabsf(load_one(base, base_bf16, at)) < INFINITY);
+                for (int i = 0; i < count; i++)
+                    nonfinite[i + 1] |= !(fabsf(load_one(models[i], model_bf16, at)) < INFINITY);
             }
-            nonzero[i] += kept;
+            break;
         }
-        for (int j = 0; j < size; j++) /* the elected sign: + where the score (0 + w_0 + w_1 + ...) is >= 0 */
-            sign[j] = 0.0f;
-        for (int64_t i = 0; i < count; i++) {
-            const float *row = weighted + i * BLOCK;
-            for (int j = 0; j < size; j++)
-                sign[j] += by_sum ? row[j] : (float)(row[j] > 0.0f) - (float)(row[j] < 0.0f);
+        for (int i = 0; i < count; i++) {
+            ties_left[i] -= ties_left[i] >= size ? counts.tied[i] : 0;
+            nonzero[i] += counts.kept[i];
+            agreeing[i] += counts.agreeing[i];
         }
-        for (int j = 0; j < size; j++) {
-            sign[j] = sign[j] >= 0.0f ? 1.0f : -1.0f;
-            total[j] = divisor[j] = 0.0f; /* 0 + ...: the first addition turns -0.0 into +0.0, as in ties */
-        }
-        for (int64_t i = 0; i < count; i++) { /* the disjoint mean over entries that agree with the sign */
-            const float *row = weighted + i * BLOCK;
-            float weight = weights[i];
-            int32_t agree = 0;
-            for (int j = 0; j < size; j++) {
-                int agrees = row[j] * sign[j] > 0.0f;
-                float masked = row[j] * (agrees ? 1.0f : 0.0f);
-                agree += agrees;
-                total[j] += masked;
-                divisor[j] += weight * (masked != 0.0f ? 1.0f : 0.0f);
-            }
-            agreeing[i] += agree;
-        }
-        for (int j = 0; j < size; j++) {
-            float merged = total[j];
-            if (normalize)
-                merged = merged / (divisor[j] == 0.0f ? 1.0f : divisor[j]);
-            if (lambda != 1.0f)
-                merged = merged * lambda;
-            total[j] = merged + base_block[j];
-        }
-        store_block(out, out_bf16, start - begin, total, size);
+        store_block(out, out_bf16, start - begin, merged, size);
     }
-    free(weighted);
+    free(rows);
     return 0;
 }

@@ -58,6 +58,12 @@ CASES = {
     "3 models, count, no normalize": dict(weights=(1.0, 0.3, 1.0), densities=(0.2, 1.0, 0.0),
                                           consensus="count", normalize=False),
     "densities 1 and 0": dict(weights=(1.0, 1.0), densities=(1.0, 0.0), normalize=True),
+    # every sum of weights a power of two: the kernel multiplies by the reciprocal instead of dividing
+    "2 models, weights 0.5, lambda": dict(weights=(0.5, 0.5), densities=(0.4, 0.7), normalize=True, lambda_=1.3),
+    "2 models, one weight not a power of two": dict(weights=(1.0, 0.3), densities=(0.5, 0.5), normalize=True),
+    "1 model": dict(weights=(0.7,), densities=(0.5,), normalize=True),
+    "5 models, count": dict(weights=(1.0, 0.5, 2.0, 1.0, 0.25), densities=(0.5, 0.3, 0.8, 0.6, 0.2),
+                            consensus="count", normalize=True),
 }
 
 
@@ -107,6 +113,18 @@ def test_pivots_that_miss_the_threshold_still_give_the_exact_result(monkeypatch,
     monkeypatch.setattr(ties_cpu, "PIVOT_SIGMAS", sigmas)  # pivots all above, all below, or far around it
     params = MethodParams(weights=(1.0, 1.0), densities=(0.6, 0.4), normalize=True)
     base, tensors = checkpoints((1024, 400), 2, dtype, seed=2)
+    assert_same_as_torch(base, tensors, params, torch.bfloat16)
+
+
+@needs_compiler
+@pytest.mark.parametrize("consensus", ["sum", "count"])
+def test_tie_budgets_of_several_models_running_out_in_one_block_match_torch(consensus):
+    # Task vectors of a few discrete values: most entries tie with each trim threshold, and in a
+    # tensor of one block every model's budget of kept ties runs out inside that block.
+    generator = torch.Generator().manual_seed(6)
+    base = torch.zeros(1000, dtype=torch.bfloat16)
+    tensors = [(torch.randint(-2, 3, (1000,), generator=generator) * 0.25).to(torch.bfloat16) for _ in range(3)]
+    params = MethodParams(weights=(1.0, 1.0, 1.0), densities=(0.3, 0.5, 0.65), consensus=consensus, normalize=True)
     assert_same_as_torch(base, tensors, params, torch.bfloat16)
 
 
