@@ -235,6 +235,24 @@ static int must_divide(const float *weights, int64_t count, int normalize) {
     return 0;
 }
 
+/* Sets nonfinite[0] (base) or nonfinite[i + 1] (model i) for each input with a NaN or an
+   infinity among entries from..to; returns whether there was one. */
+static int blame(const void *base, int base_bf16, const void *const *models, int model_bf16, int64_t count,
+                 int64_t from, int64_t to, uint8_t *nonfinite) {
+    int found = 0;
+    for (int64_t at = from; at < to; at++) {
+        int bad = !(fabsf(load_one(base, base_bf16, at)) < INFINITY);
+        nonfinite[0] |= bad;
+        found |= bad;
+        for (int i = 0; i < count; i++) {
+            bad = !(fabsf(load_one(models[i], model_bf16, at)) < INFINITY);
+            nonfinite[i + 1] |= bad;
+            found |= bad;
+        }
+    }
+    return found;
+}
+
 /* Entries begin..end of the merge into out[0:end - begin]. Adds to the per-model counts of
    trimmed (non-zero) and agreeing entries; sets nonfinite[0] (base) or nonfinite[i + 1] (model i)
    where an input holds a NaN or an infinity, and then stops. Returns 0, or -1 when out of memory. */
@@ -277,13 +295,9 @@ int merge_pass(const void *base, int base_bf16, const void *const *models, int m
             merge_range_for((int)count, by_sum, divide, rows, base_block, cuts[k], cuts[k + 1], thresholds, keep_from,
                             weights, lambda, normalize, merged, &counts);
         }
-        if (counts.nonfinite) { /* blame every input with a NaN or an infinity in the rest of the range, then stop */
-            for (int64_t at = start; at < end; at++) {
-                nonfinite[0] |= !(fabsf(load_one(base, base_bf16, at)) < INFINITY);
-                for (int i = 0; i < count; i++)
-                    nonfinite[i + 1] |= !(fabsf(load_one(models[i], model_bf16, at)) < INFINITY);
-            }
-            break;
+        if (counts.nonfinite && blame(base, base_bf16, models, model_bf16, count, start, start + size, nonfinite)) {
+            blame(base, base_bf16, models, model_bf16, count, start + size, end, nonfinite); /* the rest, too */
+            break; /* (finite inputs can overflow to an infinite result, as in torch: that one is kept) */
         }
         for (int i = 0; i < count; i++) {
             ties_left[i] -= ties_left[i] >= size ? counts.tied[i] : 0;

@@ -151,6 +151,15 @@ def test_reports_the_first_input_that_is_not_finite(culprit, poison):
 
 
 @needs_compiler
+def test_finite_inputs_that_overflow_give_what_torch_gives_and_are_not_blamed():
+    base, tensors = checkpoints((300, 10), 2, torch.float32, seed=7)
+    base[0, :5], tensors[0][0, :5] = -3e38, 3e38  # the task vector overflows to infinity there
+    params = MethodParams(weights=(1.0, 1.0), densities=(1.0, 0.5), normalize=True)
+    assert not torch.isfinite(ties(base, tensors, params).tensor).all()
+    assert_same_as_torch(base, tensors, params, torch.float32)
+
+
+@needs_compiler
 def test_supports_only_the_dtypes_it_compiles_for():
     assert ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16)
     assert ties_cpu.supports([torch.float32, torch.bfloat16, torch.bfloat16], torch.float32)
