@@ -13,6 +13,7 @@
 
 #define BLOCK 1024 /* entries per block: the scratch arrays stay in the L1 cache */
 #define CHUNK 16   /* entries per chunk when collecting: a chunk without a hit costs one vector compare */
+#define MAX_PIVOTS 10 /* pivots per model that count_at_least compares in registers at once */
 #define MAX_MODELS 16 /* models per merge: merge_pass keeps per-model values for an entry on the stack */
 
 const int max_models = MAX_MODELS;
@@ -69,22 +70,43 @@ void sample_magnitudes(const void *base, int base_bf16, const void *model, int m
         out[s] = fabsf(load_one(model, model_bf16, picks[s]) - load_one(base, base_bf16, picks[s]));
 }
 
+/* counts[p] += how many of the block's magnitudes |model - base| are >= pivots[p], the
+   magnitude of an entry compared with every pivot while in a register. Inlined with a constant
+   `width` so that the loop over the pivots unrolls and the loop over the entries vectorizes. */
+static inline __attribute__((always_inline)) void count_block(int width, const float *restrict model_block,
+                                                              const float *restrict base_block, int size,
+                                                              const float *pivots, int64_t *counts) {
+    int32_t c[MAX_PIVOTS] = {0}; /* local, so that the counts live in registers */
+    for (int j = 0; j < size; j++) {
+        float magnitude = fabsf(model_block[j] - base_block[j]);
+        for (int p = 0; p < width; p++)
+            c[p] += magnitude >= pivots[p];
+    }
+    for (int p = 0; p < width; p++)
+        counts[p] += c[p];
+}
+
 /* counts[row * width + p]: how many magnitudes of models[chosen[row]] are >= pivots[row * width + p] */
 void count_at_least(const void *base, int base_bf16, const void *const *models, int model_bf16, int64_t n,
                     const int64_t *chosen, int64_t rows, const float *pivots, int64_t width, int64_t *counts) {
-    float base_block[BLOCK], magnitudes[BLOCK];
+    float base_block[BLOCK], model_block[BLOCK];
     memset(counts, 0, (size_t)(rows * width) * sizeof(int64_t));
     for (int64_t start = 0; start < n; start += BLOCK) {
         int size = block_size(start, n);
         load_block(base_block, base, base_bf16, start, size);
         for (int64_t row = 0; row < rows; row++) {
-            magnitudes_block(magnitudes, base_block, models[chosen[row]], model_bf16, start, size);
-            for (int64_t p = 0; p < width; p++) {
-                float pivot = pivots[row * width + p];
-                int32_t count = 0;
-                for (int j = 0; j < size; j++)
-                    count += magnitudes[j] >= pivot;
-                counts[row * width + p] += count;
+            const float *row_pivots = pivots + row * width;
+            int64_t *row_counts = counts + row * width;
+            load_block(model_block, models[chosen[row]], model_bf16, start, size);
+            switch (width) { /* each usual width compiled with its loop over the pivots unrolled */
+#define COUNT_BLOCK(WIDTH) case WIDTH: count_block(WIDTH, model_block, base_block, size, row_pivots, row_counts); break;
+                COUNT_BLOCK(1) COUNT_BLOCK(2) COUNT_BLOCK(3) COUNT_BLOCK(4) COUNT_BLOCK(5)
+                COUNT_BLOCK(6) COUNT_BLOCK(7) COUNT_BLOCK(8) COUNT_BLOCK(9) COUNT_BLOCK(10)
+#undef COUNT_BLOCK
+            default:
+                for (int64_t p = 0; p < width; p += MAX_PIVOTS) /* more pivots: in groups */
+                    count_block((int)(width - p < MAX_PIVOTS ? width - p : MAX_PIVOTS), model_block, base_block, size,
+                                row_pivots + p, row_counts + p);
             }
         }
     }
