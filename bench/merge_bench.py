@@ -124,11 +124,13 @@ for name, seed, base_seed in (("base", 0, None), ("sft", 1, 0), ("ct", 2, 0)):
     generate_checkpoint(work / name, config, seed, base_seed)
 """
 
-# What `harness merge RECIPE OUT` runs, without the CLI's other subcommands' imports.
+# What `harness merge RECIPE OUT` runs (harness/build.py), without the CLI's other subcommands'
+# imports: it freezes what is loaded before merging (see there).
 OURS = """
-import sys
+import gc, sys
 from pathlib import Path
 from merges import load_recipe, run_merge
+gc.freeze()
 recipe, out, device, threads = sys.argv[1:]
 run_merge(load_recipe(recipe), Path, Path(out), device=device, threads=int(threads) or None, progress=False)
 if device == "cuda":

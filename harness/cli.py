@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. With `argv` None this is the `harness` program, which exits after it."""
     args = build_parser().parse_args(argv)
+    args.process_exits_after = argv is None
     try:
         return int(args.module.run(args) or 0)
     except HarnessError as err:

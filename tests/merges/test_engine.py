@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,6 +207,20 @@ def test_cli_merges_a_recipe_file_and_prints_a_summary(tiny_models, tmp_path, ca
     # The output folder exists now: a second run refuses instead of overwriting it.
     assert main(["merge", str(path), str(tmp_path / "out")]) == 2
     assert load_recipe(path).protected == str(tiny_models["sft"])
+
+
+def test_harness_merge_program_merges_and_exits_cleanly(tiny_models, tmp_path):
+    # As its own process (`harness merge` freezes what it has loaded, so that exiting skips
+    # walking it): the merged model is complete, and nothing is reported at exit.
+    path = _write_recipe(tmp_path, {name: tiny_models[name] for name in ("base", "sft", "ct-a")})
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "merge", str(path), str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "merged model:" in result.stdout
+    assert [line for line in result.stderr.splitlines() if "tensor/s]" not in line and line.strip()] == []
+    in_process = run_merge(load_recipe(path), Path, tmp_path / "in-process", progress=False).path
+    merged, expected = load_folder(tmp_path / "out"), load_folder(in_process)
+    assert merged.keys() == expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
 
 
 def test_memory_budget_starts_tensors_in_order_so_a_big_one_is_not_overtaken():
