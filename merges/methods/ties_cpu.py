@@ -55,7 +55,11 @@ from merges.methods.ties import SAMPLE_SIZE, conflict_counts
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
 SMALL = 1 << 18      # up to this many entries the threshold is selected over all of them
-SLAB = 1 << 20       # entries per emitted slab of output: written out while still in the CPU's cache
+# Entries per emitted slab of output (512 KB of bfloat16): written while still in the CPU's L2
+# cache. Bigger slabs cost more to write, not less: with 1M-entry slabs, writing a 1.9 GB merge
+# from two threads into one file took 1-3.4 s of system time against 0.45-0.5 s with these
+# (64K-entry slabs: 0.7 s; alternating runs in one process).
+SLAB = 1 << 18
 PIVOT_SIGMAS = (-5.0, -1.0, 0.0, 1.0, 5.0)  # pivots around the sampled threshold, in standard errors
 INFINITY = np.float32(np.inf)
 
