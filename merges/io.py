@@ -137,6 +137,7 @@ class ShardedWriter:
         self.lock = threading.Lock()
         for number, tensors in enumerate(shards):
             self.fds.append(self._start_shard(number, tensors))
+        self.file_locks = [threading.Lock() for _ in shards]
 
     @staticmethod
     def _split(plan: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:
@@ -175,9 +176,13 @@ class ShardedWriter:
         if byte_offset + data.nbytes > nbytes:
             raise RuntimeError(f"tensor {name}: {data.nbytes} bytes at {byte_offset}, planned {nbytes}")
         view, offset = memoryview(data), offset + byte_offset
-        while view.nbytes:
-            done = os.pwrite(self.fds[number], view, offset)
-            view, offset = view[done:], offset + done
+        # One write at a time per file: a buffered write holds the file's inode lock, and a second
+        # writer spins on it. Two merge threads writing a 1.9 GB merge in 512 KB parts spent
+        # 0.9-1.6 s of CPU time in writes at times, 0.45 s taking turns (alternating runs).
+        with self.file_locks[number]:
+            while view.nbytes:
+                done = os.pwrite(self.fds[number], view, offset)
+                view, offset = view[done:], offset + done
         with self.lock:
             self.written[name] = self.written.get(name, 0) + data.nbytes
 
