@@ -2,9 +2,10 @@
    and calls it (see its docstring for what each loop computes and why the result equals torch's).
 
    Compiled with -ffp-contract=off and without -ffast-math: every float operation is one IEEE
-   single-precision operation in the order written, as in torch. Each loop runs over one block of
-   BLOCK entries held in float32 scratch arrays that stay in the L1 cache, so that the compiler
-   vectorizes it. Inputs are bfloat16 (`bf16` non-zero: uint16 bit patterns) or float32. */
+   single-precision operation in the order written, as in torch. The inputs are read one block of
+   BLOCK entries at a time into float32 scratch arrays that stay in the L1 cache, and each loop
+   over a block is written so that the compiler vectorizes it. Inputs are bfloat16 (`bf16`
+   non-zero: uint16 bit patterns) or float32. */
 
 #include <math.h>
 #include <stdint.h>
@@ -16,7 +17,7 @@
 #define MAX_PIVOTS 10 /* pivots per model that count_at_least compares in registers at once */
 #define MAX_MODELS 16 /* models per merge: merge_pass keeps per-model values for an entry on the stack */
 
-const int max_models = MAX_MODELS;
+const int max_models = MAX_MODELS; /* read by ties_cpu.supports */
 
 /* input[first:first + size] as float32 (bfloat16 is the upper half of a float32's bits) */
 static void load_block(float *restrict block, const void *restrict input, int bf16, int64_t first, int size) {
@@ -277,7 +278,8 @@ static int blame(const void *base, int base_bf16, const void *const *models, int
 
 /* Entries begin..end of the merge into out[0:end - begin]. Adds to the per-model counts of
    trimmed (non-zero) and agreeing entries; sets nonfinite[0] (base) or nonfinite[i + 1] (model i)
-   where an input holds a NaN or an infinity, and then stops. Returns 0, or -1 when out of memory. */
+   where an input holds a NaN or an infinity, and then stops. Returns 0, -1 when out of memory, or
+   -2 for more than MAX_MODELS models. */
 int merge_pass(const void *base, int base_bf16, const void *const *models, int model_bf16, int64_t count,
                int64_t begin, int64_t end, const float *thresholds, int64_t *ties_left, const float *weights,
                float lambda, int normalize, int by_sum, void *out, int out_bf16, int64_t *nonzero,

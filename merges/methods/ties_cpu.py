@@ -71,9 +71,12 @@ _compiling = threading.Lock()
 
 def supports(dtypes: list[torch.dtype], out_dtype: torch.dtype) -> bool:
     """Whether `merge` takes inputs of these dtypes (base first) and this output: bfloat16 or
-    float32 throughout, one dtype for the models, and the kernel compiled on this machine."""
-    return (set(dtypes) | {out_dtype} <= set(SUPPORTED_DTYPES) and len(set(dtypes[1:])) == 1
-            and library() is not None)
+    float32 throughout, one dtype for the models, at most the kernel's max_models models, and
+    the kernel compiled on this machine."""
+    if not (set(dtypes) | {out_dtype} <= set(SUPPORTED_DTYPES) and len(set(dtypes[1:])) == 1):
+        return False
+    kernel = library()
+    return kernel is not None and len(dtypes) - 1 <= ctypes.c_int.in_dll(kernel, "max_models").value
 
 
 def library() -> ctypes.CDLL | None:
@@ -179,6 +182,8 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
             thresholds.ctypes.data, ties_left.ctypes.data, weights.ctypes.data, params.lambda_, params.normalize,
             params.consensus == "sum", slab.data_ptr(), _is_bf16(slab), nonzero.ctypes.data, agreeing.ctypes.data,
             nonfinite.ctypes.data)
+        if status == -2:
+            raise ValueError(f"ties_cpu.merge takes at most {ctypes.c_int.in_dll(library(), 'max_models').value} models")
         if status:
             raise MemoryError("ties_cpu: out of memory for the merge pass's scratch")
         if nonfinite.any():

@@ -166,6 +166,8 @@ def test_supports_only_the_dtypes_it_compiles_for():
     assert not ties_cpu.supports([torch.bfloat16, torch.bfloat16, torch.float32], torch.bfloat16)
     assert not ties_cpu.supports([torch.float16] * 3, torch.float16)
     assert not ties_cpu.supports([torch.float64] * 3, torch.float32)
+    assert ties_cpu.supports([torch.bfloat16] * 17, torch.bfloat16)  # 16 models
+    assert not ties_cpu.supports([torch.bfloat16] * 18, torch.bfloat16)
 
 
 @needs_compiler
