@@ -174,16 +174,16 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
     nonfinite = np.zeros(len(tensors) + 1, np.uint8)
     weights = np.asarray(params.weights, np.float32)
     slab = torch.empty(min(n, SLAB), dtype=out_dtype)
-    models = _addresses(tensors)
+    models, kernel = _addresses(tensors), library()
     for first in range(0, n, SLAB):
         size = min(SLAB, n - first)
-        status = library().merge_pass(
+        status = kernel.merge_pass(
             base.data_ptr(), _is_bf16(base), models, _is_bf16(tensors[0]), len(tensors), first, first + size,
             thresholds.ctypes.data, ties_left.ctypes.data, weights.ctypes.data, params.lambda_, params.normalize,
             params.consensus == "sum", slab.data_ptr(), _is_bf16(slab), nonzero.ctypes.data, agreeing.ctypes.data,
             nonfinite.ctypes.data)
         if status == -2:
-            raise ValueError(f"ties_cpu.merge takes at most {ctypes.c_int.in_dll(library(), 'max_models').value} models")
+            raise ValueError(f"ties_cpu.merge takes at most {ctypes.c_int.in_dll(kernel, 'max_models').value} models")
         if status:
             raise MemoryError("ties_cpu: out of memory for the merge pass's scratch")
         if nonfinite.any():
