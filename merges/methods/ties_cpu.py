@@ -91,7 +91,7 @@ def _load_library() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or "cc"
     try:
         path = _compiled(compiler)
-    except (OSError, subprocess.CalledProcessError) as error:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # RuntimeError: no home directory
         detail = getattr(error, "stderr", None) or str(error)
         warnings.warn(f"cannot compile the CPU kernel for TIES ({SOURCE.name} with {compiler}: "
                       f"{detail.strip().splitlines()[-1] if detail.strip() else error}); TIES runs as torch "
