@@ -5,7 +5,8 @@
 #   2. bench/merge_bench.py with both merges timed on the CPU and on the GPU.
 # Missing Python packages (mergekit and what it needs beyond torch/transformers) can come as
 # wheels in .whl/: they are installed into /tmp/site first. The CPU TIES kernel needs a C
-# compiler (cc); without one ours on the CPU runs the torch methods, and says so. Logs go to $OUT when it is set;
+# compiler (cc); without one ours on the CPU runs the torch methods, and says so.
+# Logs go to $OUT when it is set;
 # BENCH_ARGS adds arguments to merge_bench.py (say "--keep --workdir /tmp/mb" to reuse its checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,11 +10,10 @@ be measured:
             safetensors (no arithmetic): no merge can be faster than this
 
 Before timing, the page cache is warmed for everyone (every input read once) and our CPU kernel
-is compiled (cached under ~/.cache/merges, so this costs a second once per machine; the time
-is printed). Before each timed step the dirty pages that earlier steps left are
-flushed to disk (`sync`), so that no step pays for another's writes: otherwise the first step
-after generating 6 GB of checkpoints runs while the operating system writes them back, and
-seems slower.
+is compiled (cached under ~/.cache/merges, so this costs a second once per machine; the time is
+printed). Before each timed step the dirty pages that earlier steps left are flushed to disk
+(`sync`), so that no step pays for another's writes: otherwise the first step after generating
+6 GB of checkpoints runs while the operating system writes them back, and seems slower.
 The floor and our merge then run alternately `--repeat` times (default 5; one such run takes
 seconds) and the fastest run of each is compared, as timeit does: noise only ever adds time,
 and on a virtual machine, for tens of seconds after the checkpoints are written, it can double
