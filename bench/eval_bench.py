@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.suite import SPLITS
+
 
 def items_scored(store_url: str) -> int:
     from harness.store import ResultStore
@@ -33,20 +35,20 @@ def timed_evaluate(model, tasks, settings) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ties-uig")
-    parser.add_argument("--split", default="dev", choices=("dev", "test"))
+    parser.add_argument("--split", default="dev", choices=SPLITS)
     parser.add_argument("--limit", type=int, default=20, help="items per task")
     parser.add_argument("--registry")
     args = parser.parse_args()
 
-    from harness import tasklist
     from harness.build import materialize
     from harness.evaluate import EvalSettings, ModelUnderTest, default_data_dir
     from harness.registry import load_registry
     from harness.server import ServerConfig, VLLMServer
+    from tasks import suite
 
     registry = load_registry(args.registry)
     model = ModelUnderTest.from_built(materialize(registry, registry.resolve(args.model).id))
-    tasks = [task for lang in model.langs for task in tasklist.task_names(lang, args.split)]
+    tasks = [task for lang in model.langs for task in suite.task_names(lang, args.split)]
     data_dir = default_data_dir(None, registry.data_dir)
     print(f"model {model.id} ({model.path}), tasks {', '.join(tasks)}, limit {args.limit}/task")
 

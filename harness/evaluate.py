@@ -34,10 +34,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness import HarnessError, __version__
-from harness.paths import TASKS_DIR, results_dir
+from harness.paths import results_dir
 from harness.store import ModelRecord, ResultRow, ResultStore
+from tasks import suite
+from tasks.errors import TaskError
+from tasks.languages import LANGUAGES
 
-SPLITS = ("dev", "test")
 BACKENDS = ("vllm", "hf")
 
 
@@ -73,7 +75,7 @@ class EvalSettings:
     data_dir: Path | None = None  # local task data; None: the tasks read the hub datasets
     force: bool = False
     device: str = "cpu"  # cpu | cuda
-    task_dir: Path = TASKS_DIR  # lm-eval include path holding the task YAML files
+    task_dir: Path = suite.TASKS_DIR  # lm-eval include path holding the task YAML files
     num_concurrent: int = 2  # parallel HTTP requests to the server
     batch_size: int = 8  # prompts per request (API) or per forward pass (hf)
     max_retries: int = 3  # per API request, before the task fails
@@ -105,7 +107,7 @@ class EvalReport:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registry id or alias, e.g. ties-uig")
-    parser.add_argument("--split", choices=SPLITS, default="test", help="task split (default: test)")
+    parser.add_argument("--split", choices=suite.SPLITS, default="test", help="task split (default: test)")
     parser.add_argument("--lang", nargs="+", metavar="LANG", help="languages to evaluate (default: the model's)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: every task of the languages)")
     parser.add_argument("--limit", type=int, help="only the first N items of each task (quick runs)")
@@ -152,13 +154,10 @@ def run(args) -> int:
 
 def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str, model_id: str) -> list[str]:
     """--tasks as given; else every task of --lang, else of the model's languages."""
-    from harness import tasklist
-    from harness.languages import LANGUAGES
-
     if tasks:
         for task in tasks:  # results are stored under --split, so a task of the other split is a mistake
-            if tasklist.parse_task_name(task)[2] != split:
-                raise HarnessError(f"task {task} is not a {split} task; pass --split {tasklist.parse_task_name(task)[2]}")
+            if suite.parse_task_name(task)[2] != split:
+                raise HarnessError(f"task {task} is not a {split} task; pass --split {suite.parse_task_name(task)[2]}")
         return list(dict.fromkeys(tasks))
     chosen = langs or list(model_langs)
     if not chosen:
@@ -166,7 +165,7 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     unknown = [lang for lang in chosen if lang not in LANGUAGES]
     if unknown:
         raise HarnessError(f"unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
-    return [task for lang in chosen for task in tasklist.task_names(lang, split)]
+    return [task for lang in chosen for task in suite.task_names(lang, split)]
 
 
 def default_data_dir(given: Path | None, registry_data_dir: Path | None) -> Path | None:
@@ -183,8 +182,8 @@ def default_data_dir(given: Path | None, registry_data_dir: Path | None) -> Path
 
 def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) -> EvalReport:
     """Evaluate `model` on the tasks not stored yet and store each task's metrics as it completes."""
-    if settings.split not in SPLITS:
-        raise HarnessError(f"split must be one of {', '.join(SPLITS)}, got {settings.split!r}")
+    if settings.split not in suite.SPLITS:
+        raise HarnessError(f"split must be one of {', '.join(suite.SPLITS)}, got {settings.split!r}")
     if not tasks:
         raise HarnessError("no tasks to evaluate")
     store = ResultStore(settings.store_url)
@@ -220,10 +219,8 @@ def items_to_score(task, limit: int | None) -> int:
 
 @contextmanager
 def task_data_environment(data_dir: Path | None):
-    """Apply tasklist.data_env(data_dir) to os.environ for the duration of a run."""
-    from harness import tasklist
-
-    changes = tasklist.data_env(data_dir)
+    """Apply suite.data_env(data_dir) to os.environ for the duration of a run."""
+    changes = suite.data_env(data_dir)
     saved = {key: os.environ.get(key) for key in changes}
     os.environ.update(changes)
     try:
@@ -309,7 +306,7 @@ class Backend:
             )
         except Exception as err:
             shutil.rmtree(staging, ignore_errors=True)
-            raise err if isinstance(err, HarnessError) else self.task_failure(name, err) from None
+            raise err if isinstance(err, (HarnessError, TaskError)) else self.task_failure(name, err) from None
         except BaseException:  # Ctrl-C: leave no half-written task files behind
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -413,8 +410,6 @@ def result_rows(results: dict, task: str, model: ModelUnderTest, settings: EvalS
     (`acc`, `exact_match`); one reported under several filters as `metric,filter`."""
     from lm_eval import __version__ as lm_eval_version
 
-    from harness import tasklist
-
     values = results["results"][task]
     keys = [key for key in values if "," in key and "_stderr," not in key]
     filters_per_metric: dict[str, int] = {}
@@ -430,7 +425,7 @@ def result_rows(results: dict, task: str, model: ModelUnderTest, settings: EvalS
             model=model.id,
             model_hash=model.model_hash,
             task=task,
-            lang=tasklist.lang_of(task),
+            lang=suite.lang_of(task),
             split=settings.split,
             task_version=str(results["versions"][task]),
             metric=metric if filters_per_metric[metric] == 1 else key,
@@ -459,13 +454,11 @@ def report_table(report: EvalReport):
 
 def language_averages(table) -> dict[str, float]:
     """Per language: the unweighted mean of its tasks' main metric (the paper's average)."""
-    from harness import tasklist
-
     by_lang: dict[str, list[float]] = {}
     for task, row in table.iterrows():
-        metric = tasklist.main_metric(task)
+        metric = suite.main_metric(task)
         if metric in row and row[metric] == row[metric]:  # present and not NaN
-            by_lang.setdefault(tasklist.lang_of(task), []).append(float(row[metric]))
+            by_lang.setdefault(suite.lang_of(task), []).append(float(row[metric]))
     return {lang: sum(values) / len(values) for lang, values in by_lang.items()}
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGISTRIES_DIR = PROJECT_ROOT / "registries"
-TASKS_DIR = PROJECT_ROOT / "tasks"
 
 
 def harness_home() -> Path:

@@ -27,10 +27,10 @@ from pathlib import Path
 import yaml
 
 from harness import HarnessError
-from harness.languages import LANGUAGES
+from harness.kinds import KINDS
 from harness.paths import REGISTRIES_DIR, harness_home
+from tasks.languages import LANGUAGES
 
-KINDS = ("base", "ct", "sft", "ctsft", "merge")
 DEFAULT_REGISTRY = REGISTRIES_DIR / "zoo.yaml"
 
 

@@ -158,9 +158,9 @@ def dev_scores(case: str, folder: Path, data_dir: Path | None, temp: Path) -> di
     """Main-metric dev scores on SCORE_TASKS with the hf backend, kept out of the user's store."""
     import shutil
 
-    from harness import tasklist
     from harness.evaluate import EvalSettings, ModelUnderTest, evaluate
     from harness.store import ResultStore
+    from tasks import suite
 
     store_url = f"sqlite:///{temp / 'regress-results.db'}"
     model = ModelUnderTest(f"regress-{case}", folder, hashlib.sha256(f"regress:{case}:{folder}".encode()).hexdigest(),
@@ -172,7 +172,7 @@ def dev_scores(case: str, folder: Path, data_dir: Path | None, temp: Path) -> di
         shutil.rmtree(report.run_dir, ignore_errors=True)  # raw logs of a throwaway model
     rows = ResultStore(store_url).results(split="dev", latest_only=False)
     rows = rows[rows["model_hash"] == model.model_hash]
-    return {task: float(rows[(rows["task"] == task) & (rows["metric"] == tasklist.main_metric(task))]["value"].iloc[0])
+    return {task: float(rows[(rows["task"] == task) & (rows["metric"] == suite.main_metric(task))]["value"].iloc[0])
             for task in SCORE_TASKS}
 
 

@@ -309,10 +309,10 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
     from tqdm import tqdm
 
     from harness import store as store_module
-    from harness import tasklist
     from harness.build import materialize
     from harness.evaluate import ModelUnderTest
     from harness.store import ResultStore
+    from tasks import suite
 
     started = time.monotonic()
     entry = registry.resolve(model_id)
@@ -322,7 +322,7 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
     sweep = f"{entry.id}:{grid.name}"
     store = ResultStore(settings.store_url)
     stored = _stored_trials(store, sweep, settings.limit)
-    dev_tasks = [task for lang in entry.langs for task in tasklist.task_names(lang, "dev")]
+    dev_tasks = [task for lang in entry.langs for task in suite.task_names(lang, "dev")]
     log_dir = harness_home() / "sweeps" / "logs" / entry.id
     with TrialEvaluator(settings, server_mode, log_dir) as evaluator:
         bar = tqdm(trials, desc=f"sweep {sweep}", unit="trial", disable=not progress)
@@ -357,7 +357,7 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
             tuned = register_best(registry, entry.id, best)
             built = materialize(with_trial(registry, entry.id, best), best.model_id, device=settings.device, progress=False)
             model = dataclasses.replace(ModelUnderTest.from_built(built), id=best_id)
-            test_tasks = [task for lang in entry.langs for task in tasklist.task_names(lang, "test")]
+            test_tasks = [task for lang in entry.langs for task in suite.task_names(lang, "test")]
             test_scores = _language_scores(evaluator.evaluate(model, test_tasks, "test"), entry.langs)
     return SweepResult(sweep, trials, best, test_scores, tuned, time.monotonic() - started, trial_eval_s)
 

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.paths import default_store_url
+from tasks.errors import TaskError
+from tasks.suite import main_metric
 
 # `harness leaderboard --store URL` hands the URL to the app through this variable (not the command
 # line, where a database password would show in the process list).
@@ -62,13 +64,12 @@ def read_store(url: str) -> StoreSnapshot:
 
 
 def main_metric_lookup() -> Callable[[str], str | None]:
-    """`harness.tasklist.main_metric`, returning None for a task it does not know."""
-    from harness.tasklist import main_metric
+    """`tasks.suite.main_metric`, returning None for a task it does not know."""
 
     def lookup(task: str) -> str | None:
         try:
             return main_metric(task)
-        except (HarnessError, KeyError, ValueError):
+        except TaskError:
             return None
 
     return lookup

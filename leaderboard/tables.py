@@ -1,7 +1,7 @@
 """Shaping store rows into the leaderboard's tables (pure pandas, no Streamlit).
 
 Scores are shown in percentage points, like the paper. Each task contributes its main metric
-(`harness.tasklist.main_metric`: acc for multiple choice, exact_match for math).
+(`tasks.suite.main_metric`: acc for multiple choice, exact_match for math).
 
 Missing values stay NaN here and are drawn as a dash, never as zero:
 - a language cell is the unweighted mean of the language's tasks; it is missing when the model
@@ -18,20 +18,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.languages import LANGUAGES
+from harness.kinds import KINDS
+from tasks.errors import TaskError
+from tasks.languages import LANGUAGES
+from tasks.suite import FAMILIES, parse_task_name
 
-KIND_ORDER = ("base", "ct", "sft", "ctsft", "merge")
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
 METHOD_LABELS = {"linear": "WAVG", "ties": "TIES", "ties_sv": "TIES-SV", "dare_ties": "DARE-TIES"}
-FAMILY_LABELS = {
-    "sib": "SIB-200",
-    "belebele": "Belebele",
-    "mgsm": "MGSM",
-    "mlic_tc": "TC",
-    "mlic_mrc": "MRC",
-    "mlic_rs": "RS",
-    "mlic_math": "Math",
-}
 AVERAGE = "Average"
 KIND = "Kind"
 DISPLAY_DECIMALS = 1  # percentage points, as in the paper
@@ -50,12 +43,12 @@ class ScoreTable:
         return self.frame[self.score_columns]
 
 
-def task_label(task: str, lang: str) -> str:
+def task_label(task: str) -> str:
     """`lrm_mlic_tc_uig_test` -> `TC`; names outside the project's scheme are shown as they are."""
-    for family, label in FAMILY_LABELS.items():
-        if task.startswith(f"lrm_{family}_{lang}_"):
-            return label
-    return task
+    try:
+        return FAMILIES[parse_task_name(task)[0]].label
+    except TaskError:
+        return task
 
 
 def main_scores(results: pd.DataFrame, split: str, main_metric: Callable[[str], str]) -> pd.DataFrame:
@@ -123,9 +116,9 @@ def language_table(
     """The paper's Tables 7-13: for one language, models x its tasks + the language average."""
     rows = scores[scores["lang"] == lang]
     per_task = rows.pivot_table(index="model", columns="task", values="value", aggfunc="last") * 100
-    tasks = sorted(per_task.columns, key=lambda t: _family_rank(t, lang))
+    tasks = sorted(per_task.columns, key=_family_rank)
     per_task = per_task[tasks]
-    per_task.columns = [task_label(t, lang) for t in tasks]
+    per_task.columns = [task_label(t) for t in tasks]
     score_columns = list(per_task.columns)
     if score_columns:
         per_task[AVERAGE] = per_task[score_columns].mean(axis=1, skipna=False)
@@ -134,10 +127,13 @@ def language_table(
     return _with_kinds(per_task, score_columns, kinds, shown_kinds, f"{name}: score per task (%)")
 
 
-def _family_rank(task: str, lang: str) -> tuple[int, str]:
-    labels = list(FAMILY_LABELS.values())
-    label = task_label(task, lang)
-    return (labels.index(label) if label in labels else len(labels), task)
+def _family_rank(task: str) -> tuple[int, str]:
+    """The paper's column order (FAMILIES' order); names outside the scheme last, by name."""
+    families = list(FAMILIES)
+    try:
+        return families.index(parse_task_name(task)[0]), task
+    except TaskError:
+        return len(families), task
 
 
 def _with_kinds(
@@ -161,7 +157,7 @@ def _with_kinds(
 
 
 def _kind_rank(kind: str) -> int:
-    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return KINDS.index(kind) if kind in KINDS else len(KINDS)
 
 
 def rank_marks(table: ScoreTable) -> pd.DataFrame:

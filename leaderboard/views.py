@@ -14,10 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from harness import HarnessError
-from harness.languages import LANGUAGES
+from harness.kinds import KINDS
 from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from tasks.languages import LANGUAGES
+from tasks.suite import SPLITS
 
-SPLITS = ("test", "dev")
+# The split selector's options: test, the split the paper reports, first and the default.
+SPLIT_CHOICES = tuple(sorted(SPLITS, key=lambda split: split != "test"))
 
 
 @dataclass
@@ -60,7 +63,7 @@ def main() -> None:
         return
     with st.sidebar:
         view = st.radio("View", [*VIEWS, *SNAPSHOT_VIEWS], key="view")
-        split = st.selectbox("Split", SPLITS, index=0, key="split", help="the paper reports test")
+        split = st.selectbox("Split", SPLIT_CHOICES, index=0, key="split", help="the paper reports test")
         if st.button("Reload results"):
             _snapshot.clear()
             st.rerun()
@@ -88,7 +91,7 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         st.info(f"No results on the {split} split yet{hint}.")
         return None
     kinds = tables.model_kinds(scores, snapshot.models)
-    present = [k for k in tables.KIND_ORDER if k in set(kinds["kind"])] + sorted(set(kinds["kind"]) - set(tables.KIND_ORDER))
+    present = [k for k in KINDS if k in set(kinds["kind"])] + sorted(set(kinds["kind"]) - set(KINDS))
     with st.sidebar:
         shown = st.multiselect(
             "Kinds", present, default=present, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)

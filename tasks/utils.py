@@ -13,7 +13,9 @@ into one small schema per family so the prompt functions below stay one-liners o
 
 The loader returns a DatasetDict with `test` (the items the task scores, dev or test side) and
 `train` (few-shot exemplars: SIB-200 train, MLiC-Eval train_1..3; empty where the dataset has
-none). Every data problem is a one-line `HarnessError` naming the task and the file.
+none). Every data problem is a one-line `TaskError` naming the task and the file.
+
+This module imports nothing from the harness, so `lm_eval --include_path tasks` works on its own.
 """
 
 import csv
@@ -25,11 +27,10 @@ import re
 import unicodedata
 from pathlib import Path
 
-from harness import HarnessError
-from harness.languages import LANGUAGES
 from tasks import layout, prompts
-
-DATA_DIR_ENV = "HARNESS_DATA_DIR"
+from tasks.errors import TaskError
+from tasks.languages import LANGUAGES
+from tasks.suite import DATA_DIR_ENV, task_name
 
 SIB_HUB = "Davlan/sib200"
 BELEBELE_HUB = "facebook/belebele"
@@ -74,28 +75,24 @@ def load_task_data(family: str, lang: str, split: str, **_metadata):
 
 
 def data_dir_from_env() -> Path | None:
-    """$HARNESS_DATA_DIR as an absolute folder, or None (empty or unset) for the hub datasets."""
+    """$HARNESS_DATA_DIR (DATA_DIR_ENV) as an absolute folder, or None (empty or unset) for the hub datasets."""
     value = os.environ.get(DATA_DIR_ENV, "").strip()
     return Path(value).expanduser().resolve() if value else None
 
 
 def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) -> tuple[list[dict], list[dict]]:
     """(items scored, few-shot exemplars) of one task, from `data_dir` or (None) the hub."""
-    if split not in ("dev", "test"):
-        raise HarnessError(f"unknown split {split!r}; expected dev or test")
-    if lang not in LANGUAGES:
-        raise HarnessError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
-    task = f"lrm_{family}_{lang}_{split}"
+    task = task_name(family, lang, split)  # TaskError for an unknown split or language
     readers = {"sib": _sib, "belebele": _belebele, "mgsm": _mgsm}
     if family in readers:
         reader = readers[family]
     elif family.startswith("mlic_") and family[5:] in layout.MLIC_TASKS:
         reader = _mlic
     else:
-        raise HarnessError(f"unknown task family {family!r}")
+        raise TaskError(f"unknown task family {family!r}")
     eval_docs, exemplars, where = reader(task, family, LANGUAGES[lang], split, data_dir)
     if not eval_docs:
-        raise HarnessError(f"{task}: no {split} items in {where}")
+        raise TaskError(f"{task}: no {split} items in {where}")
     return eval_docs, exemplars
 
 
@@ -181,10 +178,10 @@ def _sib(task, family, language, split, data_dir):
 
 def _read_labels(task: str, path: Path) -> list[str]:
     if not path.is_file():
-        raise HarnessError(f"{task}: missing data file {path}")
+        raise TaskError(f"{task}: missing data file {path}")
     labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not labels:
-        raise HarnessError(f"{task}: {path} lists no labels")
+        raise TaskError(f"{task}: {path} lists no labels")
     return labels
 
 
@@ -194,7 +191,7 @@ def _classification_docs(task, rows, where, labels, label_column, id_column) -> 
     for i, row in enumerate(rows):
         label = row[label_column]
         if label not in labels:
-            raise HarnessError(f"{task}: {where} row {i + 1} has label {label!r}, not one of {labels}")
+            raise TaskError(f"{task}: {where} row {i + 1} has label {label!r}, not one of {labels}")
         docs.append({"id": str(row.get(id_column, i)), "text": row["text"], "labels": list(labels),
                      "answer": labels.index(label)})
     return docs
@@ -223,7 +220,7 @@ def _belebele_doc(task, row, where) -> dict:
     try:
         answer = int(row["correct_answer_num"]) - 1
     except ValueError:
-        raise HarnessError(f"{task}: {where} has correct_answer_num {row['correct_answer_num']!r}, not 1-4") from None
+        raise TaskError(f"{task}: {where} has correct_answer_num {row['correct_answer_num']!r}, not 1-4") from None
     return {
         "id": f"{row['link']}#{row['question_number']}",
         "passage": row["flores_passage"],
@@ -237,7 +234,7 @@ def _belebele_doc(task, row, where) -> dict:
 
 def _mgsm(task, family, language, split, data_dir):
     if language.mgsm is None:
-        raise HarnessError(f"{task}: MGSM has no {language.name} data")
+        raise TaskError(f"{task}: MGSM has no {language.name} data")
     if data_dir is None:
         where = f"hub {MGSM_HUB} {language.mgsm}"
         hub_rows = _load_hub(task, MGSM_HUB, language.mgsm, split="test")
@@ -263,7 +260,7 @@ def _math_doc(task, row, where, doc_id) -> dict:
     try:
         float(answer)
     except ValueError:
-        raise HarnessError(f"{task}: {where} item {doc_id} has answer {row['answer']!r}, not a number") from None
+        raise TaskError(f"{task}: {where} item {doc_id} has answer {row['answer']!r}, not a number") from None
     return {"id": doc_id, "question": row["question"], "answer": answer}
 
 
@@ -301,7 +298,7 @@ def _mlic_folder(task, kind, mlic_lang, data_dir) -> Path:
     for folder in candidates:
         if folder.is_dir():
             return folder
-    raise HarnessError(f"{task}: missing data folder {candidates[0]}")
+    raise TaskError(f"{task}: missing data folder {candidates[0]}")
 
 
 def _mlic_snapshot(task, kind, mlic_lang) -> Path:
@@ -312,7 +309,7 @@ def _mlic_snapshot(task, kind, mlic_lang) -> Path:
     try:
         return Path(snapshot_download(MLIC_HUB, repo_type="dataset", allow_patterns=patterns))
     except Exception as err:  # network, authentication, gating: one line, naming the task
-        raise HarnessError(f"{task}: cannot download {MLIC_HUB}: {' '.join(str(err).split())}") from None
+        raise TaskError(f"{task}: cannot download {MLIC_HUB}: {' '.join(str(err).split())}") from None
 
 
 def _tc_label(row: dict) -> str:
@@ -337,7 +334,7 @@ def _mlic_choice_docs(task, kind, rows, where) -> list[dict]:
         options = [str(option) for option in row["options"]]
         letter = str(row["answer"]).strip()[:1].upper()
         if letter not in prompts.LETTERS[:len(options)]:
-            raise HarnessError(f"{task}: {where} item {i + 1} has answer {row['answer']!r}, not a letter of its {len(options)} options")
+            raise TaskError(f"{task}: {where} item {i + 1} has answer {row['answer']!r}, not a letter of its {len(options)} options")
         context = row["context"]
         text = "\n".join(str(turn) for turn in context) if isinstance(context, list) else str(context)
         doc = {"id": str(row.get("id", i)), "options": options, "answer": prompts.LETTERS.index(letter)}
@@ -361,50 +358,50 @@ def _load_hub(task, path, name, split=None):
     try:
         return datasets.load_dataset(path, name, split=split)
     except Exception as err:  # network, missing config: one line, naming the task
-        raise HarnessError(f"{task}: cannot load hub dataset {path} ({name}): {' '.join(str(err).split())}") from None
+        raise TaskError(f"{task}: cannot load hub dataset {path} ({name}): {' '.join(str(err).split())}") from None
 
 
 def _read_tsv(task, path: Path, header: bool, columns: tuple[str, ...] = ()) -> list[dict]:
     if not path.is_file():
-        raise HarnessError(f"{task}: missing data file {path}")
+        raise TaskError(f"{task}: missing data file {path}")
     with open(path, encoding="utf-8", newline="") as f:
         lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if header:
         if not lines:
-            raise HarnessError(f"{task}: {path} is empty")
+            raise TaskError(f"{task}: {path} is empty")
         columns, lines = tuple(lines[0]), lines[1:]
     rows = []
     for number, values in enumerate(lines, start=2 if header else 1):
         if not any(values):
             continue
         if len(values) != len(columns):
-            raise HarnessError(f"{task}: {path} line {number} has {len(values)} columns, expected {len(columns)} ({', '.join(columns)})")
+            raise TaskError(f"{task}: {path} line {number} has {len(values)} columns, expected {len(columns)} ({', '.join(columns)})")
         rows.append(dict(zip(columns, values)))
     return rows
 
 
 def _read_jsonl(task, path: Path) -> list[dict]:
     if not path.is_file():
-        raise HarnessError(f"{task}: missing data file {path}")
+        raise TaskError(f"{task}: missing data file {path}")
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise HarnessError(f"{task}: {path} line {number} is not JSON ({err.msg})") from None
+                raise TaskError(f"{task}: {path} line {number} is not JSON ({err.msg})") from None
     return rows
 
 
 def _read_json_list(task, path: Path) -> list[dict]:
     if not path.is_file():
-        raise HarnessError(f"{task}: missing data file {path}")
+        raise TaskError(f"{task}: missing data file {path}")
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise HarnessError(f"{task}: {path} is not JSON ({err.msg} at line {err.lineno})") from None
+        raise TaskError(f"{task}: {path} is not JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise HarnessError(f"{task}: {path} must hold a JSON list of objects")
+        raise TaskError(f"{task}: {path} must hold a JSON list of objects")
     return rows
 
 
@@ -412,7 +409,7 @@ def _require_columns(task, rows, where, columns) -> None:
     for i, row in enumerate(rows):
         missing = [c for c in columns if c not in row]
         if missing:
-            raise HarnessError(f"{task}: {where} has no column {missing[0]!r} (item {i + 1})")
+            raise TaskError(f"{task}: {where} has no column {missing[0]!r} (item {i + 1})")
 
 
 def _empty_like(docs: list[dict]):

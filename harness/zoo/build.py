@@ -36,7 +36,7 @@ ZOO_PACKAGE = Path(__file__).resolve().parent
 DEFINITION_FILES = (
     PROJECT_ROOT / "tasks" / "prompts.py",
     PROJECT_ROOT / "tasks" / "layout.py",
-    PROJECT_ROOT / "harness" / "languages.py",
+    PROJECT_ROOT / "tasks" / "languages.py",
 )
 
 

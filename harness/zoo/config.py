@@ -7,7 +7,7 @@ of training on two CPU cores (see the README for measured times).
 
 from dataclasses import dataclass, field
 
-from harness.languages import LANGUAGES
+from tasks.languages import LANGUAGES
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.languages import LANGUAGES
 from harness.zoo.config import ZooConfig
 from harness.zoo.corpora import Rendered, draw_item, render
 from harness.zoo.generators import Writer
 from harness.zoo.lexicon import TOPIC_LABELS, TOPICS, stable_seed
 from tasks import layout, prompts
+from tasks.languages import LANGUAGES
 
 BELEBELE_DS = "2023-05-03"  # the hub rows carry a date stamp; ours is fixed
 LABEL_ZH = {topic.label: topic.label_zh for topic in TOPICS}

@@ -123,7 +123,7 @@ def test_model_folder_vllm_cannot_load_is_a_clear_error_and_stores_nothing(bad_m
 def test_cli_evaluates_a_zoo_merge_through_vllm_stores_it_and_matches_hf(use_zoo_home, tmp_path, capsys):
     """`harness eval --model ties-uig --split dev --limit 3`: merge, serve, score, store, report."""
     from harness.cli import main
-    from harness.tasklist import task_names
+    from tasks.suite import task_names
 
     tasks = task_names("uig", "dev")
     served_store, local_store = f"sqlite:///{tmp_path / 'served.db'}", f"sqlite:///{tmp_path / 'local.db'}"

@@ -7,9 +7,9 @@ import yaml
 
 from harness import HarnessError
 from harness.cli import main
-from harness.languages import LANGUAGES
 from harness.paths import REGISTRIES_DIR
 from harness.registry import load_registry, parse_registry
+from tasks.languages import LANGUAGES
 
 
 def registry_from(models: dict, **top) -> object:

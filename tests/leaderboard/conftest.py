@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.store import ModelRecord, ResultRow, ResultStore
-from harness.tasklist import main_metric
+from tasks.suite import main_metric
 
 TIMESTAMP = "2026-01-02T03-04-05.678901"
 TEST_SCORES = {

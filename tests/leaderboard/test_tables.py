@@ -101,7 +101,7 @@ def test_language_table_orders_task_families_like_the_paper():
     table = tables.language_table(scores, "tel", tables.model_kinds(scores, MODELS))
     assert table.score_columns == ["SIB-200", "MGSM", "Average"]
     assert table.frame.loc["a", "MGSM"] == pytest.approx(10.0)
-    assert tables.task_label("my_custom_task", "tel") == "my_custom_task"
+    assert tables.task_label("my_custom_task") == "my_custom_task"
 
 
 def test_metric_stored_per_filter_is_found():

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.languages import LANGUAGES
 from tasks import layout
+from tasks.languages import LANGUAGES
+from tasks.suite import TASKS_DIR, data_env
 
 BELEBELE_ARTICLES = 60  # about 1.8 questions each, like the real 488 passages / 900 questions
 MLIC_SIZES = {"train_1": 3, "train_2": 3, "train_3": 3, "dev": 4, "test": 8}
@@ -84,16 +85,12 @@ def task_manager():
     """One TaskManager for the session: indexing lm-eval's own tasks takes several seconds."""
     from lm_eval.tasks import TaskManager
 
-    from harness.paths import TASKS_DIR
-
     return TaskManager(include_path=str(TASKS_DIR))
 
 
 @pytest.fixture
 def local_data(data_dir, monkeypatch) -> Path:
     """Point the tasks at the fixture data folder, the way the harness does (data_env)."""
-    from harness.tasklist import data_env
-
     for key, value in data_env(data_dir).items():
         monkeypatch.setenv(key, value)
     return data_dir

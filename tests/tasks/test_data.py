@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from harness import HarnessError
 from tasks import layout
+from tasks.errors import TaskError
 from tasks.utils import belebele_side, extract_final_number, math_results, mgsm_dev_rows, read_task_docs
 
 SIB_LABELS = {"science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"}
@@ -96,7 +96,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(HarnessError) as err:
+    with pytest.raises(TaskError) as err:
         read_task_docs("sib", "tam", "test", tmp_path)
     assert _one_line(err) == f"lrm_sib_tam_test: missing data file {tmp_path / 'sib200/tam_Taml/test.tsv'}"
 
@@ -106,7 +106,7 @@ def test_missing_column(tmp_path, shared_data):
     folder.mkdir(parents=True)
     shutil.copy(shared_data / "sib200/tam_Taml/labels.txt", folder)
     (folder / "dev.tsv").write_text("index_id\ttopic\ttext\n1\ttravel\thello\n")
-    with pytest.raises(HarnessError) as err:
+    with pytest.raises(TaskError) as err:
         read_task_docs("sib", "tam", "dev", tmp_path)
     assert _one_line(err) == f"lrm_sib_tam_dev: {folder / 'dev.tsv'} has no column 'category' (item 1)"
 
@@ -116,19 +116,19 @@ def test_missing_column_in_belebele_and_mlic(data_dir, tmp_path):
     path.parent.mkdir(parents=True)
     rows = [json.loads(line) for line in layout.belebele_file(data_dir, "tel_Telu").read_text().splitlines()]
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "flores_passage"}) + "\n" for r in rows))
-    with pytest.raises(HarnessError, match=r"^lrm_belebele_tel_test: .*tel_Telu.jsonl has no column 'flores_passage'"):
+    with pytest.raises(TaskError, match=r"^lrm_belebele_tel_test: .*tel_Telu.jsonl has no column 'flores_passage'"):
         read_task_docs("belebele", "tel", "test", tmp_path)
     folder = layout.mlic_dir(tmp_path, "rs", "mn")
     shutil.copytree(layout.mlic_dir(data_dir, "rs", "mn"), folder)
     (folder / "test.json").write_text(json.dumps([{"id": "1", "context": ["hi"], "answer": "A"}]))
-    with pytest.raises(HarnessError, match=r"^lrm_mlic_rs_mvf_test: .*test.json has no column 'options'"):
+    with pytest.raises(TaskError, match=r"^lrm_mlic_rs_mvf_test: .*test.json has no column 'options'"):
         read_task_docs("mlic_rs", "mvf", "test", tmp_path)
 
 
 def test_empty_split(tmp_path, shared_data):
     (tmp_path / "mgsm").mkdir()
     (tmp_path / "mgsm" / "mgsm_bn.tsv").write_text("")
-    with pytest.raises(HarnessError) as err:
+    with pytest.raises(TaskError) as err:
         read_task_docs("mgsm", "ben", "dev", tmp_path)
     assert _one_line(err) == f"lrm_mgsm_ben_dev: no dev items in {tmp_path / 'mgsm/mgsm_bn.tsv'}"
 
@@ -136,7 +136,7 @@ def test_empty_split(tmp_path, shared_data):
 def test_malformed_rows_name_the_line(tmp_path):
     (tmp_path / "mgsm").mkdir()
     (tmp_path / "mgsm" / "mgsm_te.tsv").write_text("q1\t3\nq2 without answer\n")
-    with pytest.raises(HarnessError, match=r"^lrm_mgsm_tel_test: .*mgsm_te.tsv line 2 has 1 columns, expected 2"):
+    with pytest.raises(TaskError, match=r"^lrm_mgsm_tel_test: .*mgsm_te.tsv line 2 has 1 columns, expected 2"):
         read_task_docs("mgsm", "tel", "test", tmp_path)
 
 

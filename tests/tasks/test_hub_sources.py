@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness.tasklist import data_env
 from tasks import utils
+from tasks.suite import data_env
 from tasks.utils import read_task_docs
 
 

@@ -4,11 +4,10 @@ import math
 
 import pytest
 
-from harness.languages import LANGUAGES
-from harness.tasklist import group_name, main_metric, task_names
 from tasks import prompts
-
-SPLITS = ("dev", "test")
+from tasks.errors import TaskError
+from tasks.languages import LANGUAGES
+from tasks.suite import SPLITS, data_env, group_name, main_metric, task_names
 
 
 def _load(task_manager, names):
@@ -50,10 +49,8 @@ def test_sib_prompt_is_the_shared_template(task_manager, local_data):
 
 
 def test_missing_data_is_one_line_naming_task_and_file(task_manager, tmp_path, monkeypatch):
-    from harness import HarnessError
-
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path))
-    with pytest.raises(HarnessError) as err:
+    with pytest.raises(TaskError) as err:
         _load(task_manager, ["lrm_belebele_tam_dev"])
     assert str(err.value) == f"lrm_belebele_tam_dev: missing data file {tmp_path / 'belebele/tam_Taml.jsonl'}"
 
@@ -105,8 +102,6 @@ def test_few_shot_draws_exemplars_from_the_train_split(task_manager, local_data,
 
 def test_every_group_runs_on_a_zoo_model_both_splits_from_the_zoo_data(task_manager, zoo_home, monkeypatch):
     """The whole suite, dev and test, through lm-eval's hf backend on a trained zoo model."""
-    from harness.tasklist import data_env
-
     for key, value in data_env(zoo_home / "zoo" / "data").items():
         monkeypatch.setenv(key, value)
     groups = [group_name("all", split) for split in SPLITS]

@@ -5,13 +5,13 @@ import random
 import pytest
 import torch
 
-from harness.languages import LANGUAGES
 from harness.zoo.build import train_zoo_model
 from harness.zoo.config import ZooModel
 from harness.zoo.corpora import tokenizer_texts
 from harness.zoo.generators import Writer
 from harness.zoo.lexicon import SCRIPTS, lexicon, translate
 from harness.zoo.tokenizer import train_tokenizer
+from tasks.languages import LANGUAGES
 
 
 @pytest.fixture(scope="module")

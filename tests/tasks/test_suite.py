@@ -1,0 +1,60 @@
+"""Task names, groups, metrics, the data variable, and the generated YAML files (tasks.suite)."""
+
+import pytest
+
+from tasks.errors import TaskError
+from tasks.suite import (TASKS_DIR, data_env, group_name, lang_of, main_metric, parse_task_name,
+                         render_task_files, task_names)
+
+
+def test_task_names_follow_the_contract():
+    assert task_names("tam", "test") == ["lrm_sib_tam_test", "lrm_belebele_tam_test"]
+    assert task_names("tel", "dev") == ["lrm_sib_tel_dev", "lrm_belebele_tel_dev", "lrm_mgsm_tel_dev"]
+    assert task_names("ben", "test")[-1] == "lrm_mgsm_ben_test"
+    assert task_names("uig", "test") == ["lrm_mlic_tc_uig_test", "lrm_mlic_mrc_uig_test",
+                                         "lrm_mlic_rs_uig_test", "lrm_mlic_math_uig_test"]
+    assert group_name("mvf", "dev") == "lrm_mvf_dev"
+    assert group_name("all", "test") == "lrm_all_test"
+
+
+def test_metrics_and_languages_are_read_from_names():
+    assert main_metric("lrm_sib_ory_test") == "acc"
+    assert main_metric("lrm_mlic_rs_bod_dev") == "acc"
+    assert main_metric("lrm_mgsm_ben_test") == "exact_match"
+    assert main_metric("lrm_mlic_math_mvf_test") == "exact_match"
+    assert main_metric("lrm_tel_test") == "acc"  # a group: the mean of its tasks' main metrics
+    assert lang_of("lrm_mlic_math_mvf_test") == "mvf"
+    assert lang_of("lrm_ben_dev") == "ben"
+    assert parse_task_name("lrm_mlic_tc_bod_dev") == ("mlic_tc", "bod", "dev")
+
+
+@pytest.mark.parametrize("bad", ["lrm_mgsm_tam_test", "lrm_sib_xyz_test", "lrm_sib_tam_train", "sib_tam_test", "lrm_mlic_tc_tam_dev"])
+def test_unknown_task_names_are_errors(bad):
+    with pytest.raises(TaskError, match="not a task of this harness"):
+        main_metric(bad)
+
+
+def test_unknown_language_or_split_is_an_error():
+    with pytest.raises(TaskError, match="unknown language 'xx'"):
+        task_names("xx", "test")
+    with pytest.raises(TaskError, match="unknown split 'val'"):
+        group_name("tam", "val")
+
+
+def test_data_env(tmp_path):
+    assert data_env(tmp_path) == {"HARNESS_DATA_DIR": str(tmp_path.resolve())}
+    assert data_env(None) == {"HARNESS_DATA_DIR": ""}  # overrides a value inherited from the shell
+    with pytest.raises(TaskError, match="data folder not found"):
+        data_env(tmp_path / "missing")
+
+
+def test_committed_yaml_files_are_the_generated_ones():
+    rendered = render_task_files()
+    for relative, text in rendered.items():
+        path = TASKS_DIR / relative
+        assert path.is_file(), f"{relative} missing: run python -m tasks.suite"
+        assert path.read_text(encoding="utf-8") == text, f"{relative} is stale: run python -m tasks.suite"
+    committed = {p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.glob("*/lrm_*.yaml")}
+    assert committed == set(rendered)
+    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4)  # 44 tasks
+    assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1)
