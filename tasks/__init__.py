@@ -1,5 +1,9 @@
 """lm-eval task definitions (YAML) for the seven languages, with their prompts and data loaders.
 
-`prompts.py` holds every prompt template and `layout.py` every local-data file path, so the task
+The bottom layer of the project: it imports nothing from `harness`, `leaderboard` or `merges`, so
+`lm_eval --include_path tasks` works on its own. `languages.py` holds the seven languages,
+`suite.py` the task families, task and group names, main metrics and the YAML generator,
+`errors.py` the one error (TaskError), `utils.py` the loaders the YAML files name,
+`prompts.py` every prompt template and `layout.py` every local-data file path, so the task
 YAML, the zoo's synthetic training data and the tests all agree on one format.
 """
