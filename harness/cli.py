@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from harness import HarnessError, __version__
+from merges.errors import MergeError  # light: loads neither torch nor the merge engine
 
 SUBCOMMANDS = {
     "models": ("harness.registry", "list the models of a registry"),
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args.process_exits_after = argv is None
     try:
         return int(args.module.run(args) or 0)
-    except HarnessError as err:
+    except (HarnessError, MergeError) as err:
         print(f"harness {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.languages import LANGUAGES
+from merges import method_label
 
 KIND_ORDER = ("base", "ct", "sft", "ctsft", "merge")
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
-METHOD_LABELS = {"linear": "WAVG", "ties": "TIES", "ties_sv": "TIES-SV", "dare_ties": "DARE-TIES"}
 FAMILY_LABELS = {
     "sib": "SIB-200",
     "belebele": "Belebele",
@@ -84,7 +84,7 @@ def model_kinds(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
             method = merge_method(by_hash.at[model_hash, "recipe_json"])
         label = KIND_LABELS.get(kind, kind)
         if kind == "merge" and method:
-            label = f"{label} ({METHOD_LABELS.get(method, method)})"
+            label = f"{label} ({method_label(method)})"
         info[model] = {"kind": kind, "label": label}
     return pd.DataFrame.from_dict(info, orient="index", columns=["kind", "label"])
 
