@@ -40,13 +40,15 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source"}
 MODEL_KEYS = {"model", "parameters"}
-# Every parameter some method reads, by name: what a recipe may carry.
+# Every parameter some method reads, by name: what a recipe may carry (the shared definitions
+# last, so that they, not a method's own default, check a method that does not read them).
 KNOWN_MODEL_PARAMETERS = {p.name: p for spec in METHODS.values() for p in spec.model_parameters} | {
     p.name: p for p in SHARED_MODEL_PARAMETERS}
 KNOWN_PARAMETERS = {p.name: p for spec in METHODS.values() for p in spec.parameters} | {
     p.name: p for p in SHARED_PARAMETERS}
 # `int8_mask` is mergekit's memory optimisation; it changes no result, so it is accepted and ignored.
 IGNORED_PARAMETERS = {"int8_mask"}
+MODEL_PARAMETER_KEYS = set(KNOWN_MODEL_PARAMETERS)
 GLOBAL_PARAMETER_KEYS = set(KNOWN_PARAMETERS) | IGNORED_PARAMETERS | {p.name for p in SHARED_MODEL_PARAMETERS}
 SHARED_NAMES = {p.name for p in (*SHARED_MODEL_PARAMETERS, *SHARED_PARAMETERS)}
 
@@ -151,18 +153,23 @@ def _method(name: object, where: str) -> MethodSpec:
 
 def _value(spec: MethodSpec, parameter: Parameter, given: dict, key: str, where: str) -> Value | None:
     """One parameter's value for this method: the given one, checked, or the method's default."""
-    rule = spec.parameter(parameter.name)
-    if rule is None and parameter.name not in SHARED_NAMES:  # another method's parameter: harmless only at its default
-        if parameter.name in given and parameter.parse(given[parameter.name], key, where) != parameter.default:
-            owners = " or ".join(other.name for other in METHODS.values() if other.parameter(parameter.name))
-            raise MergeError(f"{where}: parameters.{parameter.name} is only for merge_method {owners}")
-        return parameter.default
-    rule = rule or parameter
+    own = spec.parameter(parameter.name)
+    if own is None and parameter.name not in SHARED_NAMES:
+        return _other_methods_value(parameter, given, key, where)
+    rule = own or parameter
     if parameter.name in given:
         return rule.parse(given[parameter.name], key, where)
     if rule.default is None:
         raise MergeError(f"{where}: {key} is required by merge_method {spec.name}")
     return rule.default
+
+
+def _other_methods_value(parameter: Parameter, given: dict, key: str, where: str) -> Value | None:
+    """A parameter only other methods read (slack in a ties recipe): harmless at its default."""
+    if parameter.name in given and parameter.parse(given[parameter.name], key, where) != parameter.default:
+        owners = " or ".join(spec.name for spec in METHODS.values() if spec.parameter(parameter.name))
+        raise MergeError(f"{where}: parameters.{parameter.name} is only for merge_method {owners}")
+    return parameter.default
 
 
 def _models(raw_models: object, spec: MethodSpec, base: str | None, params: dict, where: str) -> list[ModelSpec]:
@@ -176,11 +183,12 @@ def _models(raw_models: object, spec: MethodSpec, base: str | None, params: dict
         key = f"models[{i}]"
         entry = _mapping(raw, key, where, MODEL_KEYS)
         name = _model_name(entry.get("model"), f"{key}.model", where)
-        given = merge_wide | _mapping(entry.get("parameters"), f"{key}.parameters", where, set(KNOWN_MODEL_PARAMETERS))
+        given = merge_wide | _mapping(entry.get("parameters"), f"{key}.parameters", where, MODEL_PARAMETER_KEYS)
         if name == base and spec.uses_base:
             continue  # mergekit lets the base appear in the list; it is not a task vector
-        models.append(ModelSpec(model=name, **{
-            p.field: _value(spec, p, given, f"{key}.parameters.{p.name}", where) for p in KNOWN_MODEL_PARAMETERS.values()}))
+        values = {p.field: _value(spec, p, given, f"{key}.parameters.{p.name}", where)
+                  for p in KNOWN_MODEL_PARAMETERS.values()}
+        models.append(ModelSpec(model=name, **values))
     if not models:
         raise MergeError(f"{where}: models lists no model besides the base")
     names = [m.model for m in models]
