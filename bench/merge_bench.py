@@ -140,7 +140,7 @@ if device == "cuda":
 # Compiles the fused C kernel that ours uses for TIES on the CPU, or loads it from its cache.
 WARM_KERNEL = """
 import sys
-from merges.methods import ties_cpu
+from merges.kernels import ties_cpu
 sys.exit(ties_cpu.library() is None)
 """
 

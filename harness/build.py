@@ -26,6 +26,7 @@ from pathlib import Path
 from harness import HarnessError
 from harness.paths import harness_home, merges_dir
 from harness.registry import ModelEntry, Registry, load_registry
+from merges.errors import MergeError
 
 HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer.model", "*.txt", "*.jinja"]
 HASHED_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".jinja")
@@ -169,14 +170,14 @@ def _recipe_file_resolver(recipe_path: Path, registry_path: str | None, device: 
             state["builder"] = _Builder(load_registry(registry_path), device, progress=True)
         try:
             return state["builder"].build(name).path
-        except HarnessError as err:
+        except (HarnessError, MergeError) as err:  # MergeError: the model is a merge that failed
             raise HarnessError(f"model {name!r}: not a folder, and not a buildable registry model ({err})") from None
 
     return resolve
 
 
 def run(args) -> int:
-    import merges
+    import merges.engine  # the engine and torch: loaded now, so that the freeze below covers them
 
     if args.process_exits_after:
         # What is loaded by now (torch and the rest) lives until the process exits: frozen, it is

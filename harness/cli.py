@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from harness import HarnessError, __version__
+from merges.errors import MergeError  # light: loads neither torch nor the merge engine
 from tasks.errors import TaskError
 
 SUBCOMMANDS = {
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args.process_exits_after = argv is None
     try:
         return int(args.module.run(args) or 0)
-    except (HarnessError, TaskError) as err:  # user-facing: one line, no traceback
+    except (HarnessError, MergeError, TaskError) as err:  # user-facing: one line, no traceback
         print(f"harness {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -209,7 +209,7 @@ def _validate(recipe: dict, point: dict) -> None:
 
     try:
         merges.load_recipe(recipe)
-    except HarnessError as err:
+    except merges.MergeError as err:
         raise HarnessError(f"grid point {point_label(point)}: {err}") from None
 
 

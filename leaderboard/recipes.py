@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from leaderboard.tables import METHOD_LABELS
+from merges import method_label
 
 
 @dataclass
@@ -25,7 +25,7 @@ def recipe_summary(recipe_json: str | None) -> RecipeSummary | None:
     )
     method = recipe.get("merge_method", "?")
     return RecipeSummary(
-        method=METHOD_LABELS.get(method, method),
+        method=method_label(method),
         base_model=recipe.get("base_model"),
         inputs=inputs,
         parameters=dict(recipe.get("parameters") or {}),

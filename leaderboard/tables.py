@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.kinds import KINDS
+from merges import method_label
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES
 from tasks.suite import FAMILIES, parse_task_name
 
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
-METHOD_LABELS = {"linear": "WAVG", "ties": "TIES", "ties_sv": "TIES-SV", "dare_ties": "DARE-TIES"}
 AVERAGE = "Average"
 KIND = "Kind"
 DISPLAY_DECIMALS = 1  # percentage points, as in the paper
@@ -77,7 +77,7 @@ def model_kinds(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
             method = merge_method(by_hash.at[model_hash, "recipe_json"])
         label = KIND_LABELS.get(kind, kind)
         if kind == "merge" and method:
-            label = f"{label} ({METHOD_LABELS.get(method, method)})"
+            label = f"{label} ({method_label(method)})"
         info[model] = {"kind": kind, "label": label}
     return pd.DataFrame.from_dict(info, orient="index", columns=["kind", "label"])
 

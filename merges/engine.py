@@ -8,7 +8,7 @@
 3. merges the tensors on a thread pool (a tensor is read from each input, merged on the chosen
    device, written at its place in the output shard, and dropped; TIES on the CPU writes each
    slab of a tensor as the fused kernel finishes it), with a progress bar;
-4. writes config, generation config, tokenizer, the recipe and, for the TIES family,
+4. writes config, generation config, tokenizer, the recipe and, for methods that elect signs,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
 
 Extended vocabularies. A CT model may have more embedding / lm_head rows than the others
@@ -28,14 +28,15 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import yaml
 
-from harness import HarnessError
+from merges.errors import MergeError
 from merges.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files, write_config
-from merges.methods import METHODS, TIES_FAMILY, MethodParams, ModelCounts, ties_cpu
+from merges.kernels import ties_cpu
+from merges.methods import METHODS, MethodParams, ModelCounts
 from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
 
@@ -59,7 +60,7 @@ class TensorJob:
     name: str
     out: PlannedTensor
     shared_rows: int | None  # vocabulary tensors: rows every model has (None: no row split)
-    cpu_kernel: bool = False  # merged by the fused CPU kernel for TIES (`ties_cpu`)
+    cpu_kernel: bool = False  # merged by the fused CPU kernel for TIES (`merges.kernels.ties_cpu`)
 
 
 def is_vocab_tensor(name: str) -> bool:
@@ -77,7 +78,7 @@ class Merge:
         self.recipe = recipe
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise HarnessError("--device cuda: no CUDA GPU is available to torch here")
+            raise MergeError("--device cuda: no CUDA GPU is available to torch here")
         self.checkpoints = {name: self._open(name, resolve) for name in recipe.referenced_models()}
         self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
         self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
@@ -91,7 +92,7 @@ class Merge:
     def _open(name: str, resolve: Callable[[str], Path]) -> Checkpoint:
         folder = Path(resolve(name))
         if not folder.is_dir():
-            raise HarnessError(f"model {name!r}: folder not found: {folder}")
+            raise MergeError(f"model {name!r}: folder not found: {folder}")
         return Checkpoint(name, folder)
 
     def _check_architectures(self) -> None:
@@ -102,7 +103,7 @@ class Merge:
         first = self.merged_models[0]
         for other in self.merged_models[1:]:
             if architecture(other) != architecture(first):
-                raise HarnessError(f"different architectures: {first.name!r} is {architecture(first)}, "
+                raise MergeError(f"different architectures: {first.name!r} is {architecture(first)}, "
                                    f"{other.name!r} is {architecture(other)}")
         names = set(first.tensors)
         for other in self.merged_models[1:]:
@@ -110,7 +111,7 @@ class Merge:
                 extra = sorted(set(other.tensors) - names)
                 missing = sorted(names - set(other.tensors))
                 tensor, holder, lacker = (missing[0], first, other) if missing else (extra[0], other, first)
-                raise HarnessError(f"tensor {tensor} is in model {holder.name!r} but not in model {lacker.name!r}")
+                raise MergeError(f"tensor {tensor} is in model {holder.name!r} but not in model {lacker.name!r}")
 
     def _rows(self, name: str) -> dict[str, int]:
         return {ckpt.name: ckpt.tensors[name].shape[0] for ckpt in self.merged_models}
@@ -134,14 +135,14 @@ class Merge:
             shape, shared_rows = self._vocab_shape(name, infos)
         for model, info in infos.items():
             if shared_rows is None and info.shape != shape:
-                raise HarnessError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
+                raise MergeError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
                                    f"but {list(shape)} in model {first!r}")
             if info.dtype.is_floating_point != dtype.is_floating_point:
-                raise HarnessError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
+                raise MergeError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
         if dtype.is_floating_point:
             dtype = self.out_dtype or dtype
         out = PlannedTensor(name, shape, dtype)
-        return TensorJob(name, out, shared_rows, self._uses_cpu_ties(name, out))
+        return TensorJob(name, out, shared_rows, self._uses_cpu_kernel(name, out))
 
     def _vocab_shape(self, name: str, infos: dict) -> tuple[tuple[int, ...], int]:
         source = self.vocab_source.name
@@ -150,10 +151,10 @@ class Merge:
         out_shape = infos[source].shape
         for model, info in infos.items():
             if info.shape[1:] != out_shape[1:]:
-                raise HarnessError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
+                raise MergeError(f"tensor {name}: shape {list(info.shape)} in model {model!r} "
                                    f"but {list(out_shape)} in model {source!r}")
             if info.shape[0] > out_shape[0]:
-                raise HarnessError(f"tensor {name}: model {model!r} has {info.shape[0]} vocabulary rows, more than "
+                raise MergeError(f"tensor {name}: model {model!r} has {info.shape[0]} vocabulary rows, more than "
                                    f"the vocabulary source {source!r} ({out_shape[0]}); set tokenizer_source to it")
         return out_shape, min(info.shape[0] for info in infos.values())
 
@@ -179,20 +180,20 @@ class Merge:
         themselves, which saves a float32 copy of each bf16 input."""
         tensor = ckpt.read(name).to(self.device, compute_dtype)
         if not bool(torch.isfinite(tensor).all()):
-            raise HarnessError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
+            raise MergeError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
         return tensor
 
     def merge_into(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts] | None:
-        """Merge one tensor and write it; returns its conflict counts (TIES family)."""
+        """Merge one tensor and write it; returns its conflict counts (methods that elect signs)."""
         if job.cpu_kernel:
-            return self._merge_ties_on_cpu(job, writer)
+            return self._merge_with_cpu_kernel(job, writer)
         counts, merged = self.merge_tensor(job)
         writer.write(job.name, merged)
         return counts
 
     def merge_tensor(self, job: TensorJob) -> tuple[list[ModelCounts] | None, torch.Tensor]:
-        """The merged tensor (in the output dtype) and its conflict counts (TIES family), with the
-        torch methods."""
+        """The merged tensor (in the output dtype) and its conflict counts (methods that elect
+        signs), with the method's torch function."""
         name = job.name
         if not job.out.dtype.is_floating_point:
             return self._copy_non_float(job)
@@ -206,21 +207,22 @@ class Merge:
             extra_rows = self._load(self.vocab_source, name, compute_dtype)[rows:]
             base = base[:rows] if base is not None else None
             tensors = [t[:rows] for t in tensors]
-        output = METHODS[self.recipe.merge_method](base, tensors, self.method_params(name))
+        output = METHODS[self.recipe.merge_method].function(base, tensors, self.method_params(name))
         del base, tensors
         merged = output.tensor
         if extra_rows is not None:
             merged = torch.cat([merged, extra_rows])
         return output.counts, merged.to(job.out.dtype)
 
-    def _uses_cpu_ties(self, name: str, out: PlannedTensor) -> bool:
-        """Whether a tensor goes through the fused CPU kernel (`ties_cpu`) rather than the torch
-        methods: a TIES merge on the CPU whose inputs and output it supports."""
+    def _uses_cpu_kernel(self, name: str, out: PlannedTensor) -> bool:
+        """Whether a tensor goes through the fused CPU kernel for TIES (`ties_cpu`) rather than
+        the method's torch function: a TIES merge on the CPU whose inputs and output it supports.
+        The one place that picks an execution backend."""
         dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
-        return (self.recipe.merge_method == "ties" and self.device.type == "cpu"
+        return (self.recipe.merge_method == ties_cpu.METHOD and self.device.type == "cpu"
                 and ties_cpu.supports(dtypes, out.dtype))
 
-    def _merge_ties_on_cpu(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
+    def _merge_with_cpu_kernel(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
         """TIES straight from the stored inputs into the output file, slab by slab; the kernel
         checks that the inputs are finite as it reads them."""
         name, rows = job.name, job.shared_rows
@@ -231,7 +233,7 @@ class Merge:
         counts, bad = ties_cpu.merge(inputs[0], inputs[1:], self.method_params(name), job.out.dtype,
                                      lambda first, slab: writer.write(name, slab, first * itemsize))
         if bad is not None:
-            raise HarnessError(f"tensor {name} of model {self.merged_models[bad].name!r} has NaN or infinite values")
+            raise MergeError(f"tensor {name} of model {self.merged_models[bad].name!r} has NaN or infinite values")
         if rows is not None:
             extra = self._load(self.vocab_source, name)[rows:].to(job.out.dtype)
             writer.write(name, extra, inputs[0].numel() * itemsize)
@@ -241,7 +243,7 @@ class Merge:
         tensors = [ckpt.read(job.name) for ckpt in self.merged_models]
         for ckpt, tensor in zip(self.merged_models[1:], tensors[1:]):
             if not torch.equal(tensor, tensors[0]):
-                raise HarnessError(f"tensor {job.name} (not floating point) differs between models "
+                raise MergeError(f"tensor {job.name} (not floating point) differs between models "
                                    f"{self.merged_models[0].name!r} and {ckpt.name!r}")
         return None, tensors[0]
 
@@ -259,7 +261,7 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if dtype is not None and dtype not in TORCH_DTYPES:
-        raise HarnessError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
+        raise MergeError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
     merge = Merge(recipe, resolve, device, dtype)
     out_dir = Path(out_dir)
     with atomic_folder(out_dir) as temp:
@@ -272,10 +274,32 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
         writer.finish()
         _write_side_files(merge, temp)
         stats = None
-        if recipe.merge_method in TIES_FAMILY:
+        if recipe.spec.elects_signs:
             stats = conflict_stats(recipe, counts)
             write_stats(stats, temp / STATS_FILE)
     return MergeResult(out_dir, stats)
+
+
+def merge(recipe: Recipe | dict | str | Path, models: Mapping[str, str | Path] | Callable[[str], Path] | None,
+          out_dir: str | Path, **options) -> MergeResult:
+    """`run_merge` for library users: `models` maps the recipe's model names to folders, as a
+    mapping or a function (None: the names are folders). `options` are run_merge's (device,
+    threads, progress, dtype, max_shard_bytes)."""
+    return run_merge(recipe, _resolver(models), Path(out_dir), **options)
+
+
+def _resolver(models: Mapping[str, str | Path] | Callable[[str], Path] | None) -> Callable[[str], Path]:
+    if models is None:
+        return Path
+    if callable(models):
+        return models
+
+    def resolve(name: str) -> Path:
+        if name not in models:
+            raise MergeError(f"model {name!r} of the recipe is not among the models given ({', '.join(models)})")
+        return Path(models[name])
+
+    return resolve
 
 
 class MemoryBudget:

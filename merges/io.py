@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from harness import HarnessError
+from merges.errors import MergeError
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
@@ -55,18 +55,18 @@ class Checkpoint:
         self.folder = Path(folder)
         config_path = self.folder / CONFIG_NAME
         if not config_path.is_file():
-            raise HarnessError(f"model {name!r}: no {CONFIG_NAME} in {self.folder}")
+            raise MergeError(f"model {name!r}: no {CONFIG_NAME} in {self.folder}")
         try:
             self.config = json.loads(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HarnessError(f"model {name!r}: {config_path} is not valid JSON ({err})") from None
+            raise MergeError(f"model {name!r}: {config_path} is not valid JSON ({err})") from None
         self.files = self._tensor_files()
         self.tensors: dict[str, TensorInfo] = {}
         for file in sorted(set(self.files.values())):
             self._read_header(file)
         missing = sorted(set(self.files) - set(self.tensors))
         if missing:
-            raise HarnessError(f"model {name!r}: index lists tensor {missing[0]} that its shard does not hold")
+            raise MergeError(f"model {name!r}: index lists tensor {missing[0]} that its shard does not hold")
 
     def _tensor_files(self) -> dict[str, Path]:
         index = self.folder / INDEX_NAME
@@ -75,7 +75,7 @@ class Checkpoint:
             return {name: self.folder / file for name, file in weight_map.items()}
         shards = sorted(self.folder.glob("*.safetensors"))
         if not shards:
-            raise HarnessError(f"model {self.name!r}: no *.safetensors files in {self.folder}")
+            raise MergeError(f"model {self.name!r}: no *.safetensors files in {self.folder}")
         files = {}
         for shard in shards:
             with self._open(shard) as handle:
@@ -85,11 +85,11 @@ class Checkpoint:
 
     def _open(self, file: Path):
         if not file.is_file():
-            raise HarnessError(f"model {self.name!r}: missing shard {file}")
+            raise MergeError(f"model {self.name!r}: missing shard {file}")
         try:
             return safe_open(str(file), framework="pt", device="cpu")
         except (SafetensorError, OSError) as err:
-            raise HarnessError(f"model {self.name!r}: unreadable safetensors file {file} ({err})") from None
+            raise MergeError(f"model {self.name!r}: unreadable safetensors file {file} ({err})") from None
 
     def _read_header(self, file: Path) -> None:
         with self._open(file) as handle:
@@ -97,7 +97,7 @@ class Checkpoint:
                 piece = handle.get_slice(tensor)
                 dtype = SAFETENSORS_DTYPES.get(piece.get_dtype())
                 if dtype is None:
-                    raise HarnessError(f"model {self.name!r}: tensor {tensor} has unsupported dtype {piece.get_dtype()}")
+                    raise MergeError(f"model {self.name!r}: tensor {tensor} has unsupported dtype {piece.get_dtype()}")
                 if self.files.get(tensor) == file:
                     self.tensors[tensor] = TensorInfo(tuple(piece.get_shape()), dtype)
 
@@ -107,7 +107,7 @@ class Checkpoint:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
                 return handle.get_tensor(tensor)
         except (SafetensorError, OSError) as err:
-            raise HarnessError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
+            raise MergeError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def atomic_folder(out_dir: Path):
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds."""
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise HarnessError(f"output folder already exists: {out_dir}")
+        raise MergeError(f"output folder already exists: {out_dir}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if temp.exists():

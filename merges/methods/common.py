@@ -47,8 +47,3 @@ class MethodOutput:
 def weight_column(weights: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
     """Weights shaped (n, 1, 1, ...) to broadcast against a stack of n tensors like `like`."""
     return torch.tensor(weights, dtype=like.dtype, device=like.device).reshape(-1, *([1] * like.dim()))
-
-
-def task_vectors(base: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
-    """tau_i = theta_i - base, stacked along a new first dimension."""
-    return torch.stack([t - base for t in tensors])

@@ -12,9 +12,12 @@ as in the DARE paper, so the expectation of the rescaled vector equals the origi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams
+from merges.methods.spec import CONSENSUS, DENSITY, LAMBDA, NORMALIZE, RESCALE, SEED, WEIGHT, MethodSpec
 from merges.methods.task_arithmetic import combine_task_vectors
 from merges.methods.ties import conflict_counts, disjoint_merge, elect_signs, weighted_task_vectors
 
@@ -45,3 +48,12 @@ def dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodPar
     positive = elect_signs(weighted, params.consensus)
     merged, agreeing = disjoint_merge(base, weighted, positive, params)
     return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing))
+
+
+NORMALIZE_OFF = replace(NORMALIZE, default=False)  # mergekit's default for DARE
+SPECS = (
+    MethodSpec("dare_linear", dare_linear, label="DARE-linear", model_parameters=(WEIGHT, DENSITY),
+               parameters=(LAMBDA, NORMALIZE_OFF, SEED, RESCALE)),
+    MethodSpec("dare_ties", dare_ties, label="DARE-TIES", model_parameters=(WEIGHT, DENSITY),
+               parameters=(LAMBDA, NORMALIZE_OFF, CONSENSUS, SEED, RESCALE), elects_signs=True),
+)

@@ -3,6 +3,7 @@
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams
+from merges.methods.spec import NORMALIZE, WEIGHT, MethodSpec
 
 
 def linear(base: torch.Tensor | None, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
@@ -13,3 +14,7 @@ def linear(base: torch.Tensor | None, tensors: list[torch.Tensor], params: Metho
     if params.normalize:
         total.div_(sum(params.weights))
     return MethodOutput(total)
+
+
+SPECS = (MethodSpec("linear", linear, label="WAVG", model_parameters=(WEIGHT,), parameters=(NORMALIZE,),
+                    uses_base=False),)

@@ -3,9 +3,12 @@
 With `normalize` the weighted sum is divided by sum_i w_i (mergekit's option; off by default).
 """
 
+from dataclasses import replace
+
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams
+from merges.methods.spec import LAMBDA, NORMALIZE, WEIGHT, MethodSpec
 
 
 def combine_task_vectors(base: torch.Tensor, deltas: list[torch.Tensor], params: MethodParams) -> torch.Tensor:
@@ -23,3 +26,7 @@ def combine_task_vectors(base: torch.Tensor, deltas: list[torch.Tensor], params:
 
 def task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) -> MethodOutput:
     return MethodOutput(combine_task_vectors(base, [t - base for t in tensors], params))
+
+
+SPECS = (MethodSpec("task_arithmetic", task_arithmetic, label="Task arithmetic", model_parameters=(WEIGHT,),
+                    parameters=(LAMBDA, replace(NORMALIZE, default=False))),)  # mergekit's default

@@ -18,6 +18,7 @@ import math
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams, ModelCounts, weight_column
+from merges.methods.spec import CONSENSUS, DENSITY, LAMBDA, NORMALIZE, WEIGHT, MethodSpec
 
 EXACT_SELECTION_LIMIT = 1 << 20  # below this many entries a plain kthvalue is fast enough
 SAMPLE_SIZE = 1 << 16
@@ -156,3 +157,7 @@ def ties(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams) 
     positive = elect_signs(weighted, params.consensus)
     merged, agreeing = disjoint_merge(base, weighted, positive, params)
     return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing))
+
+
+SPECS = (MethodSpec("ties", ties, label="TIES", model_parameters=(WEIGHT, DENSITY),
+                    parameters=(LAMBDA, NORMALIZE, CONSENSUS), elects_signs=True),)

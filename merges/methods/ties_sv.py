@@ -16,10 +16,16 @@ flips nothing and equals TIES bit for bit.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from merges.methods.common import MethodOutput, MethodParams
+from merges.methods.spec import DENSITY, LAMBDA, NORMALIZE, PROTECT, SLACK, WEIGHT, MethodSpec
 from merges.methods.ties import conflict_counts, disjoint_merge, election_score, trim_in_place, weighted_task_vectors
+
+if TYPE_CHECKING:
+    from merges.recipe import Recipe
 
 
 def slack_count(slack: float, protected_nonzero: int, candidates: int) -> int:
@@ -52,3 +58,17 @@ def ties_sv(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParam
     del score
     merged, agreeing = disjoint_merge(base, weighted, positive, params)
     return MethodOutput(merged, conflict_counts(base.numel(), nonzero, agreeing, kept))
+
+
+def recipe_problem(recipe: Recipe) -> str | None:
+    """TIES-SV protects exactly one model, and ranks flips by the election margin, a sum."""
+    protected = [spec.model for spec in recipe.models if spec.protect]
+    if len(protected) != 1:
+        return f"ties_sv needs exactly one model with parameters.protect: true, found {len(protected)}"
+    if recipe.consensus_method != "sum":
+        return f"parameters.consensus_method must be sum, got {recipe.consensus_method!r}"
+    return None
+
+
+SPECS = (MethodSpec("ties_sv", ties_sv, label="TIES-SV", model_parameters=(WEIGHT, DENSITY, PROTECT),
+                    parameters=(LAMBDA, NORMALIZE, SLACK), elects_signs=True, check=recipe_problem),)

@@ -12,9 +12,8 @@ import pytest
 import torch
 import yaml
 
-from harness import HarnessError
 from harness import cli
-from merges import load_recipe, run_merge
+from merges import MergeError, load_recipe, run_merge
 
 from .conftest import finetuned, llama_config, load_folder, random_weights, save_checkpoint
 
@@ -98,7 +97,7 @@ def test_extended_vocabulary_rows_come_from_the_model_that_has_them(tmp_path):
     assert json.loads((result.path / "config.json").read_text())["vocab_size"] == 144
     assert json.loads((result.path / "tokenizer_config.json").read_text())["tag"] == "ct"
     # Asking for the tokenizer of a model with fewer rows cannot work: its ids miss ct's new rows.
-    with pytest.raises(HarnessError, match=r"tensor .*: model 'ct' has 144 vocabulary rows.*'sft'"):
+    with pytest.raises(MergeError, match=r"tensor .*: model 'ct' has 144 vocabulary rows.*'sft'"):
         run_merge(dict(recipe, tokenizer_source="sft"), models.get, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
 

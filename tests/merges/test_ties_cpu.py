@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from merges.engine import run_merge
-from merges.methods import ties_cpu
+from merges.kernels import ties_cpu
 from merges.methods.common import MethodParams
 from merges.methods.ties import ties
 

@@ -138,7 +138,7 @@ def whole_tensor_disjoint_mean(base, weighted, positive, weights, normalize, lam
 @pytest.mark.parametrize("normalize,lam", [(True, 1.0), (False, 0.7)])
 def test_blockwise_selection_and_mean_are_bit_identical_to_whole_tensor(monkeypatch, normalize, lam):
     """Big tensors are counted, selected and summed in blocks to bound memory: same bits as whole."""
-    module = sys.modules["merges.methods.ties"]  # the module: merges.methods exports a function of that name
+    module = sys.modules["merges.methods.ties"]  # the module: this file imports a function of that name
     g = torch.Generator().manual_seed(3)
     base = (torch.randn(1001, 37, generator=g) * 0.02).to(torch.bfloat16).float()  # bf16: many tied magnitudes
     tensors = [(base + torch.randn(base.shape, generator=g) * 0.002).to(torch.bfloat16).float() for _ in range(3)]

@@ -1,5 +1,6 @@
 """`harness regress`: passes on unchanged merge code, fails with a readable table on a change."""
 
+import dataclasses
 import json
 
 import pytest
@@ -20,13 +21,13 @@ def fresh_baseline(use_zoo_home, harness_cli, tmp_path):
 
 
 def perturb(monkeypatch, method: str, delta: float = 1e-3):
-    original = merges.METHODS[method]
+    original = merges.METHODS[method].function
 
     def perturbed(base, tensors, params):
         output = original(base, tensors, params)
         return MethodOutput(output.tensor + delta, output.counts)
 
-    monkeypatch.setitem(merges.METHODS, method, perturbed)
+    monkeypatch.setitem(merges.METHODS, method, dataclasses.replace(merges.METHODS[method], function=perturbed))
 
 
 def test_baseline_covers_every_method_and_two_and_three_models():

@@ -19,9 +19,9 @@ inputs. Here a tensor takes about two passes over its inputs, straight from the 
    dtype, with the conflict counts and a check that every input is finite.
 
 Every entry sees the same float32 operations in the same order as in `ties.ties`, so the
-results are identical (tests/merges/test_ties_cpu.py holds the two to that). The engine uses
-this for `ties` on the CPU when the inputs are bfloat16 or float32 and the output is too;
-anything else goes through `ties.ties`.
+results are identical (tests/merges/test_ties_cpu.py holds the two to that). This is an execution
+backend, not a method: the engine (`Merge._uses_cpu_kernel`) uses it for `ties` on the CPU when
+the inputs are bfloat16 or float32 and the output is too; anything else goes through `ties.ties`.
 
 The loops are C, compiled on first use with the system's C compiler (`$CC`, else `cc`; about a
 second) for this machine's CPU and cached under ~/.cache/merges (or $XDG_CACHE_HOME/merges), then
@@ -53,6 +53,7 @@ import torch
 from merges.methods.common import MethodParams, ModelCounts
 from merges.methods.ties import SAMPLE_SIZE, conflict_counts
 
+METHOD = "ties"  # the merge method whose results this computes, bit for bit
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
 SMALL = 1 << 18      # up to this many entries the threshold is selected over all of them
 # Entries per emitted slab of output (512 KB of bfloat16): written while still in the CPU's L2
