@@ -7,7 +7,9 @@ import pytest
 
 from harness import HarnessError
 from harness.cli import main
-from harness.evaluate import EvalSettings, ModelUnderTest, evaluate, print_report, result_rows
+from harness.evaluate import print_report
+from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
+from harness.results import result_rows
 from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
 from harness.store import ResultRow, ResultStore
 
@@ -66,9 +68,10 @@ def test_result_rows_name_metrics_by_lm_eval_keys():
         "n-samples": {GEN_TASK: {"original": 20, "effective": 8}},
     }
     rows = result_rows(results, GEN_TASK, MODEL, EvalSettings(split="dev", server_url="http://x"), Path("/run"))
-    by_metric = {r.metric: r for r in rows}
-    assert set(by_metric) == {"exact_match", "acc,strict", "acc,flexible"}  # bare name when one filter
-    assert by_metric["exact_match"].stderr == 0.1 and by_metric["acc,strict"].stderr is None
+    by_metric = {(r.metric, r.filter): r for r in rows}
+    assert set(by_metric) == {("exact_match", "none"), ("acc", "strict"), ("acc", "flexible")}
+    assert by_metric["exact_match", "none"].stderr == 0.1 and by_metric["acc", "strict"].stderr is None
+    assert by_metric["acc", "flexible"].stderr == 0.2
     assert {(r.n, r.lang, r.split, r.task_version, r.backend, r.run_dir) for r in rows} == {(8, "uig", "dev", "2.0", "server", "/run")}
     assert {r.model_hash for r in rows} == {MODEL.model_hash}
 
@@ -88,7 +91,7 @@ def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_pat
     def no_backend(*args, **kwargs):
         raise AssertionError("a backend was opened although every task is stored")
 
-    monkeypatch.setattr("harness.evaluate.open_backend", no_backend)
+    monkeypatch.setattr("harness.lm_eval_run.open_backend", no_backend)
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, backend="hf")
     report = evaluate(MODEL, [MC_TASK, GEN_TASK], settings)
     assert [(o.task, o.status) for o in report.outcomes] == [(MC_TASK, "skipped"), (GEN_TASK, "skipped")]
@@ -115,7 +118,7 @@ def test_what_counts_as_already_stored(stored_version, stored_n, limit, evaluate
     def stop_at_backend(*args, **kwargs):
         raise HarnessError("backend opened")
 
-    monkeypatch.setattr("harness.evaluate.open_backend", stop_at_backend)
+    monkeypatch.setattr("harness.lm_eval_run.open_backend", stop_at_backend)
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
     if evaluated:
         with pytest.raises(HarnessError, match="backend opened"):
