@@ -102,7 +102,20 @@ def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_pat
     text = out.getvalue()
     assert "0.4000" in text and "0.2000" in text
     assert "average uig (main metric per task): 0.3000" in text  # mean of acc and exact_match
+    assert "not in the run: lrm_mlic_mrc_uig_dev, lrm_mlic_rs_uig_dev" in text  # the run held 2 of 4 uig tasks
+    assert "missing when any of those tasks has no score" in text  # the rule, tasks.averages.RULE
     assert "0 task(s) evaluated, 2 already stored" in text
+
+
+def test_report_names_the_task_a_missing_language_average_lacks(tiny_tasks, tmp_path):
+    store_url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(store_url)
+    store.write_task_results([stored_row(MC_TASK, "acc", 0.4, "1.0")])
+    store.write_task_results([stored_row(GEN_TASK, "acc", 0.2, "2.0")])  # not the math task's main metric
+    report = evaluate(MODEL, [MC_TASK, GEN_TASK], EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks))
+    out = io.StringIO()
+    print_report(report, out=out)
+    assert f"average uig (main metric per task): missing (no score for {GEN_TASK})" in out.getvalue()
 
 
 @pytest.mark.parametrize("stored_version, stored_n, limit, evaluated", [
