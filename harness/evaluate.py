@@ -136,7 +136,10 @@ def average_lines(averages: dict, report) -> list[str]:
 
     lines = []
     for lang, average in averages.items():
-        shown = f"{average.value:.4f}" if average.value is not None else f"missing (no score for {', '.join(average.missing)})"
+        if average.value is not None:
+            shown = f"{average.value:.4f}"
+        else:
+            shown = f"missing (no score for {', '.join(average.missing)})"
         lines.append(f"average {lang} (main metric per task): {shown}")
         not_run = [task for task in tasklist.task_names(lang, report.settings.split) if task not in report.tasks]
         if not_run:

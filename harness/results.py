@@ -31,7 +31,8 @@ def items_to_score(task, limit: int | None) -> int:
     return size if limit is None else min(limit, size)
 
 
-def result_rows(results: dict, task: str, model: ModelUnderTest, settings: EvalSettings, run_dir: Path) -> list[ResultRow]:
+def result_rows(results: dict, task: str, model: ModelUnderTest, settings: EvalSettings,
+                run_dir: Path) -> list[ResultRow]:
     """One row per (metric, filter) lm-eval reports for the task; lm-eval names them `metric,filter`."""
     from lm_eval import __version__ as lm_eval_version
 

@@ -54,7 +54,8 @@ OLD_TRIALS = [  # (sweep, model hash, params, score, chosen)
 def old_store(store_url) -> str:
     engine = sa.create_engine(store_url)
     postgres = engine.dialect.name == "postgresql"
-    schema = OLD_SCHEMA.format(id="SERIAL" if postgres else "INTEGER", time="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME")
+    schema = OLD_SCHEMA.format(id="SERIAL" if postgres else "INTEGER",
+                               time="TIMESTAMP WITH TIME ZONE" if postgres else "DATETIME")
     with engine.begin() as conn:
         for statement in schema.split(";"):
             conn.execute(sa.text(statement))
@@ -103,7 +104,8 @@ def test_upgraded_sweeps_keep_their_grids_and_choices(old_store):
     store = ResultStore(old_store)
     ResultStore(old_store)  # a second open finds nothing to upgrade
     snapshot = data.read_store(old_store)
-    assert sweeps.sweep_ids(snapshot.sweeps) == [SweepId("ties-uig-flan", "densities"), SweepId("ties-uig-flan", "file:grid")]
+    assert sweeps.sweep_ids(snapshot.sweeps) == [SweepId("ties-uig-flan", "densities"),
+                                                 SweepId("ties-uig-flan", "file:grid")]
     grid = sweeps.sweep_grid(snapshot.sweeps, SweepId("ties-uig-flan", "file:grid"))
     assert grid.trials[sweeps.SCORE].tolist() == [30.0, 50.0] and grid.trials[sweeps.CHOSEN].tolist() == [False, True]
 
