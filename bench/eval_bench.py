@@ -25,7 +25,7 @@ def items_scored(store_url: str) -> int:
 
 
 def timed_evaluate(model, tasks, settings) -> tuple[float, int]:
-    from harness.evaluate import evaluate
+    from harness.evaluation import evaluate
 
     start = time.perf_counter()
     evaluate(model, tasks, settings)
@@ -41,7 +41,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from harness.build import materialize
-    from harness.evaluate import EvalSettings, ModelUnderTest, default_data_dir
+    from harness.evaluate import default_data_dir
+    from harness.evaluation import EvalSettings, ModelUnderTest
     from harness.registry import load_registry
     from harness.server import ServerConfig, VLLMServer
     from tasks import suite

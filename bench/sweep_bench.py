@@ -24,8 +24,9 @@ SMALL_GRID = {"models.sft-flan.density": [0.2, 0.8], "models.ct-uig.density": [0
 
 def one_sweep(registry, model_id: str, grid, mode: str, limit: int, home: Path) -> tuple[float, float]:
     """(total seconds, summed trial evaluation seconds) of a sweep in a fresh harness home."""
-    from harness.evaluate import EvalSettings, default_data_dir
-    from harness.sweep import run_sweep
+    from harness.evaluate import default_data_dir
+    from harness.evaluation import EvalSettings
+    from harness.trials import run_sweep
 
     os.environ["HARNESS_HOME"] = str(home)  # a cold merge cache and no stored trials
     settings = EvalSettings(split="dev", limit=limit, backend="vllm", store_url=f"sqlite:///{home / 'results.db'}",
@@ -37,7 +38,7 @@ def one_sweep(registry, model_id: str, grid, mode: str, limit: int, home: Path) 
 
 
 def bench_grid(name: str, registry, entry):
-    from harness.sweep import Grid, builtin_grid_of
+    from harness.grids import Grid, builtin_grid_of
 
     return Grid("bench", SMALL_GRID) if name == "2x2" else builtin_grid_of(name, registry, entry)
 

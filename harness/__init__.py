@@ -10,3 +10,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 class HarnessError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits non-zero."""
+
+
+def one_line(err: BaseException, limit: int = 400) -> str:
+    """An exception as one line of at most `limit` characters, for a HarnessError's message."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

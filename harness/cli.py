@@ -1,7 +1,8 @@
 """`harness`: one subcommand per module, in data-flow order.
 
 Each module named below has `add_arguments(parser)` and `run(args) -> int`, and keeps heavy
-imports (torch, vllm, lm-eval) inside its functions so `harness --help` stays fast.
+imports (torch, vllm, lm-eval, pandas, SQLAlchemy) inside its functions so `harness --help` stays
+fast (tests/harness/test_cli.py checks it).
 """
 
 import argparse

@@ -4,7 +4,8 @@
     harness leaderboard --store sqlite:////data/results.db --port 8600
     harness leaderboard --store postgresql://user@host/results
 
-The app opens the store read-only. The process becomes the Streamlit server (Ctrl-C stops it).
+The app opens the store read-only. A store written by an older harness is upgraded first (the
+one write this command makes). The process becomes the Streamlit server (Ctrl-C stops it).
 """
 
 import argparse
@@ -26,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaderboard.data import STORE_ENV, check_store_exists
+    from harness.store import STORE_ENV, ResultStore, check_store_exists
 
     url = absolute_sqlite_url(args.store or default_store_url())
     check_store_exists(url)
+    ResultStore(url).engine.dispose()  # opening it for writing upgrades an older store's tables
     check_port_free(args.port)
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP),

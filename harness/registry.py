@@ -24,9 +24,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from harness import HarnessError
+from harness.files import read_yaml
 from harness.kinds import KINDS
 from harness.paths import REGISTRIES_DIR, harness_home
 from tasks.languages import LANGUAGES
@@ -183,13 +182,7 @@ def parse_registry(data: object, source: Path) -> Registry:
 def load_registry(path: str | Path | None = None) -> Registry:
     """Load a registry file; with no path, the embedded zoo registry."""
     source = Path(path) if path is not None else DEFAULT_REGISTRY
-    if not source.is_file():
-        raise HarnessError(f"registry file not found: {source}")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise HarnessError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
-    return parse_registry(data, source.resolve())
+    return parse_registry(read_yaml(source, "registry file"), source.resolve())
 
 
 # ---- `harness models` -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
+from harness.files import read_json
 from harness.paths import PROJECT_ROOT
 
 BASELINE_PATH = PROJECT_ROOT / "harness" / "regress_baseline.json"
@@ -158,8 +159,8 @@ def dev_scores(case: str, folder: Path, data_dir: Path | None, temp: Path) -> di
     """Main-metric dev scores on SCORE_TASKS with the hf backend, kept out of the user's store."""
     import shutil
 
-    from harness.evaluate import EvalSettings, ModelUnderTest, evaluate
-    from harness.store import ResultStore
+    from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
+    from harness.store import ResultStore, main_metric_rows
     from tasks import suite
 
     store_url = f"sqlite:///{temp / 'regress-results.db'}"
@@ -171,9 +172,8 @@ def dev_scores(case: str, folder: Path, data_dir: Path | None, temp: Path) -> di
     if report.run_dir is not None:
         shutil.rmtree(report.run_dir, ignore_errors=True)  # raw logs of a throwaway model
     rows = ResultStore(store_url).results(split="dev", latest_only=False)
-    rows = rows[rows["model_hash"] == model.model_hash]
-    return {task: float(rows[(rows["task"] == task) & (rows["metric"] == suite.main_metric(task))]["value"].iloc[0])
-            for task in SCORE_TASKS}
+    main = main_metric_rows(rows[rows["model_hash"] == model.model_hash], suite.main_metric).set_index("task")
+    return {task: float(main.at[task, "value"]) for task in SCORE_TASKS}
 
 
 # ---- comparison --------------------------------------------------------------------------------
@@ -250,12 +250,8 @@ def format_table(differences: list[Difference]) -> str:
 # ---- the baseline file ---------------------------------------------------------------------------
 
 def load_baseline(path: Path) -> dict:
-    if not path.is_file():
-        raise HarnessError(f"no regression baseline at {path}; create it with `harness regress --update`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise HarnessError(f"regression baseline {path} is not readable JSON: {err}") from None
+    data = read_json(path, "regression baseline",
+                     missing=f"no regression baseline at {path}; create it with `harness regress --update`")
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("merges"), dict):
         raise HarnessError(f"regression baseline {path} is not a format-{FORMAT} baseline; regenerate it with --update")
     return data

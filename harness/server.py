@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import HarnessError
+from harness.files import read_json
 
 HOST = "127.0.0.1"
 MAX_MODEL_LEN = 2048  # enough for every task's prompt; a longer window only costs KV-cache memory
@@ -47,10 +48,7 @@ class ServerConfig:
 def model_context_length(model_dir: Path) -> int:
     """The context window to serve: the checkpoint's own, capped at MAX_MODEL_LEN."""
     config_file = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise HarnessError(f"cannot read model config {config_file}: {err}") from None
+    config = read_json(config_file, "model config", missing=f"cannot read model config {config_file}: no such file")
     return min(int(config.get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN)
 
 

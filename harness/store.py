@@ -6,11 +6,16 @@ PostgreSQL database with `--store postgresql://...`. The leaderboard opens the s
 Tables
 - `results`: a metric value of one evaluated task, with everything needed to trust and reproduce it.
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
+- `sweep_trials`: one scored grid point of a `harness sweep`.
+
+A store written by an older harness (metric and filter in one string "metric,filter"; a sweep named
+"<model>:<grid>") is upgraded in place when it is opened for writing; see `_upgrade_schema`.
 """
 
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +25,12 @@ import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.paths import default_store_url
+
+# `harness leaderboard --store URL` hands the URL to the app through this variable (not the command
+# line, where a database password would show in the process list).
+STORE_ENV = "HARNESS_LEADERBOARD_STORE"
+EVAL_HINT = "evaluate a model first, e.g. `harness eval --model ties-uig`"
+NO_FILTER = "none"  # lm-eval's filter name for a metric computed on the unfiltered model output
 
 metadata = sa.MetaData()
 
@@ -34,6 +45,7 @@ results_table = sa.Table(
     sa.Column("split", sa.String(8), nullable=False),  # dev | test
     sa.Column("task_version", sa.String(32), nullable=False),
     sa.Column("metric", sa.String(64), nullable=False),  # e.g. acc, exact_match
+    sa.Column("filter", sa.String(64), nullable=False),  # lm-eval's filter: none, strict-match, ...
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("stderr", sa.Float),
     sa.Column("n", sa.Integer, nullable=False),  # items scored
@@ -73,6 +85,7 @@ class ResultRow:
     backend: str
     harness_version: str
     lm_eval_version: str
+    filter: str = NO_FILTER  # the lm-eval filter the metric was computed after
     run_dir: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -97,6 +110,10 @@ class ResultStore:
             self.engine = _make_engine(self.url, readonly)
             if not readonly:
                 _create_tables(self.engine)
+                _upgrade_schema(self.engine)
+            elif self._exists() and _outdated_tables(sa.inspect(self.engine)):
+                raise HarnessError(f"results store {self.url} was written by an older harness: open it once for "
+                                   "writing (e.g. `harness leaderboard` does) to upgrade it")
         except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError, OSError) as err:
             raise HarnessError(f"cannot open results store {self.url}: {' '.join(str(err).split())[:300]}") from None
 
@@ -157,7 +174,7 @@ class ResultStore:
 
     def results(self, split: str | None = None, latest_only: bool = True) -> pd.DataFrame:
         """All result rows; with latest_only, each model id's most recently evaluated build only."""
-        if not self._has_table("results"):
+        if not self.has_table("results"):
             return pd.DataFrame(columns=[c.name for c in results_table.columns])
         query = sa.select(results_table)
         if split is not None:
@@ -170,18 +187,20 @@ class ResultStore:
         return frame.reset_index(drop=True)
 
     def models(self) -> pd.DataFrame:
-        if not self._has_table("models"):
+        if not self.has_table("models"):
             return pd.DataFrame(columns=[c.name for c in models_table.columns])
         with self.engine.connect() as conn:
             return pd.read_sql(sa.select(models_table), conn)
 
+    def has_table(self, name: str) -> bool:
+        return self._exists() and sa.inspect(self.engine).has_table(name)
 
-    def _has_table(self, name: str) -> bool:
+    def _exists(self) -> bool:
+        """False only for a read-only SQLite store whose file does not exist (a read-only open cannot create it)."""
         if self.readonly and self.url.startswith("sqlite"):
             path = sa.engine.make_url(self.url).database
-            if not path or not Path(path).exists():  # nothing stored yet: a read-only open cannot create it
-                return False
-        return sa.inspect(self.engine).has_table(name)
+            return bool(path) and Path(path).exists()
+        return True
 
 
 def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
@@ -252,8 +271,8 @@ sweep_trials_table = sa.Table(
     "sweep_trials",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("sweep", sa.String(200), nullable=False),  # "<model id>:<grid name>"
     sa.Column("model", sa.String(200), nullable=False),  # the swept registry id
+    sa.Column("grid", sa.String(200), nullable=False),  # densities | weights | slack | file:<stem>
     sa.Column("trial_model", sa.String(400), nullable=False),  # the trial's model id (results are stored under it)
     sa.Column("model_hash", sa.String(64), nullable=False),
     sa.Column("params_json", sa.Text, nullable=False),  # {"models.sft-flan.density": 0.2, ...}
@@ -266,34 +285,166 @@ sweep_trials_table = sa.Table(
     sa.Column("eval_s", sa.Float),
     sa.Column("chosen", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_sweep_trials_lookup", "sweep", "model_hash"),
+    sa.Index("ix_sweep_trials_lookup", "model", "grid", "model_hash"),
 )
 
 
-def write_sweep_trial(store: ResultStore, row: dict) -> None:
+@dataclass(frozen=True)
+class SweepId:
+    """A sweep is one grid over one registry merge; running it again resumes it."""
+
+    model: str  # the swept registry id
+    grid: str  # the grid's name
+
+    @property
+    def label(self) -> str:
+        """`ties-uig-flan:densities`, for people; the store keeps the two parts in their own columns."""
+        return f"{self.model}:{self.grid}"
+
+
+@dataclass
+class TrialRow:
+    """One scored grid point, as `write_sweep_trial` stores it."""
+
+    sweep: SweepId
+    trial_model: str  # `<id>@<point label>`: the trial's results are stored under this id
+    model_hash: str
+    params: dict  # the grid point: parameter path -> value
+    recipe: dict
+    split: str
+    limit: int | None  # items per task (None: the whole split)
+    score: float
+    lang_scores: dict[str, float]
+    build_s: float | None = None
+    eval_s: float | None = None
+
+
+def write_sweep_trial(store: ResultStore, row: TrialRow) -> None:
     """Store one trial, replacing an earlier row of the same sweep, model hash and limit."""
-    values = {"chosen": False, "created_at": datetime.now(timezone.utc), **row}
     t = sweep_trials_table.c
-    limit_matches = t.limit.is_(None) if values.get("limit") is None else t.limit == values["limit"]
     with store.engine.begin() as conn:
-        conn.execute(sweep_trials_table.delete().where(t.sweep == values["sweep"], t.model_hash == values["model_hash"],
-                                                       limit_matches))
-        conn.execute(sweep_trials_table.insert(), [values])
+        conn.execute(sweep_trials_table.delete().where(
+            _is_sweep(row.sweep), t.model_hash == row.model_hash, _limit_is(row.limit)))
+        conn.execute(sweep_trials_table.insert(), [{
+            "model": row.sweep.model, "grid": row.sweep.grid, "trial_model": row.trial_model,
+            "model_hash": row.model_hash, "params_json": json.dumps(row.params), "recipe_json": json.dumps(row.recipe),
+            "split": row.split, "limit": row.limit, "score": row.score, "lang_scores_json": json.dumps(row.lang_scores),
+            "build_s": row.build_s, "eval_s": row.eval_s, "chosen": False, "created_at": datetime.now(timezone.utc),
+        }])
 
 
-def mark_sweep_choice(store: ResultStore, sweep: str, model_hash: str) -> None:
+def mark_sweep_choice(store: ResultStore, sweep: SweepId, model_hash: str) -> None:
     """Mark the chosen trial of a sweep (and only it)."""
     t = sweep_trials_table.c
     with store.engine.begin() as conn:
-        conn.execute(sweep_trials_table.update().where(t.sweep == sweep).values(chosen=(t.model_hash == model_hash)))
+        conn.execute(sweep_trials_table.update().where(_is_sweep(sweep)).values(chosen=(t.model_hash == model_hash)))
 
 
-def sweep_trials(store: ResultStore, sweep: str | None = None) -> pd.DataFrame:
+def sweep_trials(store: ResultStore, sweep: SweepId | None = None) -> pd.DataFrame:
     """Trial rows (all sweeps, or one), oldest first; empty with the table's columns if none."""
-    if not store._has_table("sweep_trials"):
+    if not store.has_table("sweep_trials"):
         return pd.DataFrame(columns=[c.name for c in sweep_trials_table.columns])
     query = sa.select(sweep_trials_table).order_by(sweep_trials_table.c.id)
     if sweep is not None:
-        query = query.where(sweep_trials_table.c.sweep == sweep)
+        query = query.where(_is_sweep(sweep))
     with store.engine.connect() as conn:
         return pd.read_sql(query, conn)
+
+
+def stored_trial_scores(store: ResultStore, sweep: SweepId, limit: int | None) -> dict[str, tuple[float, dict]]:
+    """model hash -> (score, language scores) of the sweep's trials stored with the same `limit`:
+    a trial scored on other item counts is not comparable, so it is scored again."""
+    t = sweep_trials_table.c
+    if not store.has_table("sweep_trials"):
+        return {}
+    query = sa.select(t.model_hash, t.score, t.lang_scores_json).where(_is_sweep(sweep), _limit_is(limit))
+    with store.engine.connect() as conn:
+        return {row.model_hash: (float(row.score), json.loads(row.lang_scores_json)) for row in conn.execute(query)}
+
+
+def _is_sweep(sweep: SweepId):
+    t = sweep_trials_table.c
+    return sa.and_(t.model == sweep.model, t.grid == sweep.grid)
+
+
+def _limit_is(limit: int | None):
+    t = sweep_trials_table.c
+    return t.limit.is_(None) if limit is None else t.limit == limit
+
+
+# ---- upgrading a store written by an older harness -------------------------------------------
+# Before the typed columns, `results.metric` held "metric,filter" for a metric reported under several
+# filters and the bare name for one reported under one filter, and a sweep trial named its sweep
+# "<model id>:<grid name>" in a column `sweep`. Every task of this project reports its metrics
+# unfiltered, so a bare name's filter is `none`.
+
+def _outdated_tables(inspector) -> list[str]:
+    """The tables still in the old layout."""
+    expected = {"results": "filter", "sweep_trials": "grid"}
+    return [table for table, column in expected.items()
+            if inspector.has_table(table) and column not in {c["name"] for c in inspector.get_columns(table)}]
+
+
+def _upgrade_schema(engine: sa.Engine) -> None:
+    """Bring old-layout tables to the current one, in place, one transaction per table. The check is
+    repeated inside the transaction so a second process upgrading at the same moment finds it done."""
+    for table in _outdated_tables(sa.inspect(engine)):
+        with engine.begin() as conn:
+            if table in _outdated_tables(sa.inspect(conn)):
+                UPGRADES[table](conn)
+
+
+def _upgrade_results(conn: sa.Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE results ADD COLUMN filter VARCHAR(64) NOT NULL DEFAULT 'none'"))
+    t = results_table.c
+    combined = conn.execute(sa.select(t.id, t.metric).where(t.metric.contains(","))).all()
+    for row_id, stored in combined:
+        metric, _, filter_name = stored.partition(",")
+        conn.execute(results_table.update().where(t.id == row_id).values(metric=metric, filter=filter_name))
+
+
+def _upgrade_sweep_trials(conn: sa.Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE sweep_trials ADD COLUMN grid VARCHAR(200) NOT NULL DEFAULT ''"))
+    trials = sa.table("sweep_trials", sa.column("id"), sa.column("sweep"), sa.column("model"), sa.column("grid"))
+    for row_id, sweep, model in conn.execute(sa.select(trials.c.id, trials.c.sweep, trials.c.model)).all():
+        grid = sweep.removeprefix(f"{model}:")  # the grid name may itself hold a colon ("file:grid")
+        conn.execute(trials.update().where(trials.c.id == row_id).values(grid=grid))
+    conn.execute(sa.text("DROP INDEX ix_sweep_trials_lookup"))
+    conn.execute(sa.text("ALTER TABLE sweep_trials DROP COLUMN sweep"))
+    next(i for i in sweep_trials_table.indexes if i.name == "ix_sweep_trials_lookup").create(conn)
+
+
+UPGRADES = {"results": _upgrade_results, "sweep_trials": _upgrade_sweep_trials}
+
+
+# ---- reading results -------------------------------------------------------------------------------
+
+def main_metric_rows(results: pd.DataFrame, main_metric: Callable[[str], str | None]) -> pd.DataFrame:
+    """One row per (model, task): the task's main metric. A metric stored under several filters is
+    read unfiltered (filter `none`) when stored so, else under its first filter in name order."""
+    rows = results[results["metric"] == results["task"].map(main_metric)]
+    rows = rows.assign(_filtered=rows["filter"] != NO_FILTER).sort_values(["_filtered", "filter"])
+    return rows.drop_duplicates(["model", "task"]).drop(columns="_filtered").reset_index(drop=True)
+
+
+def metric_label(metric: str, filter_name: str) -> str:
+    """How tables name a stored metric: `acc` unfiltered, `exact_match (strict-match)` after a filter."""
+    return metric if filter_name == NO_FILTER else f"{metric} ({filter_name})"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases)."""
+    parsed = sa.engine.make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    return Path(parsed.database or "")
+
+
+def check_store_exists(url: str) -> None:
+    """A SQLite store must be an existing file: opening it read-only never creates one."""
+    try:
+        path = sqlite_file(url)
+    except sa.exc.ArgumentError:
+        raise HarnessError(f"not a database URL: {url!r} (e.g. sqlite:////path/results.db)") from None
+    if path is not None and not path.is_file():
+        raise HarnessError(f"no results store at {path}: {EVAL_HINT}, or pass --store URL")

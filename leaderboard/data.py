@@ -3,20 +3,15 @@
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.paths import default_store_url
+from harness.store import EVAL_HINT, STORE_ENV, ResultStore, check_store_exists, sweep_trials
 from tasks.errors import TaskError
 from tasks.suite import main_metric
-
-# `harness leaderboard --store URL` hands the URL to the app through this variable (not the command
-# line, where a database password would show in the process list).
-STORE_ENV = "HARNESS_LEADERBOARD_STORE"
-EVAL_HINT = "evaluate a model first, e.g. `harness eval --model ties-uig`"
 
 
 @dataclass
@@ -31,27 +26,7 @@ def store_url() -> str:
     return os.environ.get(STORE_ENV) or default_store_url()
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL (None for other databases)."""
-    parsed = sa.engine.make_url(url)
-    if not parsed.drivername.startswith("sqlite"):
-        return None
-    return Path(parsed.database or "")
-
-
-def check_store_exists(url: str) -> None:
-    """A SQLite store must be an existing file: opening it read-only never creates one."""
-    try:
-        path = sqlite_file(url)
-    except sa.exc.ArgumentError:
-        raise HarnessError(f"not a database URL: {url!r} (e.g. sqlite:////path/results.db)") from None
-    if path is not None and not path.is_file():
-        raise HarnessError(f"no results store at {path}: {EVAL_HINT}, or pass --store URL")
-
-
 def read_store(url: str) -> StoreSnapshot:
-    from harness.store import ResultStore, sweep_trials
-
     check_store_exists(url)
     store = ResultStore(url, readonly=True)
     try:

@@ -10,25 +10,29 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.store import SweepId
+
 SCORE = "dev score (%)"
 CHOSEN = "chosen"
 
 
 @dataclass
 class SweepGrid:
-    sweep: str
+    sweep: SweepId
     axes: list[str]  # grid parameter paths, in the order the sweep stored them
     trials: pd.DataFrame  # one row per grid point: an axis column each, SCORE, CHOSEN, limit, trial_model
 
 
-def sweep_names(trials: pd.DataFrame) -> list[str]:
-    return sorted(set(trials["sweep"])) if not trials.empty else []
+def sweep_ids(trials: pd.DataFrame) -> list[SweepId]:
+    """The stored sweeps, by model id, then grid name."""
+    pairs = set(zip(trials["model"], trials["grid"])) if not trials.empty else set()
+    return [SweepId(model, grid) for model, grid in sorted(pairs)]
 
 
-def sweep_grid(trials: pd.DataFrame, sweep: str) -> SweepGrid:
+def sweep_grid(trials: pd.DataFrame, sweep: SweepId) -> SweepGrid:
     """The trials of one sweep as a grid. Rows scored with another `--limit` than the newest trial's
     are left out: scores on different item counts do not belong on one map."""
-    rows = trials[trials["sweep"] == sweep].sort_values("id")
+    rows = trials[(trials["model"] == sweep.model) & (trials["grid"] == sweep.grid)].sort_values("id")
     newest_limit = rows["limit"].iloc[-1]
     same_limit = rows["limit"].isna() if pd.isna(newest_limit) else rows["limit"] == newest_limit
     rows = rows[same_limit]

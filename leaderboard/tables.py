@@ -4,9 +4,9 @@ Scores are shown in percentage points, like the paper. Each task contributes its
 (`tasks.suite.main_metric`: acc for multiple choice, exact_match for math).
 
 Missing values stay NaN here and are drawn as a dash, never as zero:
-- a language cell is the unweighted mean of the language's tasks; it is missing when the model
-  lacks any task of that language that the store holds for some model in the split, because an
-  average over fewer tasks would not be comparable with the others;
+- a language cell is the language's average (tasks.averages: the unweighted mean of its tasks,
+  missing when one is missing) over the tasks of that language that the store holds for some model
+  in the split, so every cell of a column averages the same tasks;
 - the Average cell is the mean of the language columns shown; it is missing unless the model has
   all of them (the paper averages over all seven languages; averaging over whichever languages a
   model happens to have would rank a model evaluated on one easy language first).
@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.kinds import KINDS
+from harness.store import main_metric_rows, metric_label
 from merges import method_label
+from tasks.averages import language_average
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES
 from tasks.suite import FAMILIES, parse_task_name
@@ -52,18 +54,12 @@ def task_label(task: str) -> str:
 
 
 def main_scores(results: pd.DataFrame, split: str, main_metric: Callable[[str], str]) -> pd.DataFrame:
-    """One row per (model, task) of the split: the task's main metric with its stderr, n, run_dir.
-
-    The store names a metric reported under one filter `acc`, under several `acc,<filter>`; the
-    bare name wins, otherwise the first filter in name order.
-    """
+    """One row per (model, task) of the split: the task's main metric with its stderr, n, run_dir
+    (harness.store.main_metric_rows: unfiltered if stored so, else the first filter by name)."""
     rows = results[results["split"] == split]
     if rows.empty:
         return rows.copy()
-    bare_metric = rows["metric"].str.split(",").str[0]
-    rows = rows[bare_metric == rows["task"].map(main_metric)]
-    rows = rows.assign(_filtered=rows["metric"].str.contains(",")).sort_values(["_filtered", "metric"])
-    return rows.drop_duplicates(["model", "task"]).drop(columns="_filtered").reset_index(drop=True)
+    return main_metric_rows(rows, main_metric)
 
 
 def model_kinds(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
@@ -89,12 +85,14 @@ def merge_method(recipe_json: str | None) -> str | None:
 
 
 def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
-    """Models x language codes: the mean of each language's tasks (missing if any task is missing)."""
+    """Models x language codes, in %: each language's average over its tasks that any model has in
+    `scores` (tasks.averages: missing when the model lacks one of them)."""
     per_task = scores.pivot_table(index="model", columns="task", values="value", aggfunc="last")
     averages = {}
     for lang, tasks in scores.groupby("lang")["task"]:
-        columns = per_task[sorted(set(tasks))]
-        averages[lang] = columns.mean(axis=1, skipna=False) * 100
+        expected = sorted(set(tasks))
+        values = [language_average(expected, per_task.loc[model].to_dict()).value for model in per_task.index]
+        averages[lang] = [float("nan") if value is None else value * 100 for value in values]
     present = [code for code in LANGUAGES if code in averages] + sorted(set(averages) - set(LANGUAGES))
     return pd.DataFrame(averages, index=per_task.index)[present]
 
@@ -121,7 +119,7 @@ def language_table(
     per_task.columns = [task_label(t) for t in tasks]
     score_columns = list(per_task.columns)
     if score_columns:
-        per_task[AVERAGE] = per_task[score_columns].mean(axis=1, skipna=False)
+        per_task[AVERAGE] = language_averages(rows)[lang]
         score_columns.append(AVERAGE)
     name = LANGUAGES[lang].name if lang in LANGUAGES else lang
     return _with_kinds(per_task, score_columns, kinds, shown_kinds, f"{name}: score per task (%)")
@@ -202,7 +200,7 @@ def task_scores_table(scores: pd.DataFrame, model: str) -> pd.DataFrame:
         {
             "Task": rows["task"].to_numpy(),
             "Language": [LANGUAGES[c].name if c in LANGUAGES else c for c in rows["lang"]],
-            "Metric": rows["metric"].to_numpy(),
+            "Metric": [metric_label(m, f) for m, f in zip(rows["metric"], rows["filter"])],
             "Score (%)": (rows["value"] * 100).round(2).to_numpy(),
             "Stderr (%)": (rows["stderr"].astype(float) * 100).round(2).to_numpy(),
             "n": rows["n"].astype(int).to_numpy(),

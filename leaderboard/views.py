@@ -15,7 +15,9 @@ import streamlit as st
 
 from harness import HarnessError
 from harness.kinds import KINDS
+from harness.store import metric_label
 from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
 
@@ -107,9 +109,9 @@ def overview(ctx: Context) -> None:
     table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
     st.caption(
-        "Each language column is the unweighted mean of that language's tasks (main metric: accuracy, "
-        "or exact match for math). Average = mean over the languages shown, only where a model has all "
-        "of them. – = not evaluated (or some of the language's tasks not evaluated)."
+        f"Each language column: {averages.RULE} (main metric: accuracy, or exact match for math); its tasks "
+        "are the language's tasks that any model has on this split. Average = mean over the languages shown, "
+        "only where a model has all of them. – = not evaluated (or some of the language's tasks not evaluated)."
     )
     _downloads(table, f"leaderboard_{ctx.split}")
 
@@ -167,17 +169,17 @@ def compare(ctx: Context) -> None:
 
 def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     st.header("Sweeps (dev)")
-    names = sweeps.sweep_names(snapshot.sweeps)
-    if not names:
+    ids = sweeps.sweep_ids(snapshot.sweeps)
+    if not ids:
         st.info("No sweeps stored yet: run one, e.g. `harness sweep --model ties-uig --grid densities`.")
         return
-    name = st.selectbox("Sweep", names, key="sweep")
-    grid = sweeps.sweep_grid(snapshot.sweeps, name)
+    sweep = st.selectbox("Sweep", ids, key="sweep", format_func=lambda s: s.label)
+    grid = sweeps.sweep_grid(snapshot.sweeps, sweep)
     chosen = grid.trials[grid.trials[sweeps.CHOSEN]]
     if not chosen.empty:
         best = chosen.iloc[0]
         point = ", ".join(f"{sweeps.axis_label(a)} = {best[a]}" for a in grid.axes)
-        st.markdown(f"**Chosen:** {point} (dev {best[sweeps.SCORE]:.1f}); on test as `{name.split(':')[0]}@best`")
+        st.markdown(f"**Chosen:** {point} (dev {best[sweeps.SCORE]:.1f}); on test as `{sweep.model}@best`")
     if len(grid.axes) in (1, 2):
         _sweep_chart(grid)
     _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
@@ -296,11 +298,10 @@ def _sample_browser(ctx: Context, model: str) -> None:
     logged_samples = _samples_of(row["run_dir"], task)
     filters = samples.filters_of(logged_samples)
     filter_name = st.selectbox("Filter", filters, key="samples-filter") if len(filters) > 1 else None
-    metric, _, stored_filter = row["metric"].partition(",")
-    shown = samples.browser_rows(logged_samples, metric, filter_name or stored_filter or None)
+    shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"])
     if st.checkbox("Only wrong answers", key="samples-wrong"):
         shown = shown[~shown["correct"]]
-    st.caption(f"{len(shown)} samples; metric: {row['metric']}")
+    st.caption(f"{len(shown)} samples; metric: {metric_label(row['metric'], row['filter'])}")
     st.dataframe(shown, hide_index=True)
 
 
@@ -312,7 +313,7 @@ def _shared_tasks(ctx: Context, model_a: str, model_b: str) -> list[str]:
 def _compare_task(ctx: Context, model_a: str, model_b: str, task: str) -> dict:
     row_a = ctx.scores[(ctx.scores["model"] == model_a) & (ctx.scores["task"] == task)].iloc[0]
     row_b = ctx.scores[(ctx.scores["model"] == model_b) & (ctx.scores["task"] == task)].iloc[0]
-    diff = _bootstrap(row_a["run_dir"], row_b["run_dir"], task, row_a["metric"])
+    diff = _bootstrap(row_a["run_dir"], row_b["run_dir"], task, row_a["metric"], row_a["filter"])
     base = {
         "Task": task,
         "A (%)": round(100 * row_a["value"], 2),
@@ -333,12 +334,12 @@ def _compare_task(ctx: Context, model_a: str, model_b: str, task: str) -> dict:
     }
 
 
-def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str) -> stats.PairedDiff | None:
+def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str,
+               filter_name: str) -> stats.PairedDiff | None:
     samples_a, samples_b = _samples_of(run_dir_a, task), _samples_of(run_dir_b, task)
     if samples_a is None or samples_b is None:
         return None
-    metric, _, filter_name = metric.partition(",")  # `exact_match,flexible`: that filter's lines
-    return stats.compare_scores(
-        samples.sample_scores(samples_a, metric, filter_name or None),
-        samples.sample_scores(samples_b, metric, filter_name or None),
+    return stats.compare_scores(  # the sample lines of the stored row's filter
+        samples.sample_scores(samples_a, metric, filter_name),
+        samples.sample_scores(samples_b, metric, filter_name),
     )

@@ -7,7 +7,9 @@ import pytest
 
 from harness import HarnessError
 from harness.cli import main
-from harness.evaluate import EvalSettings, ModelUnderTest, evaluate, print_report, result_rows
+from harness.evaluate import print_report
+from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
+from harness.results import result_rows
 from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
 from harness.store import ResultRow, ResultStore
 
@@ -66,9 +68,10 @@ def test_result_rows_name_metrics_by_lm_eval_keys():
         "n-samples": {GEN_TASK: {"original": 20, "effective": 8}},
     }
     rows = result_rows(results, GEN_TASK, MODEL, EvalSettings(split="dev", server_url="http://x"), Path("/run"))
-    by_metric = {r.metric: r for r in rows}
-    assert set(by_metric) == {"exact_match", "acc,strict", "acc,flexible"}  # bare name when one filter
-    assert by_metric["exact_match"].stderr == 0.1 and by_metric["acc,strict"].stderr is None
+    by_metric = {(r.metric, r.filter): r for r in rows}
+    assert set(by_metric) == {("exact_match", "none"), ("acc", "strict"), ("acc", "flexible")}
+    assert by_metric["exact_match", "none"].stderr == 0.1 and by_metric["acc", "strict"].stderr is None
+    assert by_metric["acc", "flexible"].stderr == 0.2
     assert {(r.n, r.lang, r.split, r.task_version, r.backend, r.run_dir) for r in rows} == {(8, "uig", "dev", "2.0", "server", "/run")}
     assert {r.model_hash for r in rows} == {MODEL.model_hash}
 
@@ -88,7 +91,7 @@ def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_pat
     def no_backend(*args, **kwargs):
         raise AssertionError("a backend was opened although every task is stored")
 
-    monkeypatch.setattr("harness.evaluate.open_backend", no_backend)
+    monkeypatch.setattr("harness.lm_eval_run.open_backend", no_backend)
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, backend="hf")
     report = evaluate(MODEL, [MC_TASK, GEN_TASK], settings)
     assert [(o.task, o.status) for o in report.outcomes] == [(MC_TASK, "skipped"), (GEN_TASK, "skipped")]
@@ -99,7 +102,20 @@ def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_pat
     text = out.getvalue()
     assert "0.4000" in text and "0.2000" in text
     assert "average uig (main metric per task): 0.3000" in text  # mean of acc and exact_match
+    assert "not in the run: lrm_mlic_mrc_uig_dev, lrm_mlic_rs_uig_dev" in text  # the run held 2 of 4 uig tasks
+    assert "missing when any of those tasks has no score" in text  # the rule, tasks.averages.RULE
     assert "0 task(s) evaluated, 2 already stored" in text
+
+
+def test_report_names_the_task_a_missing_language_average_lacks(tiny_tasks, tmp_path):
+    store_url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(store_url)
+    store.write_task_results([stored_row(MC_TASK, "acc", 0.4, "1.0")])
+    store.write_task_results([stored_row(GEN_TASK, "acc", 0.2, "2.0")])  # not the math task's main metric
+    report = evaluate(MODEL, [MC_TASK, GEN_TASK], EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks))
+    out = io.StringIO()
+    print_report(report, out=out)
+    assert f"average uig (main metric per task): missing (no score for {GEN_TASK})" in out.getvalue()
 
 
 @pytest.mark.parametrize("stored_version, stored_n, limit, evaluated", [
@@ -115,7 +131,7 @@ def test_what_counts_as_already_stored(stored_version, stored_n, limit, evaluate
     def stop_at_backend(*args, **kwargs):
         raise HarnessError("backend opened")
 
-    monkeypatch.setattr("harness.evaluate.open_backend", stop_at_backend)
+    monkeypatch.setattr("harness.lm_eval_run.open_backend", stop_at_backend)
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
     if evaluated:
         with pytest.raises(HarnessError, match="backend opened"):

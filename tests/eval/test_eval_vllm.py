@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness import HarnessError
-from harness.evaluate import Backend, EvalSettings, ModelUnderTest, evaluate
+from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
+from harness.lm_eval_run import Backend
 from harness.store import ResultStore
 
 pytestmark = pytest.mark.slow

@@ -23,3 +23,22 @@ def test_each_subcommand_has_help():
         result = subprocess.run([sys.executable, "-m", "harness.cli", name, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, (name, result.stderr)
         assert "--registry" in result.stdout
+
+
+HELP_IMPORTS = """
+import sys
+from harness import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+print("heavy imports:", [m for m in ("pandas", "sqlalchemy", "lm_eval", "torch", "vllm") if m in sys.modules])
+"""
+
+
+def test_help_stays_clear_of_heavy_imports():
+    """The subcommand modules import pandas, SQLAlchemy, lm-eval, torch and vLLM inside `run`."""
+    for argv in (["--help"], ["eval", "--help"], ["sweep", "--help"], ["leaderboard", "--help"]):
+        result = subprocess.run([sys.executable, "-c", HELP_IMPORTS, *argv], capture_output=True, text=True, check=True)
+        assert "usage: harness" in result.stdout, argv
+        assert result.stdout.splitlines()[-1] == "heavy imports: []", argv

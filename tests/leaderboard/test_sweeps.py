@@ -6,23 +6,22 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from harness.paths import PROJECT_ROOT
-from harness.store import ResultStore, mark_sweep_choice, write_sweep_trial
+from harness.store import ResultStore, SweepId, TrialRow, mark_sweep_choice, write_sweep_trial
 from leaderboard import sweeps
 from leaderboard.data import STORE_ENV
 
 APP = str(PROJECT_ROOT / "leaderboard" / "app.py")
-SWEEP = "ties-uig-flan:densities"
+SWEEP = SweepId("ties-uig-flan", "densities")
 SCORES = {(0.2, 0.4): 0.30, (0.2, 1.0): 0.45, (0.8, 0.4): 0.50, (0.8, 1.0): 0.35}
 
 
-def store_trials(url: str, scores: dict, limit: int | None = 10, sweep: str = SWEEP) -> None:
+def store_trials(url: str, scores: dict, limit: int | None = 10, sweep: SweepId = SWEEP) -> None:
     store = ResultStore(url)
     for (sft, ct), score in scores.items():
         point = {"models.sft-flan.density": sft, "models.ct-uig.density": ct}
-        write_sweep_trial(store, {
-            "sweep": sweep, "model": "ties-uig-flan", "trial_model": f"ties-uig-flan@{sft},{ct}",
-            "model_hash": f"h{sft}-{ct}-{limit}", "params_json": json.dumps(point), "recipe_json": "{}",
-            "split": "dev", "limit": limit, "score": score, "lang_scores_json": json.dumps({"uig": score})})
+        write_sweep_trial(store, TrialRow(
+            sweep=sweep, trial_model=f"ties-uig-flan@{sft},{ct}", model_hash=f"h{sft}-{ct}-{limit}", params=point,
+            recipe={}, split="dev", limit=limit, score=score, lang_scores={"uig": score}))
     best = max(scores, key=scores.get)
     mark_sweep_choice(store, sweep, f"h{best[0]}-{best[1]}-{limit}")
 

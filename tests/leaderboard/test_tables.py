@@ -15,10 +15,12 @@ def main_metric(task: str) -> str:
     return METRIC.get(task, "acc")
 
 
-def rows(*entries) -> pd.DataFrame:
-    """(model, task, lang, metric, value) tuples as store rows of the test split."""
+def rows(*entries, filters=None) -> pd.DataFrame:
+    """(model, task, lang, metric, value) tuples as store rows of the test split, unfiltered unless
+    `filters` gives each row's lm-eval filter."""
     frame = pd.DataFrame(entries, columns=["model", "task", "lang", "metric", "value"])
-    return frame.assign(split="test", model_hash=frame["model"] + "-hash", stderr=0.01, n=100, run_dir=None)
+    return frame.assign(split="test", model_hash=frame["model"] + "-hash", stderr=0.01, n=100, run_dir=None,
+                        filter=filters or "none")
 
 
 RESULTS = rows(
@@ -105,13 +107,17 @@ def test_language_table_orders_task_families_like_the_paper():
 
 
 def test_metric_stored_per_filter_is_found():
-    """evaluate stores `metric,filter` when a task reports a metric under several filters."""
+    """evaluate stores each (metric, filter) a task reports; the first filter by name, or none, is shown."""
     results = rows(
-        ("a", "lrm_mgsm_tel_test", "tel", "exact_match,strict-match", 0.05),
-        ("a", "lrm_mgsm_tel_test", "tel", "exact_match,flexible-extract", 0.25),
-        ("b", "lrm_mgsm_tel_test", "tel", "exact_match,flexible-extract", 0.30),
+        ("a", "lrm_mgsm_tel_test", "tel", "exact_match", 0.05),
+        ("a", "lrm_mgsm_tel_test", "tel", "exact_match", 0.25),
+        ("b", "lrm_mgsm_tel_test", "tel", "exact_match", 0.30),
         ("b", "lrm_mgsm_tel_test", "tel", "exact_match", 0.35),
+        filters=["strict-match", "flexible-extract", "flexible-extract", "none"],
     )
     scores = tables.main_scores(results, "test", main_metric).set_index("model")
-    assert scores.loc["a", "metric"] == "exact_match,flexible-extract" and scores.loc["a", "value"] == 0.25
-    assert scores.loc["b", "value"] == 0.35  # the bare name wins
+    assert (scores.loc["a", "metric"], scores.loc["a", "filter"]) == ("exact_match", "flexible-extract")
+    assert scores.loc["a", "value"] == 0.25
+    assert scores.loc["b", "value"] == 0.35  # the unfiltered value wins
+    shown = tables.task_scores_table(scores.reset_index(), "a")
+    assert shown["Metric"].tolist() == ["exact_match (flexible-extract)"]

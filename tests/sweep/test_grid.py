@@ -4,7 +4,8 @@ import pytest
 
 from harness import HarnessError
 from harness.registry import load_registry
-from harness.sweep import DENSITIES, Grid, apply_point, builtin_grid, load_grid_file, plan_trials, point_label
+from harness.grids import DENSITIES, Grid, apply_point, builtin_grid, load_grid_file, point_label
+from harness.trials import plan_trials
 
 
 def kinds(registry, model_id):

@@ -4,17 +4,17 @@ import json
 
 import pytest
 
-import harness.evaluate
+import harness.evaluation
 from harness.paths import harness_home
 from harness.registry import load_registry
-from harness.store import ResultStore, sweep_trials
+from harness.store import ResultStore, SweepId, sweep_trials
 
-SWEEP = "ties-uig-flan:file:grid"
+SWEEP = SweepId("ties-uig-flan", "file:grid")
 
 
 def test_resume_after_interruption_reruns_only_missing_trials(use_zoo_home, harness_cli, grid_2x2, tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'results.db'}"
-    real_evaluate = harness.evaluate.evaluate
+    real_evaluate = harness.evaluation.evaluate
     calls = []
 
     def interrupted_on_third(model, tasks, settings):
@@ -23,7 +23,7 @@ def test_resume_after_interruption_reruns_only_missing_trials(use_zoo_home, harn
             raise KeyboardInterrupt  # as if Ctrl-C arrived during the third trial
         return real_evaluate(model, tasks, settings)
 
-    monkeypatch.setattr(harness.evaluate, "evaluate", interrupted_on_third)
+    monkeypatch.setattr(harness.evaluation, "evaluate", interrupted_on_third)
     argv = ("sweep", "--model", "ties-uig", "--grid-file", str(grid_2x2), "--limit", "2", "--backend", "hf",
             "--no-test", "--store", store)
     code, _, err = harness_cli(*argv)
@@ -31,7 +31,7 @@ def test_resume_after_interruption_reruns_only_missing_trials(use_zoo_home, harn
     assert len(sweep_trials(ResultStore(store), SWEEP)) == 2
 
     calls.clear()
-    monkeypatch.setattr(harness.evaluate, "evaluate", lambda *a: calls.append(a[0].id) or real_evaluate(*a))
+    monkeypatch.setattr(harness.evaluation, "evaluate", lambda *a: calls.append(a[0].id) or real_evaluate(*a))
     code, out, _ = harness_cli(*argv)
     assert code == 0, out
     assert calls == ["ties-uig-flan@sft-flan.density=0.8,ct-uig.density=0.4",

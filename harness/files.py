@@ -1,0 +1,37 @@
+"""Reading the YAML and JSON files a user hands the harness (registries, grids, model configs, the
+regression baseline): a missing or broken file is a one-line HarnessError that names it."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import HarnessError, one_line
+
+
+def read_yaml(path: Path, what: str, missing: str | None = None) -> Any:
+    """The parsed YAML file. `what` names it in errors ("registry file"); `missing` replaces the
+    not-found message where the caller can say how to create the file."""
+    return _read(path, what, missing, "YAML", yaml.safe_load, yaml.YAMLError)
+
+
+def read_json(path: Path, what: str, missing: str | None = None) -> Any:
+    """The parsed JSON file; errors as for read_yaml."""
+    return _read(path, what, missing, "JSON", json.loads, ValueError)
+
+
+def _read(path: Path, what: str, missing: str | None, format_name: str, parse: Callable[[str], Any],
+          parse_error: type[Exception]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(missing or f"{what} not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise HarnessError(f"cannot read {what} {path}: {one_line(err)}") from None
+    try:
+        return parse(text)
+    except parse_error as err:
+        raise HarnessError(f"{path}: not valid {format_name}: {' '.join(str(err).split())}") from None

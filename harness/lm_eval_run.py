@@ -1,0 +1,201 @@
+"""Running lm-eval: loading the project's tasks, the model backends, and each task's raw output files.
+
+Backends and what they are for:
+- `vllm` (default): serves the model with vLLM and scores it through lm-eval's `local-completions`
+  API client, with token-id requests so both sides share one tokenization.
+- a server URL: the same client against a server someone already started.
+- `hf`: lm-eval's in-process transformers backend (the paper's setup; the parity reference).
+
+lm-eval, transformers and vLLM are imported inside the functions: `harness --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness import HarnessError, one_line
+from harness.paths import results_dir
+from tasks.errors import TaskError
+
+if TYPE_CHECKING:  # the types only; harness.evaluation imports this module
+    from harness.evaluation import EvalSettings, ModelUnderTest
+
+BACKENDS = ("vllm", "hf")
+
+
+# ---- tasks -------------------------------------------------------------------------------------
+
+def not_custom_kwargs_hint(record: logging.LogRecord) -> bool:
+    # lm-eval warns, once per task load, that a task with a `custom_dataset` function can take
+    # `--metadata`; every task here loads its local files that way, so the hint is noise.
+    return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+
+
+logging.getLogger("lm_eval.api.task").addFilter(not_custom_kwargs_hint)
+
+
+def load_tasks(names: list[str], task_dir: Path) -> dict:
+    """lm-eval Task objects by name, from the project's task folder; unknown names are an error."""
+    manager = task_manager(task_dir)
+    unknown = [name for name in names if name not in manager.all_tasks]
+    if unknown:
+        raise HarnessError(f"unknown task(s) {', '.join(unknown)} (task folder {task_dir}); `harness tasks` lists them")
+    try:
+        loaded = manager.load(names)["tasks"]
+    except Exception as err:  # a dataset that cannot be read: name the tasks and the reason
+        raise HarnessError(f"cannot load task(s) {', '.join(names)}: {one_line(err)}") from None
+    return {name: loaded[name] for name in names}
+
+
+@functools.lru_cache(maxsize=4)
+def task_manager(task_dir: Path):
+    """lm-eval's task index over its built-in tasks and `task_dir`; building it takes seconds, so once."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(task_dir))
+
+
+# ---- one task through lm-eval ------------------------------------------------------------------
+
+class Backend:
+    """An lm-eval model plus what it takes to evaluate one task and keep lm-eval's files of it."""
+
+    def __init__(self, lm, model: ModelUnderTest, settings: EvalSettings, run_dir: Path, server=None):
+        self.lm = lm
+        self.model = model
+        self.settings = settings
+        self.run_dir = run_dir
+        self.server = server  # the VLLMServer this run started, if any
+
+    def evaluate_task(self, name: str, task) -> dict:
+        """lm-eval's results of one task (its results and samples files are then in run_dir)."""
+        from lm_eval import simple_evaluate
+        from lm_eval.loggers import EvaluationTracker
+
+        staging = self.run_dir / f".partial-{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        tracker = EvaluationTracker(output_path=str(staging))
+        try:
+            results = simple_evaluate(
+                model=self.lm,
+                tasks=[task],
+                num_fewshot=self.settings.num_fewshot,
+                limit=self.settings.limit,
+                log_samples=True,
+                evaluation_tracker=tracker,
+                verbosity="WARNING",
+            )
+        except Exception as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise err if isinstance(err, (HarnessError, TaskError)) else self.task_failure(name, err) from None
+        except BaseException:  # Ctrl-C: leave no half-written task files behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if results is None:  # only on non-zero ranks of a distributed run, which the harness never starts
+            raise HarnessError(f"lm-eval returned no results for task {name}")
+        samples = results.pop("samples")
+        tracker.save_results_aggregated(results=results, samples=samples)
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+        publish_run_files(staging, self.run_dir, name)
+        return results
+
+    def task_failure(self, name: str, err: Exception) -> HarnessError:
+        if self.server is not None and not self.server.is_running():
+            return self.server.failure(
+                f"the vLLM server died during task {name} (exit code {self.server.process.returncode}); "
+                "tasks finished before it are stored, rerun the same command to resume"
+            )
+        return HarnessError(f"task {name} failed: {one_line(err)}")
+
+
+def new_run_dir(model: ModelUnderTest) -> Path:
+    """A fresh folder for this run's raw lm-eval output and server log."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_dir = results_dir() / model.id / f"{stamp}-{model.model_hash[:12]}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def publish_run_files(staging: Path, run_dir: Path, task: str) -> None:
+    """Move lm-eval's files for one task out of its staging folder; samples first, results last."""
+    written = sorted(staging.rglob("*.json*"))
+    samples = [path for path in written if path.name.startswith(f"samples_{task}_")]
+    results = [path for path in written if path.name.startswith("results_")]
+    if len(samples) != 1 or len(results) != 1:
+        raise HarnessError(f"lm-eval did not write results and samples for task {task} under {staging}")
+    for path in samples + results:
+        os.replace(path, run_dir / path.name)
+    shutil.rmtree(staging)
+
+
+# ---- backends ----------------------------------------------------------------------------------
+
+@contextmanager
+def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
+    if settings.backend == "hf":
+        yield Backend(hf_model(model, settings), model, settings, run_dir)
+    elif settings.server_url:
+        from harness.server import api_root, served_model_name
+
+        root = api_root(settings.server_url)
+        lm = completions_model(model, settings, f"{root}/v1/completions", served_model_name(root))
+        yield Backend(lm, model, settings, run_dir)
+    else:
+        from harness.server import ServerConfig, VLLMServer
+
+        config = ServerConfig(model_dir=model.path, served_name=model.id, log_path=run_dir / "vllm-server.log",
+                              device=settings.device)
+        with VLLMServer(config) as server:
+            lm = completions_model(model, settings, server.completions_url, model.id)
+            yield Backend(lm, model, settings, run_dir, server=server)
+
+
+def completions_model(model: ModelUnderTest, settings: EvalSettings, completions_url: str, served_name: str):
+    """lm-eval's `local-completions` client; token-id requests so the harness tokenizes, as hf does."""
+    from lm_eval.api.registry import get_model
+
+    from harness.server import model_context_length
+
+    return get_model("local-completions")(
+        model=served_name,
+        base_url=completions_url,
+        tokenizer_backend="huggingface",
+        tokenizer=str(model.path),
+        tokenized_requests=True,
+        add_bos_token=tokenizer_adds_bos(model.path),
+        max_length=model_context_length(model.path),
+        num_concurrent=settings.num_concurrent,
+        batch_size=settings.batch_size,
+        max_retries=settings.max_retries,
+        timeout=600,
+    )
+
+
+def hf_model(model: ModelUnderTest, settings: EvalSettings):
+    """lm-eval's in-process transformers model (float32 on the CPU, the model's dtype on a GPU)."""
+    from lm_eval.api.registry import get_model
+
+    return get_model("hf")(
+        pretrained=str(model.path),
+        dtype="float32" if settings.device == "cpu" else "auto",
+        device=settings.device,
+        batch_size=settings.batch_size,
+        add_bos_token=tokenizer_adds_bos(model.path),
+        trust_remote_code=False,
+    )
+
+
+def tokenizer_adds_bos(model_dir: Path) -> bool:
+    """Whether the tokenizer puts BOS before a text by default (Llama's does); both backends follow it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = tokenizer("x").input_ids
+    return tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
