@@ -43,22 +43,30 @@ def builtin_grid_of(name: str, registry, entry) -> Grid:
 
 
 def builtin_grid(name: str, recipe: dict, kinds: dict[str, str]) -> Grid:
-    """The paper's grids, over the SFT model and the other (CT) models of `recipe`."""
+    """The paper's grids, over the SFT model and the other (CT) models of `recipe`.
+
+    Which grid suits which merge is read from the method's spec (merges.methods), so a new method
+    that takes a density or a slack gets the grid without an edit here.
+    """
+    from merges.methods import METHODS
+
     method = recipe.get("merge_method")
+    spec = METHODS.get(method)
     names = [m["model"] for m in recipe["models"] if m["model"] != recipe.get("base_model")]
     sft = [n for n in names if kinds.get(n) == "sft"]
     others = [n for n in names if n not in sft]
     if name == "densities":
-        if method not in ("ties", "ties_sv", "dare_ties", "dare_linear") or len(sft) != 1 or not others:
-            raise HarnessError(f"--grid densities needs a TIES/DARE merge of one SFT model and CT models; "
-                               f"this recipe is {method} of {names}")
+        if spec is None or not spec.takes_density or len(sft) != 1 or not others:
+            raise HarnessError(f"--grid densities needs a merge that takes densities (TIES/DARE) of one SFT model "
+                               f"and CT models; this recipe is {method} of {names}")
         return Grid(name, {f"models.{sft[0]}.density": DENSITIES, f"models.{','.join(others)}.density": DENSITIES})
     if name == "weights":
-        if method != "linear" or len(sft) != 1:
-            raise HarnessError(f"--grid weights needs a linear (WAVG) merge with one SFT model; this recipe is {method}")
+        if spec is None or spec.uses_base or len(sft) != 1:
+            raise HarnessError(f"--grid weights needs a weighted average (WAVG, linear) of one SFT model and others; "
+                               f"this recipe is {method}")
         return Grid(name, {"sft_weight": WAVG_WEIGHTS})
     if name == "slack":
-        if method != "ties_sv":
+        if spec is None or spec.parameter("slack") is None:
             raise HarnessError(f"--grid slack needs a ties_sv merge; this recipe is {method}")
         return Grid(name, {"parameters.slack": SLACKS})
     raise HarnessError(f"unknown grid {name!r}; built-in grids: {', '.join(BUILTIN_GRIDS)}")
