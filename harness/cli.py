@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # Every subcommand takes --registry, so it can go before or after the subcommand name.
     registry_help = (
-        "model registry YAML (default: the embedded zoo, registries/zoo.yaml; "
-        "the paper's models: registries/paper.yaml)"
+        "model registry: a YAML file, or a shipped one by name: zoo (the default, the CPU model "
+        "zoo) or paper (the paper's models on the hub)"
     )
     parser.add_argument("--registry", default=None, help=registry_help)
     common = argparse.ArgumentParser(add_help=False)

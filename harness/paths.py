@@ -8,8 +8,11 @@ folder.
 import os
 from pathlib import Path
 
+# The folder holding the project's packages (harness, merges, tasks, leaderboard): the source tree,
+# or site-packages once installed. Files found through it ship inside those packages.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-REGISTRIES_DIR = PROJECT_ROOT / "registries"
+# The shipped registry files (zoo.yaml, paper.yaml); `--registry zoo` and `--registry paper` name them.
+REGISTRIES_DIR = Path(__file__).resolve().parent / "registries"
 
 
 def harness_home() -> Path:

@@ -1,6 +1,7 @@
 """The model registry: every model the harness knows, by id.
 
-A registry is a YAML file (see `registries/zoo.yaml` and `registries/paper.yaml`):
+A registry is a YAML file. Two ship with the harness (in `harness/registries/`) and are named by
+their names: `zoo` (the default) and `paper` (`--registry paper`); any other value is a path:
 
     name: zoo
     model_root: ${HARNESS_HOME}/zoo     # relative `path:` values resolve here
@@ -30,7 +31,8 @@ from harness.kinds import KINDS
 from harness.paths import REGISTRIES_DIR, harness_home
 from tasks.languages import LANGUAGES
 
-DEFAULT_REGISTRY = REGISTRIES_DIR / "zoo.yaml"
+SHIPPED_REGISTRIES = {path.stem: path for path in sorted(REGISTRIES_DIR.glob("*.yaml"))}
+DEFAULT_REGISTRY = SHIPPED_REGISTRIES["zoo"]
 
 
 @dataclass(frozen=True)
@@ -180,9 +182,17 @@ def parse_registry(data: object, source: Path) -> Registry:
 
 
 def load_registry(path: str | Path | None = None) -> Registry:
-    """Load a registry file; with no path, the embedded zoo registry."""
-    source = Path(path) if path is not None else DEFAULT_REGISTRY
-    return parse_registry(read_yaml(source, "registry file"), source.resolve())
+    """Load a registry: a shipped one by name (`zoo`, `paper`), else a file; None: the zoo."""
+    source = registry_file(path)
+    missing = f"registry file not found: {source} (shipped registries: {', '.join(SHIPPED_REGISTRIES)})"
+    return parse_registry(read_yaml(source, "registry file", missing), source.resolve())
+
+
+def registry_file(name_or_path: str | Path | None) -> Path:
+    """The file behind `--registry`: a shipped registry's name wins over a file of that name."""
+    if name_or_path is None:
+        return DEFAULT_REGISTRY
+    return SHIPPED_REGISTRIES.get(str(name_or_path), Path(name_or_path))
 
 
 # ---- `harness models` -------------------------------------------------------------------------

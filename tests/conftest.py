@@ -1,7 +1,12 @@
-"""Shared fixtures.
+"""Shared fixtures, and the rule that sorts tests into the fast and the slow tier.
 
 The zoo is built once per machine into `.harness-test/` (or $HARNESS_TEST_HOME) and reused: it
 is cached by its definition, so a second test run does not retrain it.
+
+Tiers: `pytest -m "not slow"` runs every test that needs neither the zoo nor a vLLM server. A test
+is slow when it is marked so, or when it asks (directly or through other fixtures) for one of
+SLOW_FIXTURES; the hook at the bottom marks those, so a new test that builds the zoo cannot slip
+into the fast tier unmarked.
 """
 
 import os
@@ -10,7 +15,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# Small excerpts of the real SIB-200 and MGSM files, in the --data-dir layout (see its README.md).
+REAL_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 TEST_HOME = Path(os.environ.get("HARNESS_TEST_HOME", PROJECT_ROOT / ".harness-test"))
 
 
@@ -38,10 +44,9 @@ def use_zoo_home(zoo_home, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def real_data() -> Path:
+    """The committed excerpts of the real SIB-200 and MGSM files (read-only: copy before changing)."""
+    return REAL_DATA
 
 
 @pytest.fixture
@@ -56,3 +61,15 @@ def harness_cli(capsys):
         return code, out, err
 
     return run
+
+
+# Fixtures that make a test slow: the zoo build (minutes on first use) and a vLLM server start-up.
+SLOW_FIXTURES = frozenset({"zoo_home", "use_zoo_home", "vllm_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by `-m`
+def pytest_collection_modifyitems(config, items):
+    """Mark slow every test whose fixtures include one of SLOW_FIXTURES, however indirectly."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -1,6 +1,7 @@
 """`harness eval` without a model server: server command, result rows, skipping, report, CLI errors."""
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -16,19 +17,28 @@ from harness.store import ResultRow, ResultStore
 MC_TASK, GEN_TASK = "lrm_mlic_tc_uig_dev", "lrm_mlic_math_uig_dev"  # the tiny tasks of conftest.py
 
 
-def test_server_command_cpu_is_float32_eager_on_localhost(tiny_model, tmp_path):
-    command = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log"), port=8123)
+@pytest.fixture
+def model_config_only(tmp_path) -> Path:
+    """A checkpoint folder as far as the server command looks: its config.json (no weights to build)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 512}))
+    return folder
+
+
+def test_server_command_cpu_is_float32_eager_on_localhost(model_config_only, tmp_path):
+    command = server_command(ServerConfig(model_config_only, "tiny", tmp_path / "log"), port=8123)
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(command, command[1:]))
     assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8123"
-    assert flags["--model"] == str(tiny_model) and flags["--served-model-name"] == "tiny"
+    assert flags["--model"] == str(model_config_only) and flags["--served-model-name"] == "tiny"
     assert flags["--dtype"] == "float32" and "--enforce-eager" in command
-    assert flags["--max-model-len"] == "512"  # the tiny model's max_position_embeddings
+    assert flags["--max-model-len"] == "512"  # the model's max_position_embeddings
 
 
-def test_server_command_cuda_is_the_same_command_with_model_dtype_and_graphs(tiny_model, tmp_path):
-    cpu = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log"), port=1)
-    cuda = server_command(ServerConfig(tiny_model, "tiny", tmp_path / "log", device="cuda"), port=1)
+def test_server_command_cuda_is_the_same_command_with_model_dtype_and_graphs(model_config_only, tmp_path):
+    cpu = server_command(ServerConfig(model_config_only, "tiny", tmp_path / "log"), port=1)
+    cuda = server_command(ServerConfig(model_config_only, "tiny", tmp_path / "log", device="cuda"), port=1)
     assert "--enforce-eager" not in cuda
     assert dict(zip(cuda, cuda[1:]))["--dtype"] == "auto"
     assert [a for a in cpu if a not in ("--enforce-eager", "float32")] == [a for a in cuda if a != "auto"]

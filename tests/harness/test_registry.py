@@ -39,7 +39,8 @@ def test_zoo_registry_has_every_paper_id_for_every_language():
 
 
 def test_paper_registry_points_at_the_hub_models():
-    registry = load_registry(REGISTRIES_DIR / "paper.yaml")
+    registry = load_registry("paper")
+    assert registry.source == (REGISTRIES_DIR / "paper.yaml").resolve()
     assert registry.resolve("base").hub == "meta-llama/Llama-2-7b-hf"
     assert registry.resolve("sft-flan").hub == "pkupie/Llama-2-7b-FLAN-step884"
     assert registry.resolve("ct-ory").hub == "pkupie/Llama-2-7b-ori"
@@ -129,9 +130,9 @@ def test_models_command_lists_and_filters(capsys):
 
 
 def test_models_command_accepts_registry_before_or_after(capsys):
-    paper = str(REGISTRIES_DIR / "paper.yaml")
-    assert main(["--registry", paper, "models", "--kind", "base"]) == 0
-    assert main(["models", "--registry", paper, "--kind", "base"]) == 0
+    paper_file = str(REGISTRIES_DIR / "paper.yaml")
+    assert main(["--registry", paper_file, "models", "--kind", "base"]) == 0
+    assert main(["models", "--registry", "paper", "--kind", "base"]) == 0  # a shipped one, by name
     out = capsys.readouterr().out
     assert out.count("meta-llama/Llama-2-7b-hf") == 2
 

@@ -1,6 +1,6 @@
 """Fixtures for the task tests: a local data folder in the real layouts, a TaskManager, a tiny model.
 
-SIB-200 and MGSM come from ../shared/data (linked, not copied). Belebele and MLiC-Eval are not
+SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data). Belebele and MLiC-Eval are not
 available as files, so small fixtures are written in their real schemas: Belebele rows as the
 hub exports them (link, question_number, flores_passage, question, mc_answer1-4,
 correct_answer_num), MLiC-Eval JSON lists in data/<task>/<lang>/{train_1..3,dev,test}.json.
@@ -55,11 +55,11 @@ def mlic_rows(task: str, lang: str, split: str, count: int) -> list[dict]:
     return rows
 
 
-def write_fixture_data(root: Path, shared_data: Path) -> Path:
+def write_fixture_data(root: Path, real_data: Path) -> Path:
     """A full local data folder for all seven languages; returns root."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("sib200", "mgsm"):
-        (root / name).symlink_to(shared_data / name, target_is_directory=True)
+        (root / name).symlink_to(real_data / name, target_is_directory=True)
     for language in LANGUAGES.values():
         if language.suite == "flores":
             path = layout.belebele_file(root, language.data_code)
@@ -76,16 +76,21 @@ def write_fixture_data(root: Path, shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_dir(shared_data, tmp_path_factory) -> Path:
-    return write_fixture_data(tmp_path_factory.mktemp("task-data") / "data", shared_data)
+def data_dir(real_data, tmp_path_factory) -> Path:
+    return write_fixture_data(tmp_path_factory.mktemp("task-data") / "data", real_data)
 
 
 @pytest.fixture(scope="session")
 def task_manager():
-    """One TaskManager for the session: indexing lm-eval's own tasks takes several seconds."""
+    """A TaskManager over the project's tasks only.
+
+    The lrm_ tasks include nothing of lm-eval's own, and indexing lm-eval's 14,000 tasks takes
+    about 15 s, so they are left out (include_defaults=False); a task YAML that needed one of them
+    would fail here.
+    """
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR))
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 
 
 @pytest.fixture
@@ -97,13 +102,13 @@ def local_data(data_dir, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, shared_data) -> Path:
+def tiny_model(tmp_path_factory, real_data) -> Path:
     """A random 2-layer Llama (hidden 128, 4 heads) with a byte-level BPE tokenizer trained here."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    texts = [line for path in sorted(shared_data.glob("sib200/*/dev.tsv")) for line in path.read_text().splitlines()]
+    texts = [line for path in sorted(real_data.glob("sib200/*/dev.tsv")) for line in path.read_text().splitlines()]
     texts += ["Classify the topic of the text. Read the passage and answer the question. The answer is 42."]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

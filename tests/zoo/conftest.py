@@ -16,6 +16,6 @@ TINY = ZooConfig(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config() -> ZooConfig:
     return TINY

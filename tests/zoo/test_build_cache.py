@@ -1,7 +1,9 @@
 """The zoo's manifest and cache: built once, rebuilt only where missing or stale, never half-written."""
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +12,8 @@ from harness.zoo import build as zoo_build
 from harness.zoo.config import zoo_models
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    """Record which models get trained (and still train them)."""
+def record_training(patch: pytest.MonkeyPatch) -> list[str]:
+    """Record which models get trained (and still train them); returns the growing list of ids."""
     trained: list[str] = []
     real = zoo_build.train_zoo_model
 
@@ -20,8 +21,34 @@ def spy(monkeypatch):
         trained.append(model.id)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(zoo_build, "train_zoo_model", recording)
+    patch.setattr(zoo_build, "train_zoo_model", recording)
     return trained
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    return record_training(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def first_build(tmp_path_factory, tiny_config):
+    """One build of the tiny zoo from nothing for this module: (its folder, the models it trained).
+
+    A build trains every tiny model (2-20 s on 2 busy cores), so the tests below start from copies.
+    """
+    dest = tmp_path_factory.mktemp("first-build") / "zoo"
+    with pytest.MonkeyPatch.context() as patch:
+        trained = record_training(patch)
+        zoo_build.build(dest, tiny_config, progress=False)
+    return dest, trained
+
+
+@pytest.fixture
+def built_zoo(first_build, tmp_path) -> Path:
+    """A copy of the first build (files and modification times) for one test to change."""
+    dest = tmp_path / "zoo"
+    shutil.copytree(first_build[0], dest)  # copy2: keeps the modification times
+    return dest
 
 
 def _ids(config):
@@ -32,43 +59,35 @@ def _mtimes(dest):
     return {path: path.stat().st_mtime_ns for path in dest.rglob("*") if path.is_file()}
 
 
-def test_build_then_cache_hit(tmp_path, tiny_config, spy):
-    dest = tmp_path / "zoo"
-    zoo_build.build(dest, tiny_config, progress=False)
-    assert spy == _ids(tiny_config)
+def test_build_then_cache_hit(first_build, built_zoo, tiny_config, spy):
+    dest, trained = first_build
+    assert trained == _ids(tiny_config)
     assert zoo_build.stale_artifacts(dest, tiny_config) == []
     manifest = json.loads((dest / "zoo.json").read_text())
     assert manifest["definition"] == zoo_build.definition_hash(tiny_config)
     assert set(manifest["artifacts"]) == {"tokenizer", "data", *_ids(tiny_config)}
     assert not [p for p in dest.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
-    before = _mtimes(dest)
-    spy.clear()
-    zoo_build.build(dest, tiny_config, progress=False)
+    before = _mtimes(built_zoo)
+    zoo_build.build(built_zoo, tiny_config, progress=False)
     assert spy == []
-    assert _mtimes(dest) == before
+    assert _mtimes(built_zoo) == before
 
 
-def test_missing_model_rebuilds_only_that_model(tmp_path, tiny_config, spy):
-    dest = tmp_path / "zoo"
-    zoo_build.build(dest, tiny_config, progress=False)
-    spy.clear()
-    (dest / "ctsft-uig-mt" / "model.safetensors").unlink()
-    untouched = (dest / "ct-uig" / "model.safetensors").stat().st_mtime_ns
-    zoo_build.build(dest, tiny_config, progress=False)
+def test_missing_model_rebuilds_only_that_model(built_zoo, tiny_config, spy):
+    (built_zoo / "ctsft-uig-mt" / "model.safetensors").unlink()
+    untouched = (built_zoo / "ct-uig" / "model.safetensors").stat().st_mtime_ns
+    zoo_build.build(built_zoo, tiny_config, progress=False)
     assert spy == ["ctsft-uig-mt"]  # its parent ct-uig is read back from disk, not retrained
-    assert (dest / "ct-uig" / "model.safetensors").stat().st_mtime_ns == untouched
+    assert (built_zoo / "ct-uig" / "model.safetensors").stat().st_mtime_ns == untouched
 
 
-def test_definition_change_rebuilds_everything(tmp_path, tiny_config, spy, monkeypatch):
-    dest = tmp_path / "zoo"
-    zoo_build.build(dest, tiny_config, progress=False)
-    spy.clear()
+def test_definition_change_rebuilds_everything(built_zoo, tiny_config, spy, monkeypatch):
     monkeypatch.setattr(zoo_build, "definition_hash", lambda config: "a-changed-definition")
-    assert zoo_build.stale_artifacts(dest, tiny_config) == ["tokenizer", "data", *_ids(tiny_config)]
-    zoo_build.build(dest, tiny_config, progress=False)
+    assert zoo_build.stale_artifacts(built_zoo, tiny_config) == ["tokenizer", "data", *_ids(tiny_config)]
+    zoo_build.build(built_zoo, tiny_config, progress=False)
     assert spy == _ids(tiny_config)
-    assert json.loads((dest / "zoo.json").read_text())["definition"] == "a-changed-definition"
+    assert json.loads((built_zoo / "zoo.json").read_text())["definition"] == "a-changed-definition"
 
 
 def test_definition_hash_covers_config():
