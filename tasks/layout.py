@@ -8,8 +8,8 @@ The layouts are the ones people actually download (paths relative to the data fo
     belebele/<flores>.jsonl                Belebele as exported from the hub, one question a line
     mlic-eval/data/<task>/<bo|ug|mn>/{train_1,train_2,train_3,dev,test}.json   MLiC-Eval, JSON lists
 
-`../shared/data` follows this layout for SIB-200 and MGSM; `harness zoo build` writes a synthetic
-data folder in it for all seven languages.
+The test fixtures (`tests/fixtures/data`, real SIB-200 and MGSM excerpts) follow this layout, and
+`harness zoo build` writes a synthetic data folder in it for all seven languages.
 """
 
 from pathlib import Path

@@ -168,7 +168,7 @@ def _sib(task, family, language, split, data_dir):
         for name in (split, "train"):
             path = layout.sib200_file(data_dir, language.data_code, name)
             if name == "train" and not path.is_file():
-                continue  # exemplars only; ../shared/data has no train.tsv
+                continue  # exemplars only: a local copy may hold just dev and test
             rows[name], where[name] = _read_tsv(task, path, header=True), path
         labels = _read_labels(task, layout.sib200_labels_file(data_dir, language.data_code))
     docs = {name: _classification_docs(task, rows[name], where[name], labels, "category", "index_id")
