@@ -236,7 +236,14 @@ def _training_pool(workers: int) -> Executor:
     if workers <= 1:
         return _InThisProcess()
     # spawned, not forked: a forked child inherits torch's and the tokenizer's thread pools broken
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    """Workers show no progress bars: theirs would overwrite each other and the build's own."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
 
 def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, progress: bool = False) -> dict:
