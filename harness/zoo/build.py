@@ -140,11 +140,11 @@ class _Builder:
         try:
             with _training_pool(workers) as pool:
                 while waiting or running:
-                    unfinished = {model.id for model in waiting} | {model.id for model, _ in running.values()}
-                    ready = [model for model in waiting if model.parent not in unfinished]
-                    for model in ready[:workers - len(running)]:
+                    training = [model for model, _ in running.values()]
+                    for model in ready_to_train(waiting, training)[:workers - len(running)]:
                         waiting.remove(model)
-                        bar.set_postfix_str("training " + ", ".join([m.id for m, _ in running.values()] + [model.id]))
+                        training.append(model)
+                        bar.set_postfix_str("training " + ", ".join(m.id for m in training))
                         folder = self._temporary_folder(model.id)
                         job = pool.submit(train_into, model, self.config, self.dest, folder, show_steps)
                         running[job] = (model, folder)
@@ -219,6 +219,12 @@ class _Builder:
 
 
 # ---- training, in a worker process or in this one ------------------------------------------------
+
+def ready_to_train(waiting: list[ZooModel], training: list[ZooModel]) -> list[ZooModel]:
+    """The waiting models whose parent is neither waiting nor training, so it is in place."""
+    unfinished = {model.id for model in waiting + training}
+    return [model for model in waiting if model.parent not in unfinished]
+
 
 class _InThisProcess(Executor):
     """Runs each job at once when it is submitted: one worker needs no process of its own."""
