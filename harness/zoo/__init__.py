@@ -25,9 +25,9 @@ def build_zoo(dest: Path, progress: bool = True, force: bool = False) -> Path:
     Returns at once when the manifest says the zoo is current and every folder is present;
     otherwise (re)builds only what is missing or stale. `force` rebuilds everything.
     """
-    from harness.zoo.build import build
+    from harness.zoo.build import build, usable_cores
 
-    return build(Path(dest), ZooConfig(), progress=progress, force=force)
+    return build(Path(dest), ZooConfig(), progress=progress, force=force, workers=usable_cores())
 
 
 def zoo_is_current(dest: Path) -> bool:

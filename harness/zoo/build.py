@@ -10,15 +10,19 @@ with, the language table and the config. Every artifact's key derives from it; a
 rebuilt when its folder is missing or its key differs, so a finished zoo costs one file read and
 an interrupted build resumes where it stopped. Each artifact is written into a temporary folder
 and renamed into place when complete.
+
+Models that do not depend on each other train at the same time, one per worker process, each on
+one thread (train.py's TRAINING_THREADS): a zoo has the same bits whatever the number of cores.
 """
 
-import copy
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,8 +85,17 @@ def stale_artifacts(dest: Path, config: ZooConfig) -> list[str]:
 
 # ---- building -----------------------------------------------------------------------------------
 
-def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = False) -> Path:
-    """Build what is missing or stale of the zoo into dest; returns dest."""
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = False, workers: int = 1) -> Path:
+    """Build what is missing or stale of the zoo into dest; returns dest.
+
+    `workers` models train at once, each in a process of its own (1: one after another in this
+    process). Every model trains on the same fixed thread count, so the bits do not depend on it.
+    """
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
         raise HarnessError(f"zoo destination is not a folder: {dest}")
@@ -93,7 +106,7 @@ def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = Fa
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HarnessError(f"cannot create the zoo folder {dest}: {err.strerror}") from None
-    _Builder(dest, config, progress).run(todo)
+    _Builder(dest, config, progress).run(todo, workers)
     return dest
 
 
@@ -104,40 +117,71 @@ class _Builder:
         self.dest, self.config, self.progress = dest, config, progress
         self.definition = definition_hash(config)
         self.keys = artifact_keys(config, self.definition)
-        manifest = read_manifest(dest)
-        self.records = manifest.get("artifacts", {})
-        self.models: dict[str, object] = {}  # trained or loaded models kept as parents
-        self.tokenizer = None
+        self.records = read_manifest(dest).get("artifacts", {})
 
-    def run(self, todo: list[str]) -> None:
-        from tqdm.auto import tqdm
-
-        from harness.zoo.train import use_all_cores
-
-        use_all_cores()
+    def run(self, todo: list[str], workers: int) -> None:
         if TOKENIZER in todo:
             self._record(TOKENIZER, self._build_tokenizer)
         if DATA in todo:
             self._record(DATA, self._build_data)
         models = [model for model in zoo_models(self.config) if model.id in todo]
-        for model in tqdm(models, desc="zoo models", unit="model", disable=not self.progress):
-            self._record(model.id, lambda tmp, model=model: self._build_model(model, tmp))
+        if models:
+            self._train(models, workers)
+
+    def _train(self, models: list[ZooModel], workers: int) -> None:
+        """Train each model once its parent is in place, `workers` at a time, recording each as it ends."""
+        from tqdm.auto import tqdm
+
+        workers = min(workers, len(models))
+        waiting = list(models)  # in training order: a parent comes before its children
+        running: dict[Future, tuple[ZooModel, Path]] = {}
+        show_steps = self.progress and workers == 1  # parallel step bars would overwrite each other
+        bar = tqdm(total=len(models), desc="zoo models", unit="model", disable=not self.progress)
+        try:
+            with _training_pool(workers) as pool:
+                while waiting or running:
+                    training = [model for model, _ in running.values()]
+                    for model in ready_to_train(waiting, training)[:workers - len(running)]:
+                        waiting.remove(model)
+                        training.append(model)
+                        bar.set_postfix_str("training " + ", ".join(m.id for m in training))
+                        folder = self._temporary_folder(model.id)
+                        job = pool.submit(train_into, model, self.config, self.dest, folder, show_steps)
+                        running[job] = (model, folder)
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for job in finished:
+                        model, folder = running.pop(job)
+                        self._move_into_place(model.id, folder, job.result())
+                        bar.update()
+        finally:  # the pool has stopped, so no worker still writes into a temporary folder
+            bar.close()
+            for folder in self.dest.glob(f".*.tmp-{os.getpid()}"):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _record(self, name: str, build_into) -> None:
-        """Build one artifact into a temporary folder, move it into place, update the manifest."""
-        final = self.dest / name
-        tmp = self.dest / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        """Build one artifact in this process into a temporary folder, then move it into place."""
+        folder = self._temporary_folder(name)
         started = time.perf_counter()
         try:
-            details = build_into(tmp) or {}
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.records[name] = {"key": self.keys[name], "seconds": round(time.perf_counter() - started, 2), **details}
+            details = build_into(folder) or {}
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._move_into_place(name, folder, {"seconds": round(time.perf_counter() - started, 2), **details})
+
+    def _temporary_folder(self, name: str) -> Path:
+        folder = self.dest / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return folder
+
+    def _move_into_place(self, name: str, folder: Path, details: dict) -> None:
+        """Replace the artifact's folder by the finished temporary one and record it in the manifest."""
+        final = self.dest / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(folder, final)
+        self.records[name] = {"key": self.keys[name], **details}
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -157,15 +201,15 @@ class _Builder:
         tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, self.dest / MANIFEST)
 
-    # ---- the artifacts ----
+    # ---- the artifacts built in this process ----
 
     def _build_tokenizer(self, folder: Path) -> dict:
         from harness.zoo.corpora import tokenizer_texts
         from harness.zoo.tokenizer import train_tokenizer
 
-        self.tokenizer = train_tokenizer(tokenizer_texts(self.config), self.config.shape.vocab_size)
-        self.tokenizer.save_pretrained(str(folder))
-        return {"vocab_size": len(self.tokenizer)}
+        tokenizer = train_tokenizer(tokenizer_texts(self.config), self.config.shape.vocab_size)
+        tokenizer.save_pretrained(str(folder))
+        return {"vocab_size": len(tokenizer)}
 
     def _build_data(self, folder: Path) -> dict:
         from harness.zoo.evaldata import write_eval_data
@@ -173,39 +217,67 @@ class _Builder:
         write_eval_data(folder, self.config)
         return {"files": sum(1 for path in folder.rglob("*") if path.is_file())}
 
-    def _get_tokenizer(self):
-        if self.tokenizer is None:
-            from harness.zoo.tokenizer import load_tokenizer
 
-            self.tokenizer = load_tokenizer(self.dest / TOKENIZER)
-        return self.tokenizer
+# ---- training, in a worker process or in this one ------------------------------------------------
 
-    def _parent(self, model_id: str):
-        if model_id not in self.models:
-            from harness.zoo.train import load_model
+def ready_to_train(waiting: list[ZooModel], training: list[ZooModel]) -> list[ZooModel]:
+    """The waiting models whose parent is neither waiting nor training, so it is in place."""
+    unfinished = {model.id for model in waiting + training}
+    return [model for model in waiting if model.parent not in unfinished]
 
-            self.models[model_id] = load_model(self.dest / model_id)
-        return self.models[model_id]
 
-    def _build_model(self, model: ZooModel, folder: Path) -> dict:
-        from harness.zoo.train import save_model
+class _InThisProcess(Executor):
+    """Runs each job at once when it is submitted: one worker needs no process of its own."""
 
-        tokenizer = self._get_tokenizer()
-        parent = copy.deepcopy(self._parent(model.parent)) if model.parent else None
-        network, losses = train_zoo_model(model, self.config, tokenizer, parent, self.progress)
-        save_model(network, tokenizer, folder)
-        if model.kind != "sft":  # the parents of other models
-            self.models[model.id] = network
-        head = max(1, len(losses) // 10)
-        return {"steps": len(losses), "first_loss": round(sum(losses[:head]) / head, 4),
-                "final_loss": round(sum(losses[-head:]) / head, 4)}
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        job: Future = Future()
+        try:
+            job.set_result(fn(*args, **kwargs))
+        except Exception as err:  # like a worker's error: raised by job.result()
+            job.set_exception(err)
+        return job
+
+
+def _training_pool(workers: int) -> Executor:
+    if workers <= 1:
+        return _InThisProcess()
+    # spawned, not forked: a forked child inherits torch's and the tokenizer's thread pools broken
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet_worker)
+
+
+def _quiet_worker() -> None:
+    """Workers show no progress bars: theirs would overwrite each other and the build's own."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, progress: bool = False) -> dict:
+    """Train one model from its parent's folder in dest, save it into folder; returns its manifest details.
+
+    Everything it needs is read from disk, so it runs the same in a worker process as in this one.
+    """
+    from harness.zoo.tokenizer import load_tokenizer
+    from harness.zoo.train import load_model, save_model
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(dest / TOKENIZER)
+    parent = load_model(dest / model.parent) if model.parent else None
+    network, losses = train_zoo_model(model, config, tokenizer, parent, progress)
+    save_model(network, tokenizer, folder)
+    head = max(1, len(losses) // 10)
+    return {"seconds": round(time.perf_counter() - started, 2), "steps": len(losses),
+            "first_loss": round(sum(losses[:head]) / head, 4), "final_loss": round(sum(losses[-head:]) / head, 4)}
 
 
 def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, progress: bool = False):
-    """Train one zoo model from its parent (None for base); returns (model, per-step losses)."""
+    """Train one zoo model from its parent (None for base); returns (model, per-step losses).
+
+    The same bits on any machine: seeded data and initialisation, and a fixed thread count.
+    """
     from harness.zoo.corpora import continued_documents, english_documents, sft_examples
     from harness.zoo.generators import Writer
-    from harness.zoo.train import lm_batches, new_model, pack_documents, task_batches, train
+    from harness.zoo.train import lm_batches, new_model, pack_documents, task_batches, train, training_threads
 
     stage = stage_of(config, model)
     seed = stable_seed("train", config.seed, model.id)
@@ -220,6 +292,7 @@ def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, 
             documents = continued_documents(writer, model.lang, config.seed, config.code_switch, config.replay)
         rows = pack_documents(tokenizer, documents, stage.steps * stage.batch_size, stage.seq_len)
         batches = lm_batches(rows, stage.batch_size)
-    network = parent if parent is not None else new_model(config.shape, tokenizer, seed)
-    losses = train(network, batches, stage, seed, desc=model.id, progress=progress)
+    with training_threads():
+        network = parent if parent is not None else new_model(config.shape, tokenizer, seed)
+        losses = train(network, batches, stage, seed, desc=model.id, progress=progress)
     return network, losses

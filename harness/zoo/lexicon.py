@@ -254,10 +254,3 @@ def _join(pieces: list[tuple[str, bool | None]], script: Script) -> str:
         out += piece
         previous_native = bool(native)
     return out
-
-
-def script_characters(lang: str) -> str:
-    """Every character a language's pseudo-words and punctuation use (for tokenizer checks)."""
-    script = SCRIPTS[lang]
-    return (script.consonants + script.vowel_signs + script.initial_vowels + script.period
-            + script.comma + script.question + script.syllable_joiner)

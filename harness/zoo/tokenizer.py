@@ -16,7 +16,11 @@ PRETOKENIZE_PATTERN = r" ?[\p{L}\p{M}\x{0F0B}]+| ?\p{N}| ?[^\s\p{L}\p{M}\p{N}]+|
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
-    """A `transformers.PreTrainedTokenizerFast` trained on `texts` (deterministic for the same texts)."""
+    """A `transformers.PreTrainedTokenizerFast` trained on `texts`.
+
+    Deterministic for the same texts, whatever the number of Rayon threads the training runs on
+    (tests/zoo/test_portable_bits.py builds with one and with two).
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -3,12 +3,13 @@
 Language-modelling stages pack documents (each ended by EOS) into fixed-length rows. Task stages
 pad each batch to its longest example and put the loss on the target only (the answer and the
 EOS after it), since the evaluation only scores answers. All randomness comes from the stage's
-seed, so a stage run twice gives the same weights.
+seed and the thread count is fixed, so a stage gives the same weights every time, on any number
+of cores.
 """
 
 import math
-import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,11 +20,22 @@ from harness.zoo.config import ModelShape, Stage
 IGNORE = -100  # label id that the loss skips
 
 
-def use_all_cores() -> int:
-    """Train on every core this process may use (the zoo's batches are too small to share well)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cores)
-    return cores
+# Training always runs on this many intra-op threads, whatever the machine: the thread count
+# decides how a sum is split between threads, so it changes the float results' last bits, and the
+# regression baseline pins the zoo's bits. A build uses more cores by training independent models
+# in parallel processes (build.py), never by sharing one model's work.
+TRAINING_THREADS = 1
+
+
+@contextmanager
+def training_threads() -> Iterator[None]:
+    """Run the body on TRAINING_THREADS torch threads; the caller's setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAINING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def new_model(shape: ModelShape, tokenizer, seed: int):

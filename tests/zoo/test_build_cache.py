@@ -138,3 +138,13 @@ def test_model_ids_match_the_registry():
     assert set(_ids(ZooConfig())) == checkpoints
     for model in zoo_models(ZooConfig()):
         assert registry.resolve(model.id).path.name == model.id
+
+
+def test_a_model_trains_once_its_parent_is_in_place(tiny_config):
+    models = {model.id: model for model in zoo_models(tiny_config)}
+    waiting = list(models.values())
+    assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["base"]
+    waiting.remove(models["base"])  # base is in place: its children may start
+    assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["sft-flan", "ct-tel", "ct-uig"]
+    waiting.remove(models["ct-tel"])  # ct-tel is training: its children wait for it
+    assert [m.id for m in zoo_build.ready_to_train(waiting, [models["ct-tel"]])] == ["sft-flan", "ct-uig"]
