@@ -35,7 +35,7 @@ build(dest, pickle.load(sys.stdin.buffer), progress=False, workers=cores)
 def build_on_cores(dest: Path, config, cores: int) -> None:
     threads = str(cores)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "RAYON_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, "-c", BUILD_ON_CORES, str(dest), threads],
                    input=pickle.dumps(config), env=env, check=True, timeout=600)
 
