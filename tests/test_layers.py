@@ -82,6 +82,19 @@ def test_tasks_import_without_the_app():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_the_bottom_layer_imports_without_the_app_or_its_libraries():
+    """`import merges, tasks` as a library user does, where neither the application nor the
+    libraries only it needs (Streamlit, lm-eval, pandas, SQLAlchemy) can be imported."""
+    code = ("import sys\n"
+            "for name in ('harness', 'leaderboard', 'streamlit', 'lm_eval', 'pandas', 'sqlalchemy'):\n"
+            "    sys.modules[name] = None\n"
+            "import merges, tasks, merges.engine, merges.kernels.ties_cpu, tasks.suite, tasks.utils, tasks.averages\n"
+            "print(sorted(merges.METHODS))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ties_sv" in result.stdout
+
+
 def test_lm_eval_loads_a_task_from_the_folder_without_the_app(tmp_path):
     """`lm_eval --include_path tasks` as a user runs it: the task's loader reads local data."""
     mgsm = tmp_path / "mgsm" / "mgsm_te.tsv"
