@@ -92,6 +92,8 @@ class Backend:
                 log_samples=True,
                 evaluation_tracker=tracker,
                 verbosity="WARNING",
+                # Without one, lm-eval indexes its thousands of built-in tasks on every call (10 s).
+                task_manager=task_manager(self.settings.task_dir),
             )
         except Exception as err:
             shutil.rmtree(staging, ignore_errors=True)
