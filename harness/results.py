@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import __version__
-from tasks import suite
 from harness.store import ModelRecord, ResultRow, ResultStore
+from tasks import suite
 
 if TYPE_CHECKING:
     from harness.evaluation import EvalSettings, ModelUnderTest
