@@ -16,5 +16,13 @@ def linear(base: torch.Tensor | None, tensors: list[torch.Tensor], params: Metho
     return MethodOutput(total)
 
 
+def recipe_problem(recipe) -> str | None:
+    """Normalising divides by the summed weights: weights that sum to zero (1 and -1) have no average."""
+    if recipe.normalize and sum(spec.weight for spec in recipe.models) == 0:
+        weights = [spec.weight for spec in recipe.models]
+        return f"the models' weights {weights} sum to 0, so normalize: true has nothing to divide by"
+    return None
+
+
 SPECS = (MethodSpec("linear", linear, label="WAVG", model_parameters=(WEIGHT,), parameters=(NORMALIZE,),
-                    uses_base=False),)
+                    uses_base=False, check=recipe_problem),)

@@ -11,6 +11,7 @@ reads, with its own default where it differs (`normalize`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -57,6 +58,8 @@ class Parameter:
     def _number(self, value: object, key: str, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MergeError(f"{where}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):  # a NaN or infinite hyperparameter makes every merged value one
+            raise MergeError(f"{where}: {key} must be a finite number, got {value!r}")
         if self.low is not None and not self.low <= value <= self.high:
             raise MergeError(f"{where}: {key} must be in [{self.low}, {self.high}], got {value!r}")
         return float(value)

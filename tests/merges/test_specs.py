@@ -47,7 +47,8 @@ def with_value(recipe: dict, parameter: Parameter, value) -> tuple[dict, str]:
 
 def bad_values(parameter: Parameter) -> list:
     if parameter.kind == "number":
-        return ["high"] + ([parameter.high + 0.5, parameter.low - 0.5] if parameter.low is not None else [])
+        bounds = [parameter.high + 0.5, parameter.low - 0.5] if parameter.low is not None else []
+        return ["high", float("nan"), float("inf"), float("-inf"), *bounds]
     return {"integer": [1.5, True], "flag": ["yes", 1], "choice": ["median"]}[parameter.kind]
 
 
@@ -118,6 +119,24 @@ def test_shared_keys_are_accepted_by_every_method():
                                      "weight": 2.0, "density": 0.5})
         parsed = load_recipe(recipe)
         assert (parsed.models[0].weight, parsed.models[0].density, parsed.seed) == (2.0, 0.5, 3)
+
+
+def test_non_finite_values_are_refused_naming_the_key():
+    recipe = {"merge_method": "ties", "base_model": "b", "models": [{"model": "a", "parameters": {"weight": float("nan")}}]}
+    with pytest.raises(MergeError, match=r"models\[0\]\.parameters\.weight must be a finite number, got nan"):
+        load_recipe(recipe)
+    recipe = {"merge_method": "ties", "base_model": "b", "models": [{"model": "a"}], "parameters": {"lambda": float("inf")}}
+    with pytest.raises(MergeError, match=r"parameters\.lambda must be a finite number, got inf"):
+        load_recipe(recipe)
+
+
+def test_linear_weights_summing_to_zero_are_refused_when_normalised():
+    recipe = {"merge_method": "linear", "models": [{"model": "a", "parameters": {"weight": 1.0}},
+                                                   {"model": "c", "parameters": {"weight": -1.0}}]}
+    with pytest.raises(MergeError, match=r"weights \[1\.0, -1\.0\] sum to 0"):
+        load_recipe(recipe)
+    recipe["parameters"] = {"normalize": False}  # a plain weighted sum is defined
+    assert load_recipe(recipe).normalize is False
 
 
 def test_ties_sv_cross_checks():
