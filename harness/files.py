@@ -11,10 +11,26 @@ import yaml
 from harness import HarnessError, one_line
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: by default
+    the last one silently wins, so a registry naming a model id twice would lose the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str, missing: str | None = None) -> Any:
-    """The parsed YAML file. `what` names it in errors ("registry file"); `missing` replaces the
-    not-found message where the caller can say how to create the file."""
-    return _read(path, what, missing, "YAML", yaml.safe_load, yaml.YAMLError)
+    """The parsed YAML file (a key twice in one mapping is an error). `what` names it in errors
+    ("registry file"); `missing` replaces the not-found message where the caller can say how to
+    create the file."""
+    return _read(path, what, missing, "YAML", lambda text: yaml.load(text, _UniqueKeyLoader), yaml.YAMLError)
 
 
 def read_json(path: Path, what: str, missing: str | None = None) -> Any:

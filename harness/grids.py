@@ -112,6 +112,9 @@ def _set_wavg_weight(recipe: dict, weight, sft_model: str | None) -> None:
     entries = [m for m in recipe["models"] if m["model"] != recipe.get("base_model")]
     if sft_model is None or len(entries) < 2:
         raise HarnessError("grid parameter sft_weight needs a merge of one SFT model and other models")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        # Outside [0, 1] the other models' share 1 - w turns negative: no longer a weighted average.
+        raise HarnessError(f"grid parameter sft_weight must be a number in [0, 1], got {weight!r}")
     sft = sft_model
     others = [m for m in entries if m["model"] != sft]
     for m in entries:

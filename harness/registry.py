@@ -113,22 +113,27 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         raise HarnessError(f"{where}: model {model_id!r} needs exactly one of path, hub, recipe (has {sources or 'none'})")
     if (kind == "merge") != (sources[0] == "recipe"):
         raise HarnessError(f"{where}: model {model_id!r}: kind 'merge' goes with a recipe, and only merges have one")
-    langs = tuple(raw.get("langs") or ())
+    langs = raw.get("langs") or []
+    if not isinstance(langs, list):
+        raise HarnessError(f"{where}: model {model_id!r}: langs must be a list of language codes, got {langs!r}")
     bad_langs = [lang for lang in langs if lang not in LANGUAGES]
     if bad_langs:
         raise HarnessError(f"{where}: model {model_id!r} has unknown language(s) {bad_langs}; known: {', '.join(LANGUAGES)}")
+    aliases = raw.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(alias, str) and alias for alias in aliases):
+        raise HarnessError(f"{where}: model {model_id!r}: aliases must be a list of names, got {aliases!r}")
     recipe = raw.get("recipe")
     if recipe is not None and not isinstance(recipe, dict):
         raise HarnessError(f"{where}: model {model_id!r}: recipe must be a mapping")
     return ModelEntry(
         id=model_id,
         kind=kind,
-        langs=langs,
+        langs=tuple(langs),
         path=_expand(str(raw["path"]), model_root) if raw.get("path") is not None else None,
         hub=raw.get("hub"),
         revision=raw.get("revision"),
         recipe=recipe,
-        aliases=tuple(raw.get("aliases") or ()),
+        aliases=tuple(aliases),
         description=raw.get("description", ""),
     )
 

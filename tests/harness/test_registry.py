@@ -87,6 +87,8 @@ def test_self_reference_is_a_cycle():
         ({"kind": "merge", "path": "x"}, "kind 'merge' goes with a recipe"),
         ({"kind": "ct", "path": "x", "langs": ["xyz"]}, "unknown language"),
         ({"kind": "ct", "path": "x", "colour": "red"}, "unknown field"),
+        ({"kind": "ct", "path": "x", "aliases": "bas"}, "aliases must be a list of names, got 'bas'"),
+        ({"kind": "ct", "path": "x", "langs": "uig"}, "langs must be a list of language codes, got 'uig'"),
         ("just a string", "must be a mapping"),
     ],
 )
@@ -120,6 +122,14 @@ def test_bad_registry_files_are_one_line_errors(tmp_path):
     empty.write_text(yaml.safe_dump({"name": "e", "models": {}}))
     with pytest.raises(HarnessError, match="non-empty 'models'"):
         load_registry(empty)
+
+
+def test_a_model_id_given_twice_is_an_error_naming_it(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: t\nmodels:\n  base: {kind: base, path: a}\n  base: {kind: base, path: b}\n")
+    with pytest.raises(HarnessError, match=r"twice\.yaml: not valid YAML: .*duplicate key 'base'.*line 4") as info:
+        load_registry(twice)
+    assert "\n" not in str(info.value)
 
 
 def test_models_command_lists_and_filters(capsys):

@@ -49,6 +49,11 @@ def test_bad_grid_points_are_rejected_before_building(tmp_path):
         plan_trials(registry, "ties-uig", Grid("g", {"models.ct-tam.density": [0.5]}))
     with pytest.raises(HarnessError, match=r"grid point sft-flan.density=1.5: .*density must be in \[0.0, 1.0\]"):
         plan_trials(registry, "ties-uig", Grid("g", {"models.sft-flan.density": [0.5, 1.5]}))
+    for weight in (1.5, -0.1, float("nan")):  # the other models' share 1 - w would be negative
+        with pytest.raises(HarnessError, match=r"sft_weight must be a number in \[0, 1\]"):
+            plan_trials(registry, "wavg-uig", Grid("g", {"sft_weight": [weight]}))
+    with pytest.raises(HarnessError, match=r"grid point lambda=inf: .*parameters\.lambda must be a finite number"):
+        plan_trials(registry, "ties-uig", Grid("g", {"parameters.lambda": [float("inf")]}))
     bad = tmp_path / "bad.yaml"
     bad.write_text("parameters.lambda: 0.5\n")
     with pytest.raises(HarnessError, match="must have a non-empty list"):
