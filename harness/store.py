@@ -237,13 +237,16 @@ def _set_wal(dbapi_conn, patience_s: float = 60.0) -> None:
 def _make_engine(url: str, readonly: bool) -> sa.Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
+        if not path or path == ":memory:":  # each connection would get its own empty database
+            raise HarnessError(f"store {url!r} is an in-memory SQLite database: results written there are lost "
+                               "when the command ends; give a file, e.g. sqlite:////path/results.db")
         if readonly:
             # A read-only URI connection never creates the file or takes a write lock.
             return sa.create_engine(
                 "sqlite://", creator=lambda: __import__("sqlite3").connect(f"file:{path}?mode=ro", uri=True)
             )
-        if path and path != ":memory:":  # a new HARNESS_HOME or --store folder: make it, as for the results
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # A new HARNESS_HOME or --store folder: make it, as for the results.
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")

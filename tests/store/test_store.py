@@ -125,3 +125,10 @@ def test_a_sqlite_store_in_a_new_folder_creates_the_folder(tmp_path):
     path = tmp_path / "new" / "home" / "results.db"
     ResultStore(f"sqlite:///{path}").write_task_results([row()])
     assert ResultStore(f"sqlite:///{path}", readonly=True).stored_items("h1", "lrm_sib_uig_dev", "dev", "1.0") == 10
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_is_refused_because_its_results_would_be_lost(url):
+    for readonly in (False, True):
+        with pytest.raises(HarnessError, match="in-memory SQLite database: results written there are lost"):
+            ResultStore(url, readonly=readonly)
