@@ -20,6 +20,7 @@ This module imports nothing from the harness, so `lm_eval --include_path tasks` 
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -281,7 +282,7 @@ def _mlic(task, family, language, split, data_dir):
     _require_columns(task, rows, where, MLIC_COLUMNS[kind])
     to_doc = {"tc": _mlic_tc_docs, "mrc": _mlic_choice_docs, "rs": _mlic_choice_docs, "math": _mlic_math_docs}[kind]
     if kind == "tc":
-        labels = sorted({_tc_label(row) for row in rows + exemplars + _other_tc_rows(task, folder)})
+        labels = sorted({_tc_label(task, row, folder) for row in rows + exemplars + _other_tc_rows(task, folder)})
         return to_doc(task, rows, where, labels), to_doc(task, exemplars, folder / "train_*.json", labels), where
     return to_doc(task, kind, rows, where), to_doc(task, kind, exemplars, folder / "train_*.json"), where
 
@@ -312,9 +313,13 @@ def _mlic_snapshot(task, kind, mlic_lang) -> Path:
         raise TaskError(f"{task}: cannot download {MLIC_HUB}: {' '.join(str(err).split())}") from None
 
 
-def _tc_label(row: dict) -> str:
+def _tc_label(task, row: dict, where) -> str:
     label = row["label"]
-    return label["en"] if isinstance(label, dict) else str(label)
+    if isinstance(label, dict):
+        if not isinstance(label.get("en"), str):
+            raise TaskError(f"{task}: {where} has a label without an English name ('en'): {label!r}")
+        return label["en"]
+    return str(label)
 
 
 def _other_tc_rows(task, folder: Path) -> list[dict]:
@@ -325,7 +330,7 @@ def _other_tc_rows(task, folder: Path) -> list[dict]:
 
 def _mlic_tc_docs(task, rows, where, labels) -> list[dict]:
     return [{"id": str(row.get("id", i)), "text": row["text"], "labels": labels,
-             "answer": labels.index(_tc_label(row))} for i, row in enumerate(rows)]
+             "answer": labels.index(_tc_label(task, row, where))} for i, row in enumerate(rows)]
 
 
 def _mlic_choice_docs(task, kind, rows, where) -> list[dict]:
@@ -364,8 +369,7 @@ def _load_hub(task, path, name, split=None):
 def _read_tsv(task, path: Path, header: bool, columns: tuple[str, ...] = ()) -> list[dict]:
     if not path.is_file():
         raise TaskError(f"{task}: missing data file {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    lines = list(csv.reader(io.StringIO(_read_text(task, path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if header:
         if not lines:
             raise TaskError(f"{task}: {path} is empty")
@@ -384,7 +388,7 @@ def _read_jsonl(task, path: Path) -> list[dict]:
     if not path.is_file():
         raise TaskError(f"{task}: missing data file {path}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(task, path).splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -397,7 +401,7 @@ def _read_json_list(task, path: Path) -> list[dict]:
     if not path.is_file():
         raise TaskError(f"{task}: missing data file {path}")
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(_read_text(task, path))
     except json.JSONDecodeError as err:
         raise TaskError(f"{task}: {path} is not JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -405,11 +409,24 @@ def _read_json_list(task, path: Path) -> list[dict]:
     return rows
 
 
+def _read_text(task, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskError(f"{task}: {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise TaskError(f"{task}: cannot read {path}: {err.strerror}") from None
+
+
 def _require_columns(task, rows, where, columns) -> None:
+    """Every row has every column, with a value: a JSON null would otherwise be scored as "None"."""
     for i, row in enumerate(rows):
         missing = [c for c in columns if c not in row]
         if missing:
             raise TaskError(f"{task}: {where} has no column {missing[0]!r} (item {i + 1})")
+        empty = [c for c in columns if row[c] is None]
+        if empty:
+            raise TaskError(f"{task}: {where} item {i + 1} has no value (null) for {empty[0]!r}")
 
 
 def _empty_like(docs: list[dict]):

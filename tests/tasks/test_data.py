@@ -153,6 +153,30 @@ def test_malformed_rows_name_the_line(tmp_path):
         read_task_docs("mgsm", "tel", "test", tmp_path)
 
 
+def test_data_that_is_not_utf8_names_the_task_and_the_file(tmp_path, data_dir):
+    (tmp_path / "mgsm").mkdir()
+    (tmp_path / "mgsm" / "mgsm_te.tsv").write_bytes("q1\t3\n".encode() + b"\xff\xfe\t4\n")
+    with pytest.raises(TaskError, match=r"^lrm_mgsm_tel_test: .*mgsm_te.tsv is not UTF-8 text \(byte 5"):
+        read_task_docs("mgsm", "tel", "test", tmp_path)
+    folder = layout.mlic_dir(tmp_path, "rs", "mn")
+    shutil.copytree(layout.mlic_dir(data_dir, "rs", "mn"), folder)
+    (folder / "test.json").write_bytes(b'[{"context": ["\xc3"]}]')
+    with pytest.raises(TaskError, match=r"^lrm_mlic_rs_mvf_test: .*test.json is not UTF-8 text"):
+        read_task_docs("mlic_rs", "mvf", "test", tmp_path)
+
+
+def test_a_null_value_or_a_label_without_english_is_refused_not_scored(data_dir, tmp_path):
+    folder = layout.mlic_dir(tmp_path, "tc", "ug")
+    shutil.copytree(layout.mlic_dir(data_dir, "tc", "ug"), folder)
+    rows = json.loads((folder / "test.json").read_text(encoding="utf-8"))
+    (folder / "test.json").write_text(json.dumps([{**rows[0], "text": None}, *rows[1:]]), encoding="utf-8")
+    with pytest.raises(TaskError, match=r"^lrm_mlic_tc_uig_test: .*test.json item 1 has no value \(null\) for 'text'"):
+        read_task_docs("mlic_tc", "uig", "test", tmp_path)
+    (folder / "test.json").write_text(json.dumps([{**rows[0], "label": {"zh": "体育"}}, *rows[1:]]), encoding="utf-8")
+    with pytest.raises(TaskError, match=r"^lrm_mlic_tc_uig_test: .* has a label without an English name \('en'\)"):
+        read_task_docs("mlic_tc", "uig", "test", tmp_path)
+
+
 # ---- math scoring ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, number", [
