@@ -258,6 +258,8 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
               device: str = "cpu", threads: int | None = None, progress: bool = True,
               dtype: str | None = None, max_shard_bytes: int | None = None) -> MergeResult:
     """Merge the recipe's models into a complete HF folder at `out_dir` (which must not exist)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise MergeError(f"threads must be a positive number of merge threads, got {threads!r}")
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if dtype is not None and dtype not in TORCH_DTYPES:

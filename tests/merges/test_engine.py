@@ -194,6 +194,15 @@ def test_malformed_recipes_name_the_key(recipe, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("threads", ["0", "-2"])
+def test_a_thread_count_below_one_is_a_one_line_error(threads, tiny_models, tmp_path, capsys):
+    path = _write_recipe(tmp_path, {name: tiny_models[name] for name in ("base", "sft", "ct-a")})
+    assert main(["merge", str(path), str(tmp_path / "out"), "--threads", threads]) == 2
+    err = _error_lines(capsys)
+    assert err == [f"harness merge: error: threads must be a positive number of merge threads, got {threads}"], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_merges_a_recipe_file_and_prints_a_summary(tiny_models, tmp_path, capsys):
     recipe = dict(TIES_SV, base_model=str(tiny_models["base"]), tokenizer_source=str(tiny_models["ct-a"]),
                   models=[dict(m, model=str(tiny_models[m["model"]])) for m in TIES_SV["models"]])
