@@ -111,6 +111,13 @@ class _Builder:
         if entry.path is None or not (entry.path / "config.json").is_file():
             raise HarnessError(f"model {entry.id!r}: no checkpoint at {entry.path}; "
                                "run `harness zoo build` to build the zoo models")
+        if not any(entry.path.glob("*.safetensors")):
+            # Pickled weights (pytorch_model.bin) can run code when loaded, and the identity hash
+            # covers safetensors only: refuse them rather than load them quietly.
+            others = sorted(p.name for p in entry.path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".gguf"))
+            raise HarnessError(f"model {entry.id!r}: {entry.path} has no safetensors weights"
+                               + (f" (found {', '.join(others[:3])})" if others else "")
+                               + "; the harness loads safetensors only: convert the checkpoint to safetensors")
         return BuiltModel(entry, entry.path, folder_hash(entry.path), None)
 
     def _download(self, entry: ModelEntry) -> BuiltModel:

@@ -70,6 +70,7 @@ def server_command(config: ServerConfig, port: int) -> list[str]:
         "--port", str(port),
         "--max-model-len", str(config.max_model_len or model_context_length(config.model_dir)),
         "--seed", "0",
+        "--load-format", "safetensors",  # never pickled weights (pytorch_model.bin), whatever the folder holds
     ]
     if config.device == "cpu":
         # float32 scores exactly like the hf backend; CUDA graphs do not exist on the CPU.

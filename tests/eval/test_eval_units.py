@@ -34,6 +34,7 @@ def test_server_command_cpu_is_float32_eager_on_localhost(model_config_only, tmp
     assert flags["--model"] == str(model_config_only) and flags["--served-model-name"] == "tiny"
     assert flags["--dtype"] == "float32" and "--enforce-eager" in command
     assert flags["--max-model-len"] == "512"  # the model's max_position_embeddings
+    assert flags["--load-format"] == "safetensors"  # never a pickled pytorch_model.bin
 
 
 def test_server_command_cuda_is_the_same_command_with_model_dtype_and_graphs(model_config_only, tmp_path):

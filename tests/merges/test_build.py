@@ -115,6 +115,18 @@ def test_missing_checkpoint_tells_to_build_the_zoo(registry_file):
         materialize(registry, "ties-b", progress=False)
 
 
+def test_pickled_weights_are_refused_not_loaded(registry_file):
+    registry = load_registry(registry_file)
+    folder = registry.resolve("ct-b").path
+    weights = load_folder(folder)
+    for file in folder.glob("*.safetensors"):
+        file.unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    with pytest.raises(HarnessError, match=r"model 'ct-b': .* has no safetensors weights \(found pytorch_model\.bin\); "
+                                           r"the harness loads safetensors only"):
+        materialize(registry, "ties-b", progress=False)
+
+
 def test_hub_models_are_downloaded_and_keyed_by_commit(tmp_path, monkeypatch):
     import huggingface_hub
 
