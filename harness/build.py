@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from harness import HarnessError
 from harness.paths import harness_home, merges_dir
 from harness.registry import ModelEntry, Registry, load_registry
@@ -140,10 +142,14 @@ class _Builder:
         inputs = {name: self.build(name) for name in recipe.referenced_models()}
         key = merge_key(recipe.canonical_json(), {name: built.model_hash for name, built in inputs.items()})
         folder = merges_dir() / f"{entry.id}-{key[:12]}"
-        if folder.is_dir():
-            return BuiltModel(entry, folder, key, merges.load_stats(folder))
-        result = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
-                                  device=self.device, progress=self.progress)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # One builder per cache entry: a second process asking for the same merge waits, then
+        # reuses the folder the first one published.
+        with FileLock(str(folder.parent / f".{folder.name}.lock")):
+            if folder.is_dir():
+                return BuiltModel(entry, folder, key, merges.load_stats(folder))
+            result = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
+                                      device=self.device, progress=self.progress)
         return BuiltModel(entry, folder, key, result.stats)
 
 

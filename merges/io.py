@@ -220,6 +220,25 @@ def copy_tokenizer_files(source: Checkpoint, dest: Path) -> None:
             shutil.copyfile(source.folder / name, dest / name)
 
 
+def remove_stale_partials(out_dir: Path) -> None:
+    """Delete the temporary folders of earlier merges into `out_dir` whose process is gone (killed
+    with SIGKILL, or by a power cut): nothing else would ever remove them."""
+    for partial in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_folder(out_dir: Path):
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds."""
@@ -227,13 +246,19 @@ def atomic_folder(out_dir: Path):
     if out_dir.exists():
         raise MergeError(f"output folder already exists: {out_dir}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir)
     temp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir()
     try:
         yield temp
-        os.rename(temp, out_dir)
+        try:
+            os.rename(temp, out_dir)
+        except OSError:  # another process completed the same folder while this one merged
+            if out_dir.exists():
+                raise MergeError(f"output folder already exists: {out_dir} (written by another process meanwhile)") from None
+            raise
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -113,6 +118,29 @@ def test_missing_checkpoint_tells_to_build_the_zoo(registry_file):
     shutil.rmtree(registry.resolve("ct-b").path)
     with pytest.raises(HarnessError, match=r"model 'ct-b': no checkpoint at .*harness zoo build"):
         materialize(registry, "ties-b", progress=False)
+
+
+def test_two_processes_building_one_merge_both_succeed_with_one_folder(registry_file, tmp_path):
+    """The second waits on the cache entry's lock, then reuses what the first published."""
+    env = {**os.environ, "HARNESS_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "harness.cli", "merge", "ties-a", "--registry", str(registry_file)]
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert [code for code, _ in results] == [0, 0], results
+    cache = tmp_path / "home" / "merges"
+    assert [p.name.startswith("ties-a-") for p in cache.iterdir() if not p.name.startswith(".")] == [True]
+    assert not list(cache.glob(".*.partial-*"))
+
+
+def test_a_merge_removes_partial_folders_left_by_killed_merges(tiny_models, tmp_path):
+    out = tmp_path / "merged"
+    stale = tmp_path / ".merged.partial-999999999"  # no such process
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    recipe = {"merge_method": "linear", "models": [{"model": str(tiny_models["sft"])}, {"model": str(tiny_models["ct-a"])}]}
+    merges.run_merge(recipe, Path, out, progress=False)
+    assert out.is_dir() and not stale.exists()
 
 
 def test_pickled_weights_are_refused_not_loaded(registry_file):
