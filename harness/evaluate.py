@@ -4,9 +4,10 @@
       -> harness.evaluation.evaluate: the tasks not stored yet, one at a time, through lm-eval
       -> a table of tasks x metrics with the language averages (tasks.averages)
 
-A task already stored for the same model hash, split and task version, on at least as many items
-as this run would score (a `--limit` result does not stand in for a full one), is skipped unless
-`--force`; if every task is stored, no server starts. An interrupted run resumes where it stopped.
+A task already stored under the same key (model hash, split, task version, data fingerprint,
+few-shot count, backend: harness.results), on at least as many items as this run would score (a
+`--limit` result does not stand in for a full one), is skipped unless `--force`; if every task is
+stored, no server starts. An interrupted run resumes where it stopped.
 
 The evaluation modules (and with them pandas, SQLAlchemy, lm-eval) are imported by `run`, not
 here: `harness eval --help` stays fast.

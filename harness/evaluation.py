@@ -9,7 +9,7 @@ Tasks are evaluated and stored one at a time, so a run that is interrupted (Ctrl
 server) resumes with the tasks not stored yet; if every task is stored, no backend opens.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from harness import HarnessError, lm_eval_run
 from harness.environment import patched_environ
-from harness.results import model_record, needs_evaluation, result_rows
-from harness.store import ResultStore, main_metric_rows
+from harness.results import model_record, needs_evaluation, result_key, result_rows
+from harness.store import ResultKey, ResultStore, main_metric_rows
 from tasks import suite
 from tasks.suite import SPLITS, TASKS_DIR
 from tasks.averages import LanguageAverage, language_average
@@ -73,6 +73,7 @@ class TaskOutcome:
     task: str
     version: str
     status: str  # evaluated | skipped (already stored)
+    key: ResultKey  # the result the report shows for the task
 
 
 @dataclass
@@ -101,20 +102,21 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
     with task_data(settings):
         pending = []
         for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
-            if needs_evaluation(store, model, name, task, settings):
-                pending.append((name, task))
+            key = result_key(model, name, task, settings)
+            if needs_evaluation(store, key, task, settings):
+                pending.append((key, task))
             else:
-                report.outcomes.append(TaskOutcome(name, str(task.VERSION), "skipped"))
+                report.outcomes.append(TaskOutcome(name, str(task.VERSION), "skipped", key))
         if not pending:
             return report
         report.run_dir = lm_eval_run.new_run_dir(model)
         with lm_eval_run.open_backend(model, settings, report.run_dir) as backend:
-            for name, task in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
-                rows = result_rows(backend.evaluate_task(name, task), name, model, settings, report.run_dir)
+            for key, task in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
+                rows = result_rows(backend.evaluate_task(key.task, task), key, model, report.run_dir)
                 if not any(o.status == "evaluated" for o in report.outcomes):
                     store.record_model(model_record(model))  # with its first result, never without one
                 store.write_task_results(rows)
-                report.outcomes.append(TaskOutcome(name, str(task.VERSION), "evaluated"))
+                report.outcomes.append(TaskOutcome(key.task, str(task.VERSION), "evaluated", key))
     return report
 
 
@@ -124,7 +126,8 @@ def pending_tasks(model: ModelUnderTest, tasks: list[str], settings: EvalSetting
     store = ResultStore(settings.store_url)
     with task_data(settings):
         loaded = lm_eval_run.load_tasks(tasks, settings.task_dir)
-        return [name for name, task in loaded.items() if needs_evaluation(store, model, name, task, settings)]
+        return [name for name, task in loaded.items()
+                if needs_evaluation(store, result_key(model, name, task, settings), task, settings)]
 
 
 def task_data(settings: EvalSettings):
@@ -135,11 +138,11 @@ def task_data(settings: EvalSettings):
 # ---- what a run stored -------------------------------------------------------------------------
 
 def stored_rows(report: EvalReport) -> pd.DataFrame:
-    """The model hash's stored rows of the report's tasks and split (this run's and earlier ones),
-    the newest per (task, metric, filter)."""
+    """The stored rows of the report's tasks under the run's keys (this run's and earlier ones'):
+    never a result of the task from other data, few-shot counts or backends."""
     frame = ResultStore(report.store_url).results(split=report.settings.split, latest_only=False)
-    frame = frame[(frame["model_hash"] == report.model.model_hash) & frame["task"].isin(report.tasks)]
-    return frame.sort_values("created_at").groupby(["task", "metric", "filter"], as_index=False).last()
+    keys = pd.DataFrame([asdict(outcome.key) for outcome in report.outcomes], columns=list(ResultKey.__dataclass_fields__))
+    return frame.merge(keys, on=list(keys.columns))
 
 
 def language_averages(report: EvalReport, rows: pd.DataFrame | None = None) -> dict[str, LanguageAverage]:

@@ -5,11 +5,15 @@ PostgreSQL database with `--store postgresql://...`. The leaderboard opens the s
 
 Tables
 - `results`: a metric value of one evaluated task, with everything needed to trust and reproduce it.
+  A stored result stands for one `ResultKey`: the model build, the task and its version, the data
+  it was scored on, the few-shot count and the backend. A run that differs in any of them
+  evaluates again (harness.results.needs_evaluation).
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
 - `sweep_trials`: one scored grid point of a `harness sweep`.
 
 A store written by an older harness (metric and filter in one string "metric,filter"; a sweep named
-"<model>:<grid>") is upgraded in place when it is opened for writing; see `_upgrade_schema`.
+"<model>:<grid>"; results without their data fingerprint and few-shot count) is upgraded in place
+when it is opened for writing; see `_upgrade_schema`.
 """
 
 import json
@@ -50,6 +54,8 @@ results_table = sa.Table(
     sa.Column("stderr", sa.Float),
     sa.Column("n", sa.Integer, nullable=False),  # items scored
     sa.Column("backend", sa.String(32), nullable=False),  # vllm | hf | server
+    sa.Column("data_hash", sa.String(64), nullable=False),  # tasks.fingerprint.data_fingerprint of the docs scored
+    sa.Column("num_fewshot", sa.Integer),  # few-shot examples per prompt (NULL only in rows from before the column)
     sa.Column("harness_version", sa.String(32), nullable=False),
     sa.Column("lm_eval_version", sa.String(32), nullable=False),
     sa.Column("run_dir", sa.Text),  # raw lm-eval results JSON and per-sample logs
@@ -70,6 +76,23 @@ models_table = sa.Table(
 )
 
 
+@dataclass(frozen=True)
+class ResultKey:
+    """What a stored result was computed from; a result stands in only for a run with the same key."""
+
+    model_hash: str
+    task: str
+    split: str
+    task_version: str
+    data_hash: str  # a fingerprint of the items scored and the few-shot exemplars
+    num_fewshot: int  # as lm-eval applied it (the task's default when none was asked for)
+    backend: str  # vllm | hf | server
+
+    def matches(self, table: sa.Table):
+        """The SQL condition selecting this key's rows."""
+        return sa.and_(*(table.c[name] == value for name, value in asdict(self).items()))
+
+
 @dataclass
 class ResultRow:
     model: str
@@ -85,9 +108,16 @@ class ResultRow:
     backend: str
     harness_version: str
     lm_eval_version: str
+    data_hash: str
+    num_fewshot: int
     filter: str = NO_FILTER  # the lm-eval filter the metric was computed after
     run_dir: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def key(self) -> ResultKey:
+        return ResultKey(self.model_hash, self.task, self.split, self.task_version, self.data_hash,
+                         self.num_fewshot, self.backend)
 
 
 @dataclass
@@ -111,51 +141,34 @@ class ResultStore:
             if not readonly:
                 _create_tables(self.engine)
                 _upgrade_schema(self.engine)
-            elif self._exists() and _outdated_tables(sa.inspect(self.engine)):
+            elif self._exists() and _pending_upgrades(sa.inspect(self.engine)):
                 raise HarnessError(f"results store {self.url} was written by an older harness: open it once for "
                                    "writing (e.g. `harness leaderboard` does) to upgrade it")
         except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError, OSError) as err:
             raise HarnessError(f"cannot open results store {self.url}: {' '.join(str(err).split())[:300]}") from None
 
-    def has_result(self, model_hash: str, task: str, split: str, task_version: str) -> bool:
-        query = sa.select(results_table.c.id).where(
-            results_table.c.model_hash == model_hash,
-            results_table.c.task == task,
-            results_table.c.split == split,
-            results_table.c.task_version == task_version,
-        )
+    def has_result(self, key: ResultKey) -> bool:
+        query = sa.select(results_table.c.id).where(key.matches(results_table))
         with self.engine.connect() as conn:
             return conn.execute(query.limit(1)).first() is not None
 
-    def stored_items(self, model_hash: str, task: str, split: str, task_version: str) -> int | None:
-        """How many items the stored result of a task was scored on (None: not stored).
+    def stored_items(self, key: ResultKey) -> int | None:
+        """How many items the stored result of the key was scored on (None: not stored).
 
         A result from a `--limit` run must not stand in for a full evaluation, so callers
         compare this with the number of items they are about to score."""
-        query = sa.select(sa.func.max(results_table.c.n)).where(
-            results_table.c.model_hash == model_hash,
-            results_table.c.task == task,
-            results_table.c.split == split,
-            results_table.c.task_version == task_version,
-        )
+        query = sa.select(sa.func.max(results_table.c.n)).where(key.matches(results_table))
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
     def write_task_results(self, rows: list[ResultRow]) -> None:
-        """Store one task's metrics, replacing an earlier result of the same task for that model."""
+        """Store one task's metrics, replacing an earlier result of the same key (results of the
+        task on other data, few-shot counts or backends stay)."""
         if not rows:
             return
-        keys = {(r.model_hash, r.task, r.split, r.task_version) for r in rows}
         with self.engine.begin() as conn:
-            for model_hash, task, split, version in keys:
-                conn.execute(
-                    results_table.delete().where(
-                        results_table.c.model_hash == model_hash,
-                        results_table.c.task == task,
-                        results_table.c.split == split,
-                        results_table.c.task_version == version,
-                    )
-                )
+            for key in {r.key for r in rows}:
+                conn.execute(results_table.delete().where(key.matches(results_table)))
             conn.execute(results_table.insert(), [asdict(r) for r in rows])
 
     def record_model(self, record: ModelRecord) -> None:
@@ -173,7 +186,8 @@ class ResultStore:
             conn.execute(models_table.insert(), [values])
 
     def results(self, split: str | None = None, latest_only: bool = True) -> pd.DataFrame:
-        """All result rows; with latest_only, each model id's most recently evaluated build only."""
+        """All result rows; with latest_only, each model id's most recently evaluated build only,
+        and of each of its tasks the newest run (`_newest_runs`)."""
         if not self.has_table("results"):
             return pd.DataFrame(columns=[c.name for c in results_table.columns])
         query = sa.select(results_table)
@@ -183,7 +197,7 @@ class ResultStore:
             frame = pd.read_sql(query, conn)
         if latest_only and not frame.empty:
             newest = frame.sort_values("created_at").groupby("model")["model_hash"].last()
-            frame = frame[frame["model_hash"] == frame["model"].map(newest)]
+            frame = _newest_runs(frame[frame["model_hash"] == frame["model"].map(newest)])
         return frame.reset_index(drop=True)
 
     def models(self) -> pd.DataFrame:
@@ -201,6 +215,14 @@ class ResultStore:
             path = sa.engine.make_url(self.url).database
             return bool(path) and Path(path).exists()
         return True
+
+
+def _newest_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model, task and split, the rows of the newest run only: a task stored from several data
+    folders, few-shot counts or backends shows once, as last evaluated."""
+    run = ["model", "task", "split", "data_hash", "num_fewshot", "backend"]
+    newest = frame.sort_values("created_at").drop_duplicates(["model", "task", "split"], keep="last")[run]
+    return frame.merge(newest, on=run)  # pandas matches NULL num_fewshot (rows from before the column) to NULL
 
 
 def _create_tables(engine: sa.Engine, attempts: int = 5) -> None:
@@ -379,22 +401,30 @@ def _limit_is(limit: int | None):
 # Before the typed columns, `results.metric` held "metric,filter" for a metric reported under several
 # filters and the bare name for one reported under one filter, and a sweep trial named its sweep
 # "<model id>:<grid name>" in a column `sweep`. Every task of this project reports its metrics
-# unfiltered, so a bare name's filter is `none`.
+# unfiltered, so a bare name's filter is `none`. Later, results gained the data fingerprint and the
+# few-shot count of their key (`ResultKey`).
+# Each upgrade adds one column; a table lacking the column still needs that upgrade.
 
-def _outdated_tables(inspector) -> list[str]:
-    """The tables still in the old layout."""
-    expected = {"results": "filter", "sweep_trials": "grid"}
-    return [table for table, column in expected.items()
-            if inspector.has_table(table) and column not in {c["name"] for c in inspector.get_columns(table)}]
+@dataclass(frozen=True)
+class Upgrade:
+    table: str
+    adds_column: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _pending_upgrades(inspector) -> list[Upgrade]:
+    """The upgrades the store still needs, oldest first."""
+    return [upgrade for upgrade in UPGRADES if inspector.has_table(upgrade.table)
+            and upgrade.adds_column not in {c["name"] for c in inspector.get_columns(upgrade.table)}]
 
 
 def _upgrade_schema(engine: sa.Engine) -> None:
-    """Bring old-layout tables to the current one, in place, one transaction per table. The check is
+    """Bring old-layout tables to the current one, in place, one transaction per upgrade. The check is
     repeated inside the transaction so a second process upgrading at the same moment finds it done."""
-    for table in _outdated_tables(sa.inspect(engine)):
+    for upgrade in _pending_upgrades(sa.inspect(engine)):
         with engine.begin() as conn:
-            if table in _outdated_tables(sa.inspect(conn)):
-                UPGRADES[table](conn)
+            if upgrade in _pending_upgrades(sa.inspect(conn)):
+                upgrade.apply(conn)
 
 
 def _upgrade_results(conn: sa.Connection) -> None:
@@ -417,7 +447,19 @@ def _upgrade_sweep_trials(conn: sa.Connection) -> None:
     next(i for i in sweep_trials_table.indexes if i.name == "ix_sweep_trials_lookup").create(conn)
 
 
-UPGRADES = {"results": _upgrade_results, "sweep_trials": _upgrade_sweep_trials}
+def _add_result_identity(conn: sa.Connection) -> None:
+    """Old results did not record their data or few-shot count. They get data_hash "" (unknown) and a
+    NULL few-shot count, which no run's key equals: such a task is evaluated again rather than an old
+    score, perhaps from other data, standing in for it. The leaderboard still shows the old rows."""
+    conn.execute(sa.text("ALTER TABLE results ADD COLUMN data_hash VARCHAR(64) NOT NULL DEFAULT ''"))
+    conn.execute(sa.text("ALTER TABLE results ADD COLUMN num_fewshot INTEGER"))
+
+
+UPGRADES = [
+    Upgrade("results", "filter", _upgrade_results),
+    Upgrade("sweep_trials", "grid", _upgrade_sweep_trials),
+    Upgrade("results", "data_hash", _add_result_identity),
+]
 
 
 # ---- reading results -------------------------------------------------------------------------------

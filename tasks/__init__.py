@@ -5,5 +5,6 @@ The bottom layer of the project: it imports nothing from `harness`, `leaderboard
 `suite.py` the task families, task and group names, main metrics and the YAML generator,
 `errors.py` the one error (TaskError), `utils.py` the loaders the YAML files name,
 `prompts.py` every prompt template and `layout.py` every local-data file path, so the task
-YAML, the zoo's synthetic training data and the tests all agree on one format.
+YAML, the zoo's synthetic training data and the tests all agree on one format;
+`fingerprint.py` names the data a task scored, for the results store.
 """

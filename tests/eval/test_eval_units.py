@@ -10,9 +10,10 @@ from harness import HarnessError
 from harness.cli import main
 from harness.evaluate import print_report
 from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
-from harness.results import result_rows
+from harness.lm_eval_run import load_tasks
+from harness.results import result_key, result_rows
 from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
-from harness.store import ResultRow, ResultStore
+from harness.store import ResultKey, ResultRow, ResultStore
 
 MC_TASK, GEN_TASK = "lrm_mlic_tc_uig_dev", "lrm_mlic_math_uig_dev"  # the tiny tasks of conftest.py
 
@@ -78,32 +79,37 @@ def test_result_rows_name_metrics_by_lm_eval_keys():
         "versions": {GEN_TASK: 2.0},
         "n-samples": {GEN_TASK: {"original": 20, "effective": 8}},
     }
-    rows = result_rows(results, GEN_TASK, MODEL, EvalSettings(split="dev", server_url="http://x"), Path("/run"))
+    key = ResultKey(MODEL.model_hash, GEN_TASK, "dev", "2.0", "d" * 64, 0, "server")
+    rows = result_rows(results, key, MODEL, Path("/run"))
     by_metric = {(r.metric, r.filter): r for r in rows}
     assert set(by_metric) == {("exact_match", "none"), ("acc", "strict"), ("acc", "flexible")}
     assert by_metric["exact_match", "none"].stderr == 0.1 and by_metric["acc", "strict"].stderr is None
     assert by_metric["acc", "flexible"].stderr == 0.2
     assert {(r.n, r.lang, r.split, r.task_version, r.backend, r.run_dir) for r in rows} == {(8, "uig", "dev", "2.0", "server", "/run")}
     assert {r.model_hash for r in rows} == {MODEL.model_hash}
+    assert {r.key for r in rows} == {key}  # stored under the key the skip check looked up
 
 
-def stored_row(task, metric, value, version, n=12):
+def stored_row(settings, task, metric, value, version=None, n=12):
+    """A row as a run with `settings` on the tiny task would store it (`version`: another task version)."""
+    key = result_key(MODEL, task, load_tasks([task], settings.task_dir)[task], settings)
     return ResultRow(model="tiny", model_hash=MODEL.model_hash, task=task, lang="uig", split="dev",
-                     task_version=version, metric=metric, value=value, stderr=None, n=n, backend="vllm",
-                     harness_version="t", lm_eval_version="t")
+                     task_version=version or key.task_version, metric=metric, value=value, stderr=None, n=n,
+                     backend=key.backend, harness_version="t", lm_eval_version="t", data_hash=key.data_hash,
+                     num_fewshot=key.num_fewshot)
 
 
 def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_path, monkeypatch):
     store_url = f"sqlite:///{tmp_path / 'r.db'}"
     store = ResultStore(store_url)
-    store.write_task_results([stored_row(MC_TASK, "acc", 0.4, "1.0")])  # the task YAMLs' versions
-    store.write_task_results([stored_row(GEN_TASK, "exact_match", 0.2, "2.0")])
+    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, backend="hf")
+    store.write_task_results([stored_row(settings, MC_TASK, "acc", 0.4, "1.0")])  # the task YAMLs' versions
+    store.write_task_results([stored_row(settings, GEN_TASK, "exact_match", 0.2, "2.0")])
 
     def no_backend(*args, **kwargs):
         raise AssertionError("a backend was opened although every task is stored")
 
     monkeypatch.setattr("harness.lm_eval_run.open_backend", no_backend)
-    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, backend="hf")
     report = evaluate(MODEL, [MC_TASK, GEN_TASK], settings)
     assert [(o.task, o.status) for o in report.outcomes] == [(MC_TASK, "skipped"), (GEN_TASK, "skipped")]
     assert report.run_dir is None
@@ -121,9 +127,10 @@ def test_stored_tasks_are_skipped_without_starting_a_backend(tiny_tasks, tmp_pat
 def test_report_names_the_task_a_missing_language_average_lacks(tiny_tasks, tmp_path):
     store_url = f"sqlite:///{tmp_path / 'r.db'}"
     store = ResultStore(store_url)
-    store.write_task_results([stored_row(MC_TASK, "acc", 0.4, "1.0")])
-    store.write_task_results([stored_row(GEN_TASK, "acc", 0.2, "2.0")])  # not the math task's main metric
-    report = evaluate(MODEL, [MC_TASK, GEN_TASK], EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks))
+    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks)
+    store.write_task_results([stored_row(settings, MC_TASK, "acc", 0.4, "1.0")])
+    store.write_task_results([stored_row(settings, GEN_TASK, "acc", 0.2, "2.0")])  # not the math task's main metric
+    report = evaluate(MODEL, [MC_TASK, GEN_TASK], settings)
     out = io.StringIO()
     print_report(report, out=out)
     assert f"average uig (main metric per task): missing (no score for {GEN_TASK})" in out.getvalue()
@@ -137,13 +144,13 @@ def test_report_names_the_task_a_missing_language_average_lacks(tiny_tasks, tmp_
 ])
 def test_what_counts_as_already_stored(stored_version, stored_n, limit, evaluated, tiny_tasks, tmp_path, monkeypatch):
     store_url = f"sqlite:///{tmp_path / 'r.db'}"
-    ResultStore(store_url).write_task_results([stored_row(MC_TASK, "acc", 0.4, stored_version, n=stored_n)])
+    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
+    ResultStore(store_url).write_task_results([stored_row(settings, MC_TASK, "acc", 0.4, stored_version, n=stored_n)])
 
     def stop_at_backend(*args, **kwargs):
         raise HarnessError("backend opened")
 
     monkeypatch.setattr("harness.lm_eval_run.open_backend", stop_at_backend)
-    settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
     if evaluated:
         with pytest.raises(HarnessError, match="backend opened"):
             evaluate(MODEL, [MC_TASK], settings)

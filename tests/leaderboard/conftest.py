@@ -86,6 +86,8 @@ def result_row(model: str, model_hash: str, short: str, value: float, *, split="
         backend="server",
         harness_version="0.1.0",
         lm_eval_version="0.4.13",
+        data_hash="d",
+        num_fewshot=0,
         run_dir=str(run_dir) if run_dir else None,
         created_at=created_at or datetime.now(timezone.utc),
     )

@@ -8,15 +8,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from harness import HarnessError
-from harness.store import ModelRecord, ResultRow, ResultStore
+from harness.store import ModelRecord, ResultKey, ResultRow, ResultStore
 
 
 def row(task="lrm_sib_uig_dev", metric="acc", value=0.5, model="ties-uig", model_hash="h1", version="1.0", **extra):
     return ResultRow(
         model=model, model_hash=model_hash, task=task, lang="uig", split="dev", task_version=version,
         metric=metric, value=value, stderr=0.1, n=10, backend="vllm", harness_version="0.1.0",
-        lm_eval_version="0.4.13", run_dir="/runs/1", **extra,
+        lm_eval_version="0.4.13", data_hash="d1", num_fewshot=0, run_dir="/runs/1", **extra,
     )
+
+
+def key(model_hash="h1", task="lrm_sib_uig_dev", split="dev", version="1.0", data_hash="d1", num_fewshot=0, backend="vllm"):
+    return ResultKey(model_hash, task, split, version, data_hash, num_fewshot, backend)
 
 
 def test_rows_round_trip_and_has_result_keys_on_hash_task_split_version(store_url):
@@ -25,12 +29,15 @@ def test_rows_round_trip_and_has_result_keys_on_hash_task_split_version(store_ur
     frame = store.results()
     assert sorted(zip(frame["metric"], frame["value"])) == [("acc", 0.25), ("f1", 0.5)]
     assert set(frame["backend"]) == {"vllm"} and set(frame["n"]) == {10}
-    assert store.has_result("h1", "lrm_sib_uig_dev", "dev", "1.0")
-    assert not store.has_result("h1", "lrm_sib_uig_dev", "dev", "2.0")  # a new task version re-evaluates
-    assert not store.has_result("h1", "lrm_sib_uig_dev", "test", "1.0")
-    assert not store.has_result("h2", "lrm_sib_uig_dev", "dev", "1.0")
-    assert store.stored_items("h1", "lrm_sib_uig_dev", "dev", "1.0") == 10
-    assert store.stored_items("h1", "lrm_sib_uig_dev", "dev", "2.0") is None
+    assert store.has_result(key())
+    assert not store.has_result(key(version="2.0"))  # a new task version re-evaluates
+    assert not store.has_result(key(split="test"))
+    assert not store.has_result(key(model_hash="h2"))
+    assert not store.has_result(key(data_hash="d2"))  # other data
+    assert not store.has_result(key(num_fewshot=5))
+    assert not store.has_result(key(backend="hf"))
+    assert store.stored_items(key()) == 10
+    assert store.stored_items(key(version="2.0")) is None
 
 
 def test_rewriting_a_task_replaces_its_rows_and_keeps_other_tasks(store_url):
@@ -87,7 +94,7 @@ WRITER = textwrap.dedent("""
         store.write_task_results([
             ResultRow(model=who, model_hash=who, task=f"lrm_sib_uig_dev_{i}", lang="uig", split="dev",
                       task_version="1.0", metric=metric, value=i / tasks, stderr=None, n=1, backend="hf",
-                      harness_version="t", lm_eval_version="t")
+                      harness_version="t", lm_eval_version="t", data_hash="d", num_fewshot=0)
             for metric in ("acc", "acc_norm")
         ])
 """)
@@ -124,7 +131,7 @@ def test_a_sqlite_store_in_a_new_folder_creates_the_folder(tmp_path):
     # A fresh HARNESS_HOME, or --store pointing into a folder not made yet, must just work.
     path = tmp_path / "new" / "home" / "results.db"
     ResultStore(f"sqlite:///{path}").write_task_results([row()])
-    assert ResultStore(f"sqlite:///{path}", readonly=True).stored_items("h1", "lrm_sib_uig_dev", "dev", "1.0") == 10
+    assert ResultStore(f"sqlite:///{path}", readonly=True).stored_items(key()) == 10
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

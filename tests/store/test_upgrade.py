@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from harness import HarnessError
-from harness.store import ResultRow, ResultStore, SweepId, TrialRow, sweep_trials, write_sweep_trial
+from harness.store import ResultKey, ResultRow, ResultStore, SweepId, TrialRow, sweep_trials, write_sweep_trial
 from leaderboard import data, sweeps, tables
 
 # The tables as the harness wrote them before the upgrade (SQLAlchemy's DDL of the old schema).
@@ -115,10 +115,21 @@ def test_upgraded_sweeps_keep_their_grids_and_choices(old_store):
     assert sweep_trials(store, SweepId("ties-uig-flan", "file:grid"))["model_hash"].tolist() == ["h1", "h2", "h4"]
     store.write_task_results([ResultRow(model="ct-uig", model_hash="hash-ct", task="lrm_mlic_tc_uig_test", lang="uig",
                                         split="test", task_version="1.0", metric="acc", value=0.7, stderr=None, n=50,
-                                        backend="hf", harness_version="t", lm_eval_version="t")])
+                                        backend="hf", harness_version="t", lm_eval_version="t", data_hash="d",
+                                        num_fewshot=0)])
     assert len(store.results()) == len(OLD_RESULTS) + 1
 
 
 def test_the_read_only_leaderboard_names_an_old_store_instead_of_misreading_it(old_store):
     with pytest.raises(HarnessError, match="written by an older harness"):
         data.read_store(old_store)
+
+
+def test_upgraded_results_never_stand_in_for_a_new_run(old_store):
+    """Old rows did not record their data or few-shot count: unknown, so a run evaluates them again."""
+    store = ResultStore(old_store)
+    rows = store.results(latest_only=False)
+    assert set(rows["data_hash"]) == {""} and rows["num_fewshot"].isna().all()
+    for num_fewshot in (0, 5):
+        assert store.stored_items(ResultKey("hash-base", "lrm_mlic_tc_uig_test", "test", "1.0", "d", num_fewshot,
+                                            "vllm")) is None
