@@ -89,8 +89,15 @@ class ResultKey:
     backend: str  # vllm | hf | server
 
     def matches(self, table: sa.Table):
-        """The SQL condition selecting this key's rows."""
-        return sa.and_(*(table.c[name] == value for name, value in asdict(self).items()))
+        """The SQL condition selecting this key's rows. A server the user started (`server`) is a
+        vLLM server scored through the same client as one the harness starts (`vllm`), so the two
+        stand in for each other; hf is a different engine."""
+        fields = asdict(self)
+        backends = VLLM_BACKENDS if fields.pop("backend") in VLLM_BACKENDS else (self.backend,)
+        return sa.and_(table.c.backend.in_(backends), *(table.c[name] == value for name, value in fields.items()))
+
+
+VLLM_BACKENDS = ("vllm", "server")
 
 
 @dataclass

@@ -36,6 +36,7 @@ def test_rows_round_trip_and_has_result_keys_on_hash_task_split_version(store_ur
     assert not store.has_result(key(data_hash="d2"))  # other data
     assert not store.has_result(key(num_fewshot=5))
     assert not store.has_result(key(backend="hf"))
+    assert store.has_result(key(backend="server"))  # a vLLM server the user started scores as ours does
     assert store.stored_items(key()) == 10
     assert store.stored_items(key(version="2.0")) is None
 
