@@ -101,12 +101,11 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
     report = EvalReport(model=model, settings=settings, run_dir=None, store_url=store.url)
     with task_data(settings):
         pending = []
-        for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
-            key = result_key(model, name, task, settings)
-            if needs_evaluation(store, key, task, settings):
+        for key, task, due in _keyed_tasks(store, model, tasks, settings):
+            if due:
                 pending.append((key, task))
             else:
-                report.outcomes.append(TaskOutcome(name, str(task.VERSION), "skipped", key))
+                report.outcomes.append(TaskOutcome(key.task, str(task.VERSION), "skipped", key))
         if not pending:
             return report
         report.run_dir = lm_eval_run.new_run_dir(model)
@@ -123,11 +122,16 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
 def pending_tasks(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) -> list[str]:
     """The tasks `evaluate` would run now; lets a caller that manages its own server (harness
     sweep) skip starting it."""
-    store = ResultStore(settings.store_url)
     with task_data(settings):
-        loaded = lm_eval_run.load_tasks(tasks, settings.task_dir)
-        return [name for name, task in loaded.items()
-                if needs_evaluation(store, result_key(model, name, task, settings), task, settings)]
+        return [key.task for key, _, due in _keyed_tasks(ResultStore(settings.store_url), model, tasks, settings) if due]
+
+
+def _keyed_tasks(store: ResultStore, model: ModelUnderTest, tasks: list[str], settings: EvalSettings):
+    """(result key, lm-eval task, whether it must be evaluated now) per task, in order; the one
+    place `evaluate` and `pending_tasks` decide what is stored already."""
+    for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
+        key = result_key(model, name, task, settings)
+        yield key, task, needs_evaluation(store, key, task, settings)
 
 
 def task_data(settings: EvalSettings):
