@@ -53,7 +53,8 @@ def run(args) -> int:
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
-    tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id)
+    data_dir = default_data_dir(args.data_dir, registry.data_dir)
+    tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir)
     settings = EvalSettings(
         split=args.split,
         limit=args.limit,
@@ -61,7 +62,7 @@ def run(args) -> int:
         backend=args.backend,
         server_url=args.server,
         store_url=args.store,
-        data_dir=default_data_dir(args.data_dir, registry.data_dir),
+        data_dir=data_dir,
         force=args.force,
         device=args.device,
     )
@@ -71,8 +72,14 @@ def run(args) -> int:
     return 0
 
 
-def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str, model_id: str) -> list[str]:
-    """--tasks as given; else every task of --lang, else of the model's languages."""
+def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str, model_id: str,
+                 data_dir: Path | None = None) -> list[str]:
+    """--tasks as given; else every task of --lang, else of the model's languages, that has data.
+
+    Any language may be evaluated, whatever the model's registry `langs` (the English control
+    `eng` with every model). Tasks with only synthetic data (English MLiC-Eval: the zoo writes it,
+    the real dataset has none) are left out, with a note, where `data_dir` (None: the hub) lacks them.
+    """
     from tasks import suite
     from tasks.languages import LANGUAGES
 
@@ -87,7 +94,26 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     unknown = [lang for lang in chosen if lang not in LANGUAGES]
     if unknown:
         raise HarnessError(f"unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
-    return [task for lang in chosen for task in suite.task_names(lang, split)]
+    return _with_data([task for lang in chosen for task in suite.task_names(lang, split)], data_dir)
+
+
+def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
+    """The tasks less the synthetic-only ones whose data `data_dir` lacks, each named on stderr."""
+    from tasks import suite
+    from tasks.errors import TaskError
+    from tasks.utils import read_task_docs
+
+    kept = []
+    for task in tasks:
+        family, lang, split = suite.parse_task_name(task)
+        if suite.synthetic_only(family, lang):
+            try:
+                read_task_docs(family, lang, split, data_dir)
+            except TaskError as err:
+                print(f"left out {err}", file=sys.stderr)
+                continue
+        kept.append(task)
+    return kept
 
 
 def default_data_dir(given: Path | None, registry_data_dir: Path | None) -> Path | None:

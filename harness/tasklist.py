@@ -9,7 +9,7 @@ from pathlib import Path
 from harness import HarnessError
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES
-from tasks.suite import FAMILIES, PREFIX, SPLITS, families_of, group_name
+from tasks.suite import FAMILIES, PREFIX, SPLITS, families_of, group_name, synthetic_only
 from tasks.utils import read_task_docs
 
 
@@ -49,7 +49,8 @@ def run(args) -> int:
     problems: list[str] = []
     for lang in langs:
         language = LANGUAGES[lang]
-        print(f"\n{lang}  {language.name}  groups: {', '.join(group_name(lang, s) for s in splits)}")
+        role = "  (control: not a merge target, not in lrm_all)" if language.control else ""
+        print(f"\n{lang}  {language.name}{role}  groups: {', '.join(group_name(lang, s) for s in splits)}")
         sizes = split_sizes(lang, data_dir) if data_dir is not None else None
         rows = [("task", *splits, "main metric", "dataset")]
         for family in families_of(lang):
@@ -60,11 +61,12 @@ def run(args) -> int:
                     problems.append(value)
                     value = "-"
                 counts.append(str(value))
-            rows.append((f"{PREFIX}_{family}_{lang}_<split>", *counts, FAMILIES[family].main_metric, FAMILIES[family].dataset))
+            dataset = FAMILIES[family].dataset + (" (zoo data only)" if synthetic_only(family, lang) else "")
+            rows.append((f"{PREFIX}_{family}_{lang}_<split>", *counts, FAMILIES[family].main_metric, dataset))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-    print(f"\nwhole suite: {', '.join(group_name('all', s) for s in splits)}")
+    print(f"\nwhole suite (the target languages): {', '.join(group_name('all', s) for s in splits)}")
     if problems:
         print(f"\n{len(problems)} split(s) not counted (-):")
         for problem in problems:

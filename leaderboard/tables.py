@@ -7,9 +7,11 @@ Missing values stay NaN here and are drawn as a dash, never as zero:
 - a language cell is the language's average (tasks.averages: the unweighted mean of its tasks,
   missing when one is missing) over the tasks of that language that the store holds for some model
   in the split, so every cell of a column averages the same tasks;
-- the Average cell is the mean of the language columns shown; it is missing unless the model has
-  all of them (the paper averages over all seven languages; averaging over whichever languages a
-  model happens to have would rank a model evaluated on one easy language first).
+- the Average cell is the mean of the target-language columns shown; it is missing unless the
+  model has all of them (the paper averages over all seven languages; averaging over whichever
+  languages a model happens to have would rank a model evaluated on one easy language first);
+- the English control column (tasks.languages.CONTROL_LANGUAGES) comes after the Average and is
+  not in it: it checks that a model knows the tasks, it is not a language merged for.
 """
 
 import json
@@ -23,7 +25,7 @@ from harness.store import main_metric_rows, metric_label
 from merges import method_label
 from tasks.averages import language_average
 from tasks.errors import TaskError
-from tasks.languages import LANGUAGES
+from tasks.languages import CONTROL_LANGUAGES, LANGUAGES
 from tasks.suite import FAMILIES, parse_task_name
 
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
@@ -98,14 +100,15 @@ def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def overview_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
-    """The paper's Table 3: models x languages (by name) + Average, with each model's kind."""
+    """The paper's Table 3: models x languages (by name) + Average, with each model's kind; the
+    control language's column (English) after the Average, outside it."""
     by_lang = language_averages(scores)
-    by_lang.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in by_lang.columns]
-    score_columns = list(by_lang.columns)
-    if score_columns:
-        by_lang[AVERAGE] = by_lang[score_columns].mean(axis=1, skipna=False)
-        score_columns.append(AVERAGE)
-    return _with_kinds(by_lang, score_columns, kinds, shown_kinds, "Average score per language (%)")
+    targets = by_lang[[code for code in by_lang.columns if code not in CONTROL_LANGUAGES]]
+    if not targets.columns.empty:
+        targets = targets.assign(**{AVERAGE: targets.mean(axis=1, skipna=False)})
+    table = pd.concat([targets, by_lang[[code for code in by_lang.columns if code in CONTROL_LANGUAGES]]], axis=1)
+    table.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in table.columns]
+    return _with_kinds(table, list(table.columns), kinds, shown_kinds, "Average score per language (%)")
 
 
 def language_table(

@@ -110,8 +110,9 @@ def overview(ctx: Context) -> None:
     _score_table(table)
     st.caption(
         f"Each language column: {averages.RULE} (main metric: accuracy, or exact match for math); its tasks "
-        "are the language's tasks that any model has on this split. Average = mean over the languages shown, "
-        "only where a model has all of them. – = not evaluated (or some of the language's tasks not evaluated)."
+        "are the language's tasks that any model has on this split. Average = mean over the target languages "
+        "shown (not the English control after it), only where a model has all of them. – = not evaluated "
+        "(or some of the language's tasks not evaluated)."
     )
     _downloads(table, f"leaderboard_{ctx.split}")
 

@@ -1,7 +1,8 @@
-"""lm-eval task definitions (YAML) for the seven languages, with their prompts and data loaders.
+"""lm-eval task definitions (YAML) for the seven languages and the English control, with their
+prompts and data loaders.
 
 The bottom layer of the project: it imports nothing from `harness`, `leaderboard` or `merges`, so
-`lm_eval --include_path tasks` works on its own. `languages.py` holds the seven languages,
+`lm_eval --include_path tasks` works on its own. `languages.py` holds the languages (targets and control),
 `suite.py` the task families, task and group names, main metrics and the YAML generator,
 `errors.py` the one error (TaskError), `utils.py` the loaders the YAML files name,
 `prompts.py` every prompt template and `layout.py` every local-data file path, so the task

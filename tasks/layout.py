@@ -4,12 +4,14 @@ The layouts are the ones people actually download (paths relative to the data fo
 
     sib200/<flores>/{train,dev,test}.tsv   SIB-200 GitHub layout: index_id, category, text (header row)
     sib200/<flores>/labels.txt             one category per line
-    mgsm/mgsm_<bn|te>.tsv                  MGSM GitHub TSV: question, answer (no header)
+    mgsm/mgsm_<bn|te|en>.tsv               MGSM GitHub TSV: question, answer (no header)
     belebele/<flores>.jsonl                Belebele as exported from the hub, one question a line
     mlic-eval/data/<task>/<bo|ug|mn>/{train_1,train_2,train_3,dev,test}.json   MLiC-Eval, JSON lists
 
-The test fixtures (`tests/fixtures/data`, real SIB-200 and MGSM excerpts) follow this layout, and
-`harness zoo build` writes a synthetic data folder in it for all seven languages.
+(<flores> is e.g. tam_Taml, or eng_Latn for the English control; MLiC-Eval has no English, and
+only the zoo writes an `en` folder there.) The test fixtures (`tests/fixtures/data`, real SIB-200
+and MGSM excerpts) follow this layout, and `harness zoo build` writes a synthetic data folder in it
+for the seven languages and English.
 """
 
 from pathlib import Path

@@ -1,13 +1,16 @@
 """The evaluation suite: task families, task and group names, main metrics, and the YAML files.
 
-Every language has dev and test variants of its tasks (paper §4, Tables 2 and 6):
+Every language has dev and test variants of the families of its datasets (paper §4, Tables 2
+and 6; tasks/languages.py):
 
     tam tel ory ben   sib (SIB-200 topics, 7 labels), belebele (4 options), mgsm (tel, ben only)
     bod uig mvf       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math
+    eng (control)     all seven; its MLiC-style tasks exist only in the zoo's synthetic data
 
 Task `lrm_<family>_<lang>_<split>`; group `lrm_<lang>_<split>` (the plain mean of its tasks' main
-metric, reported as the group's `acc`); `lrm_all_<split>` for the whole suite (the plain mean over
-all its tasks). Every module that builds or reads a task name does it through this one.
+metric, reported as the group's `acc`); `lrm_all_<split>` for the whole suite of the seven target
+languages (the plain mean over all their tasks; the English control is not in it). Every module
+that builds or reads a task name does it through this one.
 
 The lm-eval YAML files beside this module are written by `write_task_files()`: run
 `python -m tasks.suite` after changing the matrix; a test checks they are up to date.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import TaskError
-from tasks.languages import LANGUAGES, Language
+from tasks.languages import BELEBELE, LANGUAGES, MGSM, MLIC, SIB200, TARGET_LANGUAGES, Language
 
 PREFIX = "lrm"
 SPLITS = ("dev", "test")
@@ -34,6 +37,7 @@ TASKS_DIR = Path(__file__).resolve().parent
 class Family:
     name: str
     dataset: str
+    source: str  # the dataset's key in Language.data_codes (tasks.languages)
     label: str  # the column heading in the leaderboard's per-language tables (as in the paper)
     main_metric: str  # "acc" (multiple choice, log-likelihood) or "exact_match" (generation)
     template: str  # the YAML template folder under tasks/
@@ -44,13 +48,13 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("sib", "SIB-200 topic classification", "SIB-200", "acc", "sib", True),
-        Family("belebele", "Belebele reading comprehension", "Belebele", "acc", "belebele", False),
-        Family("mgsm", "MGSM grade-school math", "MGSM", "exact_match", "mgsm", False),
-        Family("mlic_tc", "MLiC-Eval text classification", "TC", "acc", "mlic_tc", True),
-        Family("mlic_mrc", "MLiC-Eval reading comprehension (dialogues)", "MRC", "acc", "mlic_mrc", True),
-        Family("mlic_rs", "MLiC-Eval response selection", "RS", "acc", "mlic_rs", True),
-        Family("mlic_math", "MLiC-Eval math", "Math", "exact_match", "mlic_math", True),
+        Family("sib", "SIB-200 topic classification", SIB200, "SIB-200", "acc", "sib", True),
+        Family("belebele", "Belebele reading comprehension", BELEBELE, "Belebele", "acc", "belebele", False),
+        Family("mgsm", "MGSM grade-school math", MGSM, "MGSM", "exact_match", "mgsm", False),
+        Family("mlic_tc", "MLiC-Eval text classification", MLIC, "TC", "acc", "mlic_tc", True),
+        Family("mlic_mrc", "MLiC-Eval reading comprehension (dialogues)", MLIC, "MRC", "acc", "mlic_mrc", True),
+        Family("mlic_rs", "MLiC-Eval response selection", MLIC, "RS", "acc", "mlic_rs", True),
+        Family("mlic_math", "MLiC-Eval math", MLIC, "Math", "exact_match", "mlic_math", True),
     ]
 }
 
@@ -58,11 +62,14 @@ FAMILIES: dict[str, Family] = {
 # ---- names ---------------------------------------------------------------------------------------
 
 def families_of(lang: str) -> list[str]:
-    """The task families a language is evaluated on."""
-    language = _language(lang)
-    if language.suite == "flores":
-        return ["sib", "belebele"] + (["mgsm"] if language.mgsm else [])
-    return ["mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math"]
+    """The task families a language is evaluated on: those of its datasets, in the paper's order."""
+    data_codes = _language(lang).data_codes
+    return [name for name, family in FAMILIES.items() if family.source in data_codes]
+
+
+def synthetic_only(family: str, lang: str) -> bool:
+    """Whether the task has no real dataset behind it, only the zoo's synthetic data (English MLiC-Eval)."""
+    return FAMILIES[family].source in _language(lang).synthetic_only
 
 
 def task_name(family: str, lang: str, split: str) -> str:
@@ -174,7 +181,8 @@ def render_task_files() -> dict[str, str]:
                 group, f"{group} ({LANGUAGES[lang].name} average)", task_names(lang, split))
         whole = group_name("all", split)
         files[f"groups/{whole}.yaml"] = HEADER + _group_yaml(
-            whole, f"{whole} (all tasks, average)", [group_name(lang, split) for lang in LANGUAGES])
+            whole, f"{whole} (all tasks of the target languages, average)",
+            [group_name(lang, split) for lang in TARGET_LANGUAGES])
     return files
 
 

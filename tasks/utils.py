@@ -31,7 +31,7 @@ from pathlib import Path
 from tasks import layout, prompts
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES
-from tasks.suite import DATA_DIR_ENV, task_name
+from tasks.suite import DATA_DIR_ENV, FAMILIES, synthetic_only, task_name
 
 SIB_HUB = "Davlan/sib200"
 BELEBELE_HUB = "facebook/belebele"
@@ -91,10 +91,22 @@ def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) ->
         reader = _mlic
     else:
         raise TaskError(f"unknown task family {family!r}")
-    eval_docs, exemplars, where = reader(task, family, LANGUAGES[lang], split, data_dir)
+    eval_docs, exemplars, where = reader(task, family, _data_code(task, family, lang, data_dir), split, data_dir)
     if not eval_docs:
         raise TaskError(f"{task}: no {split} items in {where}")
     return eval_docs, exemplars
+
+
+def _data_code(task: str, family: str, lang: str, data_dir: Path | None) -> str:
+    """The dataset's code for the language; TaskError where the dataset has no such data."""
+    language, dataset = LANGUAGES[lang], FAMILIES[family].source
+    if dataset not in language.data_codes:
+        raise TaskError(f"{task}: {FAMILIES[family].dataset} has no {language.name} data")
+    if data_dir is None and synthetic_only(family, lang):
+        # Checked before any download: the hub has nothing to give.
+        raise TaskError(f"{task}: {FAMILIES[family].dataset} has no real {language.name} split; "
+                        f"only the zoo's synthetic data has this task (give --data-dir)")
+    return language.data_codes[dataset]
 
 
 # ---- prompt functions named by the task YAML ---------------------------------------------------
@@ -158,20 +170,20 @@ def extract_final_number(text: str) -> float | None:
 
 # ---- SIB-200 ------------------------------------------------------------------------------------
 
-def _sib(task, family, language, split, data_dir):
+def _sib(task, family, flores, split, data_dir):
     if data_dir is None:
-        hub = _load_hub(task, SIB_HUB, language.data_code)
+        hub = _load_hub(task, SIB_HUB, flores)
         rows = {"dev": hub["validation"], "test": hub["test"], "train": hub["train"]}
-        where = {name: f"hub {SIB_HUB} {language.data_code} {name}" for name in rows}
+        where = {name: f"hub {SIB_HUB} {flores} {name}" for name in rows}
         labels = list(SIB_LABELS)
     else:
         rows, where = {}, {}
         for name in (split, "train"):
-            path = layout.sib200_file(data_dir, language.data_code, name)
+            path = layout.sib200_file(data_dir, flores, name)
             if name == "train" and not path.is_file():
                 continue  # exemplars only: a local copy may hold just dev and test
             rows[name], where[name] = _read_tsv(task, path, header=True), path
-        labels = _read_labels(task, layout.sib200_labels_file(data_dir, language.data_code))
+        labels = _read_labels(task, layout.sib200_labels_file(data_dir, flores))
     docs = {name: _classification_docs(task, rows[name], where[name], labels, "category", "index_id")
             for name in rows}
     return docs[split], docs.get("train", []), where[split]
@@ -200,11 +212,11 @@ def _classification_docs(task, rows, where, labels, label_column, id_column) -> 
 
 # ---- Belebele -----------------------------------------------------------------------------------
 
-def _belebele(task, family, language, split, data_dir):
+def _belebele(task, family, flores, split, data_dir):
     if data_dir is None:
-        rows, where = _load_hub(task, BELEBELE_HUB, language.data_code, split="test"), f"hub {BELEBELE_HUB} {language.data_code}"
+        rows, where = _load_hub(task, BELEBELE_HUB, flores, split="test"), f"hub {BELEBELE_HUB} {flores}"
     else:
-        where = layout.belebele_file(data_dir, language.data_code)
+        where = layout.belebele_file(data_dir, flores)
         rows = _read_jsonl(task, where)
     _require_columns(task, rows, where, BELEBELE_COLUMNS)
     chosen = [row for row in rows if belebele_side(row["link"]) == split]
@@ -233,20 +245,18 @@ def _belebele_doc(task, row, where) -> dict:
 
 # ---- MGSM ---------------------------------------------------------------------------------------
 
-def _mgsm(task, family, language, split, data_dir):
-    if language.mgsm is None:
-        raise TaskError(f"{task}: MGSM has no {language.name} data")
+def _mgsm(task, family, mgsm_lang, split, data_dir):
     if data_dir is None:
-        where = f"hub {MGSM_HUB} {language.mgsm}"
-        hub_rows = _load_hub(task, MGSM_HUB, language.mgsm, split="test")
+        where = f"hub {MGSM_HUB} {mgsm_lang}"
+        hub_rows = _load_hub(task, MGSM_HUB, mgsm_lang, split="test")
         _require_columns(task, hub_rows, where, ("question", "answer_number"))
         rows = [{"question": r["question"], "answer": r["answer_number"]} for r in hub_rows]
     else:
-        where = layout.mgsm_file(data_dir, language.mgsm)
+        where = layout.mgsm_file(data_dir, mgsm_lang)
         rows = _read_tsv(task, where, header=False, columns=("question", "answer"))
     dev_rows = mgsm_dev_rows(len(rows))
     chosen = [i for i in range(len(rows)) if (i in dev_rows) == (split == "dev")]
-    return [_math_doc(task, rows[i], where, f"mgsm-{language.mgsm}-{i}") for i in chosen], [], where
+    return [_math_doc(task, rows[i], where, f"mgsm-{mgsm_lang}-{i}") for i in chosen], [], where
 
 
 def mgsm_dev_rows(n_rows: int) -> set[int]:
@@ -267,9 +277,9 @@ def _math_doc(task, row, where, doc_id) -> dict:
 
 # ---- MLiC-Eval ----------------------------------------------------------------------------------
 
-def _mlic(task, family, language, split, data_dir):
+def _mlic(task, family, mlic_lang, split, data_dir):
     kind = family[len("mlic_"):]
-    folder = _mlic_folder(task, kind, language.data_code, data_dir)
+    folder = _mlic_folder(task, kind, mlic_lang, data_dir)
     train_files = [folder / f"train_{n}.json" for n in (1, 2, 3) if (folder / f"train_{n}.json").is_file()]
     train = [row for path in train_files for row in _read_json_list(task, path)]
     _require_columns(task, train, folder / "train_*.json", MLIC_COLUMNS[kind])

@@ -7,7 +7,7 @@ of training on two CPU cores (see the README for measured times).
 
 from dataclasses import dataclass, field
 
-from tasks.languages import LANGUAGES
+from tasks.languages import TARGET_LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class EvalSizes:
 @dataclass(frozen=True)
 class ZooConfig:
     seed: int = 1234
-    languages: tuple[str, ...] = tuple(LANGUAGES)
+    languages: tuple[str, ...] = tuple(TARGET_LANGUAGES)  # trained for; the English control is only evaluated
     shape: ModelShape = ModelShape()
     pretrain: Stage = Stage(steps=300, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=20)
     continued: Stage = Stage(steps=120, batch_size=8, seq_len=256, lr=1e-3)

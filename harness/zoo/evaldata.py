@@ -2,12 +2,14 @@
 
 Items are drawn once in English from the held-out side of the sentence split (no sentence of
 them is in any training corpus) and translated into every language, so the sets are parallel
-across languages as FLORES-based benchmarks are. Sizes are the real benchmarks' sizes:
+across languages as FLORES-based benchmarks are. The English control (`eng`) gets the same items
+untranslated, in every family, MLiC-Eval's included (which has no real English split). Sizes
+are the real benchmarks' sizes:
 
-    sib200/<flores>/{train,dev,test}.tsv, labels.txt   tam tel ory ben   701 / 99 / 204 rows
-    belebele/<flores>.jsonl                            tam tel ory ben   900 questions, 2 a passage
-    mgsm/mgsm_<te|bn>.tsv                              tel ben           250 problems
-    mlic-eval/data/<task>/<bo|ug|mn>/train_{1,2,3}.json + test.json      bod uig mvf
+    sib200/<flores>/{train,dev,test}.tsv, labels.txt   tam tel ory ben eng   701 / 99 / 204 rows
+    belebele/<flores>.jsonl                            tam tel ory ben eng   900 questions, 2 a passage
+    mgsm/mgsm_<te|bn|en>.tsv                           tel ben eng           250 problems
+    mlic-eval/data/<task>/<bo|ug|mn|en>/train_{1,2,3}.json + test.json      bod uig mvf eng
         TC 48/504, MRC 20/200, RS 40/407, math 20/200 (dev = train_1 + train_2 + train_3)
 """
 
@@ -21,7 +23,7 @@ from harness.zoo.corpora import Rendered, draw_item, render
 from harness.zoo.generators import Writer
 from harness.zoo.lexicon import TOPIC_LABELS, TOPICS, stable_seed
 from tasks import layout, prompts
-from tasks.languages import LANGUAGES
+from tasks.languages import BELEBELE, CONTROL_LANGUAGES, ENGLISH, LANGUAGES, MGSM, MLIC, SIB200
 
 BELEBELE_DS = "2023-05-03"  # the hub rows carry a date stamp; ours is fixed
 LABEL_ZH = {topic.label: topic.label_zh for topic in TOPICS}
@@ -43,26 +45,28 @@ def _writer(config: ZooConfig, family: str) -> Writer:
 
 
 def write_eval_data(data_dir: Path, config: ZooConfig) -> None:
-    """Write every evaluation file for the configured languages under data_dir."""
-    flores = [lang for lang in config.languages if LANGUAGES[lang].suite == "flores"]
-    mlic = [lang for lang in config.languages if LANGUAGES[lang].suite == "mlic"]
-    if flores:
-        _write_sib(data_dir, config, flores)
-        _write_belebele(data_dir, config, flores)
-    if any(LANGUAGES[lang].mgsm for lang in flores):
-        _write_mgsm(data_dir, config, [lang for lang in flores if LANGUAGES[lang].mgsm])
-    if mlic:
-        _write_mlic(data_dir, config, mlic)
+    """Write every evaluation file for the configured languages and the English control under data_dir."""
+    writers = {SIB200: _write_sib, BELEBELE: _write_belebele, MGSM: _write_mgsm, MLIC: _write_mlic}
+    langs = list(config.languages) + [lang for lang in CONTROL_LANGUAGES if lang not in config.languages]
+    for dataset, write in writers.items():
+        with_data = [lang for lang in langs if dataset in LANGUAGES[lang].data_codes]
+        if with_data:
+            write(data_dir, config, with_data)
+
+
+def _text_lang(lang: str) -> str:
+    """The zoo's name for the language its text is rendered in: "en" (untranslated) for English."""
+    return "en" if lang == ENGLISH else lang
 
 
 def _write_sib(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     sizes = config.eval_sizes.sib
     items = draw_unique(_writer(config, "sib"), "sib", sum(sizes.values()))
     for lang in langs:
-        code = LANGUAGES[lang].data_code
+        code = LANGUAGES[lang].data_codes[SIB200]
         start = 0
         for split, n in sizes.items():
-            rows = [f"{start + i}\t{item.label}\t{render(item, 'sib', lang, config.seed).text}"
+            rows = [f"{start + i}\t{item.label}\t{render(item, 'sib', _text_lang(lang), config.seed).text}"
                     for i, item in enumerate(items[start:start + n])]
             _write_text(layout.sib200_file(data_dir, code, split), "index_id\tcategory\ttext\n" + _lines(rows))
             start += n
@@ -72,11 +76,11 @@ def _write_sib(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
 def _write_belebele(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     passages = draw_unique(_writer(config, "belebele"), "belebele", config.eval_sizes.belebele // 2)
     for lang in langs:
-        code = LANGUAGES[lang].data_code
+        code = LANGUAGES[lang].data_codes[BELEBELE]
         rows = []
         for number, item in enumerate(passages):
             for q in range(len(item.questions)):
-                r = render(item, "belebele", lang, config.seed, question=q)
+                r = render(item, "belebele", _text_lang(lang), config.seed, question=q)
                 rows.append({
                     "link": f"https://zoo.invalid/belebele/{number}", "question_number": q + 1,
                     "flores_passage": r.text, "question": r.question,
@@ -89,8 +93,8 @@ def _write_belebele(data_dir: Path, config: ZooConfig, langs: list[str]) -> None
 def _write_mgsm(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     problems = draw_unique(_writer(config, "mgsm"), "math", config.eval_sizes.mgsm)
     for lang in langs:
-        rows = [f"{render(item, 'math', lang, config.seed).text}\t{item.answer}" for item in problems]
-        _write_text(layout.mgsm_file(data_dir, LANGUAGES[lang].mgsm), _lines(rows))
+        rows = [f"{render(item, 'math', _text_lang(lang), config.seed).text}\t{item.answer}" for item in problems]
+        _write_text(layout.mgsm_file(data_dir, LANGUAGES[lang].data_codes[MGSM]), _lines(rows))
 
 
 def _mlic_tc(r: Rendered, i: int) -> dict:
@@ -124,12 +128,12 @@ def _write_mlic(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
         bounds = [0, thirds[0], thirds[0] + thirds[1], n_dev, n_dev + n_test]
         names = ["train_1", "train_2", "train_3", "test"]
         for lang in langs:
-            folder = layout.mlic_dir(data_dir, task, LANGUAGES[lang].data_code)
+            folder = layout.mlic_dir(data_dir, task, LANGUAGES[lang].data_codes[MLIC])
             for name, start, end in zip(names, bounds, bounds[1:]):
                 rows = []
                 for i in range(start, end):
                     extra = {"working": items[i].working} if task == "math" else {}
-                    rows.append(to_row(render(items[i], task, lang, config.seed), i, **extra))
+                    rows.append(to_row(render(items[i], task, _text_lang(lang), config.seed), i, **extra))
                 _write_text(folder / f"{name}.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
 
 

@@ -71,6 +71,17 @@ def test_average_needs_every_shown_language():
     assert math.isnan(table.loc["b", "Average"]) and math.isnan(table.loc["c", "Average"])
 
 
+def test_the_english_control_comes_after_the_average_and_is_not_in_it():
+    with_english = pd.concat([RESULTS, rows(("a", "lrm_sib_eng_test", "eng", "acc", 0.90),
+                                            ("b", "lrm_sib_eng_test", "eng", "acc", 0.80))])
+    scores = tables.main_scores(with_english, "test", main_metric)
+    table = tables.overview_table(scores, tables.model_kinds(scores, MODELS)).frame
+    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average", "English"]
+    assert table.loc["a", "Average"] == pytest.approx(35.0)  # Telugu and Uyghur only, as without English
+    assert table.loc["a", "English"] == pytest.approx(90.0)
+    assert math.isnan(table.loc["c", "English"]) and math.isnan(table.loc["c", "Average"])
+
+
 def test_rows_in_kind_order_with_method_labels():
     table = overview().frame
     assert list(table.index) == ["c", "b", "a"]  # base, sft, merge

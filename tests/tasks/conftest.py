@@ -1,6 +1,6 @@
 """Fixtures for the task tests: a local data folder in the real layouts, a TaskManager, a tiny model.
 
-SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data). Belebele and MLiC-Eval are not
+SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data), English included. Belebele and MLiC-Eval are not
 available as files, so small fixtures are written in their real schemas: Belebele rows as the
 hub exports them (link, question_number, flores_passage, question, mc_answer1-4,
 correct_answer_num), MLiC-Eval JSON lists in data/<task>/<lang>/{train_1..3,dev,test}.json.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks import layout
-from tasks.languages import LANGUAGES
+from tasks.languages import BELEBELE, LANGUAGES, MLIC
 from tasks.suite import TASKS_DIR, data_env
 
 BELEBELE_ARTICLES = 60  # about 1.8 questions each, like the real 488 passages / 900 questions
@@ -56,23 +56,28 @@ def mlic_rows(task: str, lang: str, split: str, count: int) -> list[dict]:
 
 
 def write_fixture_data(root: Path, real_data: Path) -> Path:
-    """A full local data folder for all seven languages; returns root."""
+    """A full local data folder for every language (English MLiC-Eval as the zoo writes it); returns root."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("sib200", "mgsm"):
         (root / name).symlink_to(real_data / name, target_is_directory=True)
     for language in LANGUAGES.values():
-        if language.suite == "flores":
-            path = layout.belebele_file(root, language.data_code)
+        if BELEBELE in language.data_codes:
+            flores = language.data_codes[BELEBELE]
+            path = layout.belebele_file(root, flores)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in belebele_rows(language.data_code)))
-            continue
-        for task in layout.MLIC_TASKS:
-            folder = layout.mlic_dir(root, task, language.data_code)
-            folder.mkdir(parents=True, exist_ok=True)
-            for split, count in MLIC_SIZES.items():
-                rows = mlic_rows(task, language.data_code, split, count)
-                (folder / f"{split}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in belebele_rows(flores)))
+        if MLIC in language.data_codes:
+            _write_mlic(root, language.data_codes[MLIC])
     return root
+
+
+def _write_mlic(root: Path, mlic_lang: str) -> None:
+    for task in layout.MLIC_TASKS:
+        folder = layout.mlic_dir(root, task, mlic_lang)
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, count in MLIC_SIZES.items():
+            rows = mlic_rows(task, mlic_lang, split, count)
+            (folder / f"{split}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ MGSM_DEV_ROWS_OF_250 = {
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-@pytest.mark.parametrize("lang", ["tam", "tel", "ory", "ben"])
+@pytest.mark.parametrize("lang", ["tam", "tel", "ory", "ben", "eng"])
 def test_sib200_real_files_sizes_and_labels(real_data, lang):
     test, _ = read_task_docs("sib", lang, "test", real_data)
     dev, _ = read_task_docs("sib", lang, "dev", real_data)
@@ -33,7 +33,7 @@ def test_sib200_real_files_sizes_and_labels(real_data, lang):
     assert not {d["id"] for d in dev} & {d["id"] for d in test}
 
 
-@pytest.mark.parametrize("lang", ["tel", "ben"])
+@pytest.mark.parametrize("lang", ["tel", "ben", "eng"])
 def test_mgsm_real_files_carve_a_fifth_for_dev_without_overlap(real_data, lang):
     dev, _ = read_task_docs("mgsm", lang, "dev", real_data)
     test, _ = read_task_docs("mgsm", lang, "test", real_data)
@@ -48,7 +48,33 @@ def test_mgsm_dev_rows_are_pinned_and_the_same_problems_in_both_languages(real_d
     assert mgsm_dev_rows(25) == {5, 6, 7, 10, 19}
     tel = [d["answer"] for d in read_task_docs("mgsm", "tel", "dev", real_data)[0]]
     ben = [d["answer"] for d in read_task_docs("mgsm", "ben", "dev", real_data)[0]]
-    assert tel == ben  # parallel files: the same rows, so the same answers
+    eng = [d["answer"] for d in read_task_docs("mgsm", "eng", "dev", real_data)[0]]
+    assert tel == ben == eng  # parallel files: the same rows, so the same answers
+
+
+def test_english_sib200_is_parallel_to_the_target_languages(real_data):
+    for split in ("dev", "test"):
+        eng = [(d["id"], d["answer"]) for d in read_task_docs("sib", "eng", split, real_data)[0]]
+        assert eng == [(d["id"], d["answer"]) for d in read_task_docs("sib", "tam", split, real_data)[0]]
+    assert read_task_docs("sib", "eng", "test", real_data)[0][0]["text"].startswith("Mutation adds new genetic variation")
+
+
+def test_english_mlic_eval_is_zoo_data_only(real_data, monkeypatch):
+    def no_download(*_args, **_kwargs):
+        raise AssertionError("the hub has no English MLiC-Eval: nothing may be downloaded")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_download)
+    with pytest.raises(TaskError, match=r"^lrm_mlic_tc_eng_test: MLiC-Eval text classification has no real "
+                                        r"English split; only the zoo's synthetic data has this task"):
+        read_task_docs("mlic_tc", "eng", "test", None)
+    # A real local folder has no English MLiC-Eval either: the usual missing-folder error, one line.
+    with pytest.raises(TaskError, match=r"^lrm_mlic_rs_eng_dev: missing data folder .*/response_selection/en$"):
+        read_task_docs("mlic_rs", "eng", "dev", real_data)
+
+
+def test_a_family_outside_the_languages_datasets_is_an_error(real_data):
+    with pytest.raises(TaskError, match=r"^lrm_mgsm_tam_test: MGSM grade-school math has no Tamil data$"):
+        read_task_docs("mgsm", "tam", "test", real_data)
 
 
 def test_belebele_carve_keeps_articles_on_one_side(data_dir):

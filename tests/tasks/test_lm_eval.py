@@ -6,7 +6,7 @@ import pytest
 
 from tasks import prompts
 from tasks.errors import TaskError
-from tasks.languages import LANGUAGES
+from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import SPLITS, data_env, group_name, main_metric, task_names
 
 
@@ -14,12 +14,17 @@ def _load(task_manager, names):
     return task_manager.load(list(names))
 
 
+def _whole_suite_and_controls() -> list[str]:
+    """The whole-suite groups (the target languages) and the control languages' groups."""
+    return [group_name(lang, split) for split in SPLITS for lang in ["all", *CONTROL_LANGUAGES]]
+
+
 def test_every_task_and_group_resolves_from_local_data(task_manager, local_data):
-    loaded = _load(task_manager, [group_name("all", split) for split in SPLITS])
+    loaded = _load(task_manager, _whole_suite_and_controls())
     expected_tasks = {name for lang in LANGUAGES for split in SPLITS for name in task_names(lang, split)}
     assert set(loaded["tasks"]) == expected_tasks
     for split in SPLITS:
-        assert loaded["group_map"][group_name("all", split)] == [group_name(lang, split) for lang in LANGUAGES]
+        assert loaded["group_map"][group_name("all", split)] == [group_name(lang, split) for lang in TARGET_LANGUAGES]
         for lang in LANGUAGES:
             assert loaded["group_map"][group_name(lang, split)] == task_names(lang, split)
             group = loaded["groups"][group_name(lang, split)]
@@ -104,8 +109,8 @@ def test_every_group_runs_on_a_zoo_model_both_splits_from_the_zoo_data(task_mana
     """The whole suite, dev and test, through lm-eval's hf backend on a trained zoo model."""
     for key, value in data_env(zoo_home / "zoo" / "data").items():
         monkeypatch.setenv(key, value)
-    groups = [group_name("all", split) for split in SPLITS]
-    results = _evaluate(task_manager, zoo_home / "zoo" / "sft-flan", groups, limit=2, gen_kwargs="max_gen_toks=16")
+    results = _evaluate(task_manager, zoo_home / "zoo" / "sft-flan", _whole_suite_and_controls(), limit=2,
+                        gen_kwargs="max_gen_toks=16")
     scores = results["results"]
     for split in SPLITS:
         for lang in LANGUAGES:

@@ -3,8 +3,9 @@
 import pytest
 
 from tasks.errors import TaskError
-from tasks.suite import (TASKS_DIR, data_env, group_name, lang_of, main_metric, parse_task_name,
-                         render_task_files, task_names)
+from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
+from tasks.suite import (TASKS_DIR, data_env, families_of, group_name, lang_of, main_metric, parse_task_name,
+                         render_task_files, synthetic_only, task_names)
 
 
 def test_task_names_follow_the_contract():
@@ -56,5 +57,26 @@ def test_committed_yaml_files_are_the_generated_ones():
         assert path.read_text(encoding="utf-8") == text, f"{relative} is stale: run python -m tasks.suite"
     committed = {p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.glob("*/lrm_*.yaml")}
     assert committed == set(rendered)
-    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4)  # 44 tasks
-    assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1)
+    # 44 tasks of the seven target languages and 14 of the English control
+    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4 + 7)
+    assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1 + 1)
+
+
+def test_english_is_a_control_with_every_family():
+    assert list(TARGET_LANGUAGES) == ["tam", "tel", "ory", "ben", "bod", "uig", "mvf"]
+    assert list(CONTROL_LANGUAGES) == ["eng"] and set(LANGUAGES) == set(TARGET_LANGUAGES) | {"eng"}
+    assert task_names("eng", "test") == [
+        "lrm_sib_eng_test", "lrm_belebele_eng_test", "lrm_mgsm_eng_test", "lrm_mlic_tc_eng_test",
+        "lrm_mlic_mrc_eng_test", "lrm_mlic_rs_eng_test", "lrm_mlic_math_eng_test"]
+    assert parse_task_name("lrm_mlic_math_eng_dev") == ("mlic_math", "eng", "dev")
+    assert main_metric("lrm_mgsm_eng_test") == "exact_match" and main_metric("lrm_eng_test") == "acc"
+    assert lang_of("lrm_sib_eng_test") == "eng" and lang_of("lrm_eng_dev") == "eng"
+    assert [f for f in families_of("eng") if synthetic_only(f, "eng")] == ["mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math"]
+    assert not any(synthetic_only(f, lang) for lang in TARGET_LANGUAGES for f in families_of(lang))
+
+
+def test_the_whole_suite_group_holds_the_target_languages_only():
+    whole = render_task_files()["groups/lrm_all_test.yaml"]
+    assert all(f"  - lrm_{lang}_test\n" in whole for lang in TARGET_LANGUAGES)
+    assert "lrm_eng_test" not in whole
+    assert "  - lrm_mlic_math_eng_test\n" in render_task_files()["groups/lrm_eng_test.yaml"]

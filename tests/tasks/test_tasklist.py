@@ -21,9 +21,27 @@ def test_harness_tasks_lists_split_sizes(data_dir, capsys):
     assert rows["lrm_sib_tam_<split>"] == ["21", "21"]  # the real-data excerpts (tests/fixtures/data)
     assert rows["lrm_mgsm_tel_<split>"] == ["5", "20"]
     assert rows["lrm_mlic_math_bod_<split>"] == ["4", "8"]
+    assert rows["lrm_sib_eng_<split>"] == ["21", "21"] and rows["lrm_mgsm_eng_<split>"] == ["5", "20"]
+    assert rows["lrm_mlic_tc_eng_<split>"] == ["4", "8"]  # English MLiC-style data, as the zoo writes it
     belebele_dev, belebele_test = map(int, rows["lrm_belebele_ben_<split>"])
     assert belebele_dev + belebele_test == 108 and 0 < belebele_dev < belebele_test
     assert "lrm_all_dev, lrm_all_test" in out
+
+
+def test_harness_tasks_lists_the_english_control_from_real_files(real_data, capsys):
+    """The real SIB-200 eng_Latn and MGSM en excerpts are counted; MLiC-Eval has no English, and
+    Belebele has no file here: those splits are reported as not counted, one line each."""
+    assert harness_tasks("--lang", "eng", "--data-dir", str(real_data)) == 0
+    out = capsys.readouterr().out
+    assert "eng  English  (control: not a merge target, not in lrm_all)  groups: lrm_eng_dev, lrm_eng_test" in out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "_<split>" in line}
+    assert list(rows) == [f"lrm_{family}_eng_<split>" for family in
+                          ("sib", "belebele", "mgsm", "mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math")]
+    assert rows["lrm_sib_eng_<split>"] == ["21", "21"] and rows["lrm_mgsm_eng_<split>"] == ["5", "20"]
+    assert all(rows[f"lrm_{family}_eng_<split>"] == ["-", "-"] for family in ("belebele", "mlic_tc", "mlic_math"))
+    assert "MLiC-Eval text classification (zoo data only)" in out
+    assert "10 split(s) not counted (-):" in out
+    assert "lrm_mlic_tc_eng_test: missing data folder" in out and "lrm_tam" not in out
 
 
 def test_harness_tasks_one_language_without_local_data(capsys):
