@@ -8,7 +8,7 @@ import pytest
 
 from harness import HarnessError
 from harness.cli import main
-from harness.evaluate import print_report
+from harness.evaluate import choose_tasks, print_report
 from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
 from harness.lm_eval_run import load_tasks
 from harness.results import result_key, result_rows
@@ -177,3 +177,28 @@ def test_cli_input_errors_are_one_line_and_exit_2(argv, message, capsys):
     assert main(["eval", "--split", "dev", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness eval: error: ") and message in err and "\n" not in err
+
+
+ENGLISH_TASKS = ["lrm_sib_eng_test", "lrm_belebele_eng_test", "lrm_mgsm_eng_test", "lrm_mlic_tc_eng_test",
+                 "lrm_mlic_mrc_eng_test", "lrm_mlic_rs_eng_test", "lrm_mlic_math_eng_test"]
+
+
+def test_the_english_control_is_chosen_for_any_model_with_the_zoo_data(tmp_path):
+    from harness.zoo.config import EvalSizes, ZooConfig
+    from harness.zoo.evaldata import write_eval_data
+
+    # No target language: the zoo writes the English control's files only.
+    write_eval_data(tmp_path, ZooConfig(languages=(), eval_sizes=EvalSizes(
+        sib={"train": 2, "dev": 2, "test": 2}, belebele=4, mgsm=5, mlic={k: (3, 2) for k in ("tc", "mrc", "rs", "math")})))
+    assert choose_tasks((), ["eng"], None, "test", "sft-flan", tmp_path) == ENGLISH_TASKS
+    assert choose_tasks(("uig",), ["eng"], None, "test", "ct-uig", tmp_path) == ENGLISH_TASKS
+
+
+def test_english_tasks_without_real_data_are_left_out_with_a_note(real_data, capsys):
+    """MLiC-Eval has no English: from the hub, or a real data folder, those four tasks are skipped."""
+    for data_dir in (None, real_data):
+        assert choose_tasks((), ["eng"], None, "test", "base", data_dir) == ENGLISH_TASKS[:3]
+        notes = capsys.readouterr().err.splitlines()
+        assert [note.split(":")[0] for note in notes] == [f"left out {task}" for task in ENGLISH_TASKS[3:]]
+    # Asked for by name, such a task is not dropped: evaluating it fails with the loader's one line.
+    assert choose_tasks((), None, ["lrm_mlic_tc_eng_test"], "test", "base", None) == ["lrm_mlic_tc_eng_test"]

@@ -9,7 +9,7 @@ from harness import HarnessError
 from harness.cli import main
 from harness.paths import REGISTRIES_DIR
 from harness.registry import load_registry, parse_registry
-from tasks.languages import LANGUAGES
+from tasks.languages import TARGET_LANGUAGES
 
 
 def registry_from(models: dict, **top) -> object:
@@ -29,13 +29,19 @@ CHECKPOINTS = {"base": {"kind": "base", "path": "base"}, "sft": {"kind": "sft", 
 def test_zoo_registry_has_every_paper_id_for_every_language():
     registry = load_registry()
     assert registry.name == "zoo"
-    for lang in LANGUAGES:
+    for lang in TARGET_LANGUAGES:
         for model_id in [f"ct-{lang}", f"ctsft-{lang}-flan", f"ctsft-{lang}-mt", f"wavg-{lang}-flan",
                          f"ties-{lang}-flan", f"ties-sv-{lang}-flan"]:
             assert lang in registry.resolve(model_id).langs
     assert registry.resolve("base").kind == "base"
     assert registry.resolve("sft-flan").kind == "sft"
     assert registry.resolve("ties-mvf-uig-flan").langs == ("mvf", "uig")
+
+
+def test_no_model_is_made_for_the_english_control():
+    for name in ("zoo", "paper"):
+        models = load_registry(name).models.values()
+        assert not [m.id for m in models if "eng" in m.langs or "-eng" in m.id], name
 
 
 def test_paper_registry_points_at_the_hub_models():
