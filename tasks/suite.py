@@ -5,7 +5,7 @@ and 6; tasks/languages.py):
 
     tam tel ory ben   sib (SIB-200 topics, 7 labels), belebele (4 options), mgsm (tel, ben only)
     bod uig mvf       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math
-    eng (control)     all seven; its MLiC-style tasks exist only in the zoo's synthetic data
+    eng (control)     all seven families; its MLiC-style four exist only in the zoo's synthetic data
 
 Task `lrm_<family>_<lang>_<split>`; group `lrm_<lang>_<split>` (the plain mean of its tasks' main
 metric, reported as the group's `acc`); `lrm_all_<split>` for the whole suite of the seven target
