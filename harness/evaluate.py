@@ -61,7 +61,7 @@ def run(args) -> int:
         backend=args.backend,
         server_url=args.server,
         store_url=args.store,
-        data_dir=default_data_dir(args.data_dir, registry.data_dir),
+        data_dir=default_data_dir(args.data_dir, registry),
         force=args.force,
         device=args.device,
     )
@@ -90,14 +90,15 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     return [task for lang in chosen for task in suite.task_names(lang, split)]
 
 
-def default_data_dir(given: Path | None, registry_data_dir: Path | None) -> Path | None:
+def default_data_dir(given: Path | None, registry) -> Path | None:
+    """--data-dir if given, else the registry's data_dir (the zoo's is built when missing), else None: the hub."""
+    from harness.build import registry_data_dir
+
     if given is not None:
         if not given.is_dir():
             raise HarnessError(f"--data-dir {given} is not a folder")
         return given.resolve()
-    if registry_data_dir is not None and registry_data_dir.is_dir():
-        return registry_data_dir
-    return None
+    return registry_data_dir(registry)
 
 
 # ---- the report --------------------------------------------------------------------------------
