@@ -1,14 +1,19 @@
 """`harness zoo`: the embedded default, a family of tiny Llama models trained on the CPU.
 
     harness zoo build [--dest DIR] [--force]   train what is missing or stale (about 4 minutes on 2 cores)
-    harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models
+    harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models'
+                                               training and held-out losses
+
+Other commands need not wait for the whole zoo: they build only the zoo models they read
+(harness/build.py, `build_zoo(only=...)`).
 
 The zoo mirrors the paper's pipeline on synthetic languages: `base` is pre-trained on English-like
 text, `sft-flan` fine-tuned on English task data, `ct-<lang>` continued on text in the language's
 real script (1/4 English replay), `ctsft-<lang>-flan` / `-mt` fine-tuned from ct on English /
 translated task data. `build_zoo` also writes synthetic evaluation data for all seven languages
 into `<dest>/data`. Modules: lexicon (the languages), generators (English text and task items),
-corpora (training text per stage), tokenizer, train, evaldata, build (manifest and caching).
+corpora (training text per stage), tokenizer, train, heldout (held-out loss per language),
+evaldata, build (manifest and caching).
 Heavy imports (torch, transformers) happen only when something must be trained.
 """
 

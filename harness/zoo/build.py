@@ -26,6 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from dataclasses import asdict
 from pathlib import Path
 
+from filelock import FileLock
+
 from harness import HarnessError
 from harness.paths import PROJECT_ROOT
 from harness.zoo.config import ZooConfig, ZooModel, stage_of, zoo_models
@@ -122,14 +124,18 @@ def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = Fa
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
         raise HarnessError(f"zoo destination is not a folder: {dest}")
-    todo = needed_artifacts(config, only) if force else stale_artifacts(dest, config, only)
-    if not todo:
+    if not force and not stale_artifacts(dest, config, only):
         return dest
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HarnessError(f"cannot create the zoo folder {dest}: {err.strerror}") from None
-    _Builder(dest, config, progress).run(todo, workers)
+    # One build at a time per zoo: a second command that needs zoo models waits, then builds only
+    # what the first left missing.
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        todo = needed_artifacts(config, only) if force else stale_artifacts(dest, config, only)
+        if todo:
+            _Builder(dest, config, progress).run(todo, workers)
     return dest
 
 

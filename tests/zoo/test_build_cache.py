@@ -169,6 +169,28 @@ def test_only_builds_the_named_models_and_their_ancestors(first_build, tmp_path,
     assert spy == ["base", "ct-uig", "ctsft-uig-mt", "sft-flan"]
 
 
+def test_two_builds_at_once_train_each_model_once(tmp_path, tiny_config, spy):
+    """Two commands that need zoo models at the same time: the second waits, then finds them built."""
+    import threading
+
+    dest, errors = tmp_path / "zoo", []
+
+    def build():
+        try:
+            zoo_build.build(dest, tiny_config, progress=False, only=["ct-uig"])
+        except Exception as err:  # an error in a thread would otherwise go unseen
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert spy == ["base", "ct-uig"]
+    assert zoo_build.stale_artifacts(dest, tiny_config, only=["ct-uig"]) == []
+
+
 def test_only_an_unknown_model_is_an_error(tmp_path, tiny_config):
     with pytest.raises(HarnessError, match=r"unknown zoo model\(s\) \['ct-xyz'\]"):
         zoo_build.build(tmp_path / "zoo", tiny_config, progress=False, only=["ct-xyz"])
