@@ -250,3 +250,14 @@ def test_zoo_info_shows_heldout_losses_beside_bases(first_build, tiny_config):
     assert f"{ct['en']:.2f} {ct['uig']:>9.2f} {base['uig']:>12.2f}  ok" in row
     assert next(line for line in lines if line.startswith("sft-flan ")).split()[-4:-1] == [
         f"{records['sft-flan']['heldout_loss']['en']:.2f}", "-", "-"]
+
+
+def test_every_ct_model_knows_its_language(zoo_home):
+    """The zoo's ct-<lang> predicts held-out text in its language far better than base does."""
+    from harness.zoo.config import ZooConfig
+
+    records = json.loads((zoo_home / "zoo" / "zoo.json").read_text())["artifacts"]
+    base = records["base"]["heldout_loss"]
+    for lang in ZooConfig().languages:
+        ct = records[f"ct-{lang}"]["heldout_loss"]
+        assert ct[lang] < 0.5 * base[lang], (lang, ct[lang], base[lang])
