@@ -50,7 +50,7 @@ def main() -> int:
     registry = load_registry(args.registry)
     model = ModelUnderTest.from_built(materialize(registry, registry.resolve(args.model).id))
     tasks = [task for lang in model.langs for task in suite.task_names(lang, args.split)]
-    data_dir = default_data_dir(None, registry.data_dir)
+    data_dir = default_data_dir(None, registry)
     print(f"model {model.id} ({model.path}), tasks {', '.join(tasks)}, limit {args.limit}/task")
 
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:

@@ -30,7 +30,7 @@ def one_sweep(registry, model_id: str, grid, mode: str, limit: int, home: Path) 
 
     os.environ["HARNESS_HOME"] = str(home)  # a cold merge cache and no stored trials
     settings = EvalSettings(split="dev", limit=limit, backend="vllm", store_url=f"sqlite:///{home / 'results.db'}",
-                            data_dir=default_data_dir(None, registry.data_dir), progress=False)
+                            data_dir=default_data_dir(None, registry), progress=False)
     start = time.perf_counter()
     result = run_sweep(registry, model_id, grid, settings, server_mode=mode,
                        evaluate_test=False, progress=False)

@@ -8,6 +8,10 @@
   of every input and the merges library version, so editing one CT model re-merges exactly the
   models that depend on it.
 
+A zoo registry's models (see harness/registry.py, `zoo:`) are built on demand: before building a
+model, the builder builds the zoo models it reads (itself, or a merge's inputs) that are missing
+or stale, and only those (with their ancestors), through `harness zoo`.
+
 A model's identity hash: for a local folder, a hash of its safetensors, JSON and tokenizer file
 contents (each file's hash is cached by path, size and mtime, so big models are read once); for
 a hub model, its repo id and resolved commit; for a merge, its cache key.
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +106,7 @@ class _Builder:
     def build(self, model_id: str) -> BuiltModel:
         entry = self.registry.resolve(model_id)
         if entry.id not in self.built:
+            build_zoo_models_for(self.registry, [entry.id])
             if entry.recipe is not None:
                 self.built[entry.id] = self._merge(entry)
             elif entry.hub is not None:
@@ -111,8 +117,7 @@ class _Builder:
 
     def _local(self, entry: ModelEntry) -> BuiltModel:
         if entry.path is None or not (entry.path / "config.json").is_file():
-            raise HarnessError(f"model {entry.id!r}: no checkpoint at {entry.path}; "
-                               "run `harness zoo build` to build the zoo models")
+            raise HarnessError(f"model {entry.id!r}: no checkpoint at {entry.path} (no config.json there)")
         if not any(entry.path.glob("*.safetensors")):
             # Pickled weights (pytorch_model.bin) can run code when loaded, and the identity hash
             # covers safetensors only: refuse them rather than load them quietly.
@@ -156,6 +161,70 @@ class _Builder:
 def materialize(registry: Registry, model_id: str, device: str = "cpu", progress: bool = True) -> BuiltModel:
     """A local HF folder for any registry model, its identity hash and its conflict statistics."""
     return _Builder(registry, device, progress).build(model_id)
+
+
+# ---- the zoo's models and data, built when a command needs them ----------------------------------
+
+def zoo_models_read_by(registry: Registry, model_id: str) -> list[str]:
+    """The zoo models that building `model_id` reads: itself, or the inputs of a merge (recursively).
+
+    A model is the zoo's when the registry names a zoo folder and the model's folder is
+    `<zoo>/<id>` for one of the zoo's model ids; an empty list for any other registry.
+    """
+    if registry.zoo is None:
+        return []
+    from harness.zoo import ZooConfig, zoo_models
+
+    zoo_ids = {model.id for model in zoo_models(ZooConfig())}
+    zoo = registry.zoo.resolve()
+    found: list[str] = []
+
+    def visit(entry: ModelEntry) -> None:
+        for ref in entry.recipe_model_ids():
+            visit(registry.resolve(ref))
+        if entry.path is not None and entry.path.parent.resolve() == zoo and entry.path.name in zoo_ids:
+            found.append(entry.path.name)
+
+    visit(registry.resolve(model_id))
+    return list(dict.fromkeys(found))
+
+
+def build_zoo_models_for(registry: Registry, model_ids: list[str]) -> None:
+    """Build, in one go, the zoo models that these registry models read and that are missing or stale.
+
+    In one go, so that independent zoo models train in parallel; nothing for a registry without a zoo.
+    """
+    zoo_ids = [zoo_id for model_id in model_ids for zoo_id in zoo_models_read_by(registry, model_id)]
+    if zoo_ids:
+        _build_zoo(registry, list(dict.fromkeys(zoo_ids)))
+
+
+def registry_data_dir(registry: Registry) -> Path | None:
+    """The registry's data_dir if it is a folder, the zoo's data built first when it is the zoo's."""
+    from harness.zoo.build import DATA
+
+    data_dir = registry.data_dir
+    if registry.zoo is not None and data_dir is not None and data_dir.resolve() == registry.zoo.resolve() / DATA:
+        _build_zoo(registry, [])
+    return data_dir if data_dir is not None and data_dir.is_dir() else None
+
+
+def _build_zoo(registry: Registry, zoo_ids: list[str]) -> None:
+    """Build what of these zoo models (with their ancestors, the tokenizer and the data) is missing or stale.
+
+    An empty list builds the tokenizer and the data only. A zoo build takes minutes, so it always
+    says what it builds and shows its progress, even for a caller that shows no merge progress.
+    """
+    from harness.zoo import ZooConfig, build_zoo
+    from harness.zoo.build import DATA, TOKENIZER, stale_artifacts
+
+    stale = stale_artifacts(registry.zoo.resolve(), ZooConfig(), only=zoo_ids)
+    if not stale:
+        return
+    models = [name for name in stale if name not in (TOKENIZER, DATA)]
+    print(f"building zoo models: {', '.join(models)}" if models else f"building the zoo's {' and '.join(stale)}",
+          file=sys.stderr, flush=True)
+    build_zoo(registry.zoo, progress=True, only=zoo_ids)
 
 
 # ---- `harness merge` --------------------------------------------------------------------------

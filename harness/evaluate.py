@@ -53,7 +53,7 @@ def run(args) -> int:
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
-    data_dir = default_data_dir(args.data_dir, registry.data_dir)
+    data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir)
     settings = EvalSettings(
         split=args.split,
@@ -116,14 +116,15 @@ def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
     return kept
 
 
-def default_data_dir(given: Path | None, registry_data_dir: Path | None) -> Path | None:
+def default_data_dir(given: Path | None, registry) -> Path | None:
+    """--data-dir if given, else the registry's data_dir (the zoo's is built when missing), else None: the hub."""
+    from harness.build import registry_data_dir
+
     if given is not None:
         if not given.is_dir():
             raise HarnessError(f"--data-dir {given} is not a folder")
         return given.resolve()
-    if registry_data_dir is not None and registry_data_dir.is_dir():
-        return registry_data_dir
-    return None
+    return registry_data_dir(registry)
 
 
 # ---- the report --------------------------------------------------------------------------------

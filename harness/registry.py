@@ -6,6 +6,7 @@ their names: `zoo` (the default) and `paper` (`--registry paper`); any other val
     name: zoo
     model_root: ${HARNESS_HOME}/zoo     # relative `path:` values resolve here
     data_dir: ${HARNESS_HOME}/zoo/data  # optional: local task data used when --data-dir is not given
+    zoo: ${HARNESS_HOME}/zoo            # optional: this zoo folder's models and data are built on demand
     models:
       base:     {kind: base, path: base}
       ct-uig:   {kind: ct, langs: [uig], path: ct-uig}
@@ -18,6 +19,10 @@ their names: `zoo` (the default) and `paper` (`--registry paper`); any other val
 
 A model is a local checkpoint folder (`path`), a hub checkpoint (`hub`, optional `revision`) or a
 merge recipe over other ids (`recipe`). `harness models` lists a registry.
+
+`zoo:` marks the registry as the CPU model zoo's: a model whose folder is `<zoo>/<zoo model id>`,
+and a `data_dir` of `<zoo>/data`, are built by `harness zoo` when a command needs them
+(harness/build.py). Without it, a missing folder is an error.
 """
 
 import difflib
@@ -73,6 +78,7 @@ class Registry:
     source: Path
     models: dict[str, ModelEntry]
     data_dir: Path | None = None
+    zoo: Path | None = None  # the zoo folder whose models and data are built on demand
     description: str = ""
     _aliases: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -175,12 +181,13 @@ def parse_registry(data: object, source: Path) -> Registry:
                 raise HarnessError(f"{where}: alias {alias!r} of {entry.id!r} is already taken")
             aliases[alias] = entry.id
     _check_references(models, where)
-    data_dir = data.get("data_dir")
+    data_dir, zoo = data.get("data_dir"), data.get("zoo")
     return Registry(
         name=str(data.get("name", source.stem)),
         source=source,
         models=models,
         data_dir=_expand(str(data_dir), source.parent) if data_dir else None,
+        zoo=_expand(str(zoo), source.parent) if zoo else None,
         description=str(data.get("description", "")),
         _aliases=aliases,
     )

@@ -140,17 +140,19 @@ def take_snapshot(registry_path: str | None, cases: list[str], with_scores: bool
     import merges
     from tqdm import tqdm
 
-    from harness.build import materialize
+    from harness.build import build_zoo_models_for, materialize, registry_data_dir
     from harness.registry import load_registry
 
     registry = load_registry(registry_path)
+    build_zoo_models_for(registry, input_models())  # all at once: independent ones train in parallel
     built = {name: materialize(registry, name, progress=False) for name in input_models()}
+    data_dir = registry_data_dir(registry)
     snapshot = Snapshot(inputs={name: b.model_hash for name, b in built.items()}, merges={})
     with tempfile.TemporaryDirectory(prefix="harness-regress-") as temp:
         for case in tqdm(cases, desc="regress: merges", unit="merge", disable=not progress):
             out = Path(temp) / case
             merges.run_merge(merges.load_recipe(CASES[case]), lambda name: built[name].path, out, progress=False)
-            scores = dev_scores(case, out, registry.data_dir, Path(temp)) if with_scores else None
+            scores = dev_scores(case, out, data_dir, Path(temp)) if with_scores else None
             snapshot.merges[case] = {"recipe": CASES[case], "tensors": folder_fingerprints(out), "scores": scores}
     return snapshot
 
@@ -167,7 +169,7 @@ def dev_scores(case: str, folder: Path, data_dir: Path | None, temp: Path) -> di
     model = ModelUnderTest(f"regress-{case}", folder, hashlib.sha256(f"regress:{case}:{folder}".encode()).hexdigest(),
                            "merge", ("uig",))
     settings = EvalSettings(split="dev", limit=SCORE_LIMIT, backend="hf", store_url=store_url,
-                            data_dir=data_dir if data_dir and data_dir.is_dir() else None, force=True, progress=False)
+                            data_dir=data_dir, force=True, progress=False)
     report = evaluate(model, list(SCORE_TASKS), settings)
     if report.run_dir is not None:
         shutil.rmtree(report.run_dir, ignore_errors=True)  # raw logs of a throwaway model

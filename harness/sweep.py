@@ -47,7 +47,7 @@ def run(args) -> int:
     entry = registry.resolve(args.model)
     grid = load_grid_file(args.grid_file) if args.grid_file is not None else builtin_grid_of(args.grid, registry, entry)
     settings = EvalSettings(split="dev", limit=args.limit, backend=args.backend, store_url=args.store,
-                            data_dir=default_data_dir(args.data_dir, registry.data_dir), device=args.device)
+                            data_dir=default_data_dir(args.data_dir, registry), device=args.device)
     result = run_sweep(registry, entry.id, grid, settings, server_mode=args.server_mode, evaluate_test=not args.no_test)
     print_result(result)
     return 0

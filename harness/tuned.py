@@ -49,4 +49,6 @@ def new_tuned_registry(registry) -> dict:
             raw["path"] = str(registry.models[str(model_id)].path)
     if registry.data_dir is not None:
         data["data_dir"] = str(registry.data_dir)
+    if registry.zoo is not None:
+        data["zoo"] = str(registry.zoo)
     return data

@@ -1,7 +1,11 @@
 """`harness zoo`: the embedded default, a family of tiny Llama models trained on the CPU.
 
     harness zoo build [--dest DIR] [--force]   train what is missing or stale (about 4 minutes on 2 cores)
-    harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models
+    harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models'
+                                               training and held-out losses
+
+Other commands need not wait for the whole zoo: they build only the zoo models they read
+(harness/build.py, `build_zoo(only=...)`).
 
 The zoo mirrors the paper's pipeline on synthetic languages: `base` is pre-trained on English-like
 text, `sft-flan` fine-tuned on English task data, `ct-<lang>` continued on text in the language's
@@ -9,7 +13,7 @@ real script (1/4 English replay), `ctsft-<lang>-flan` / `-mt` fine-tuned from ct
 translated task data. `build_zoo` also writes synthetic evaluation data for all seven languages
 and the English control (`eng`, evaluated only) into `<dest>/data`. Modules: lexicon (the
 languages), generators (English text and task items), corpora (training text per stage),
-tokenizer, train, evaldata, build (manifest and caching).
+tokenizer, train, heldout (held-out loss per language), evaldata, build (manifest and caching).
 Heavy imports (torch, transformers) happen only when something must be trained.
 """
 
@@ -20,15 +24,17 @@ from harness.zoo.config import ZooConfig, zoo_models
 __all__ = ["build_zoo", "zoo_is_current", "ZooConfig", "zoo_models", "add_arguments", "run"]
 
 
-def build_zoo(dest: Path, progress: bool = True, force: bool = False) -> Path:
+def build_zoo(dest: Path, progress: bool = True, force: bool = False, only: list[str] | None = None) -> Path:
     """Build every zoo model into dest/<id> and the synthetic task data into dest/data.
 
     Returns at once when the manifest says the zoo is current and every folder is present;
-    otherwise (re)builds only what is missing or stale. `force` rebuilds everything.
+    otherwise (re)builds only what is missing or stale. `force` rebuilds everything. `only`: just
+    these models and their ancestors (and the tokenizer and the data), as commands that need a few
+    zoo models do (harness/build.py).
     """
     from harness.zoo.build import build, usable_cores
 
-    return build(Path(dest), ZooConfig(), progress=progress, force=force, workers=usable_cores())
+    return build(Path(dest), ZooConfig(), progress=progress, force=force, workers=usable_cores(), only=only)
 
 
 def zoo_is_current(dest: Path) -> bool:
@@ -67,24 +73,36 @@ def run(args) -> int:
     return 0
 
 
-def zoo_info(dest: Path) -> str:
-    """A short report: folder, whether current, and each model's size and training losses."""
+def zoo_info(dest: Path, config: ZooConfig = ZooConfig()) -> str:
+    """A short report: folder, whether current, and each model's size, training and held-out losses.
+
+    Held-out losses (nats per token, heldout.py) are on English and on the model's own language,
+    with base's loss on that language beside it: a ct model that learnt its language is well below.
+    """
     from harness.zoo.build import read_manifest, stale_artifacts
 
-    config = ZooConfig()
     stale = stale_artifacts(dest, config)
     records = read_manifest(dest).get("artifacts", {})
+    base_losses = records.get("base", {}).get("heldout_loss", {})
     lines = [f"zoo folder: {dest}",
              "status: current" if not stale else
              f"status: {len(stale)} of {2 + len(zoo_models(config))} artifacts missing or stale "
-             f"(run `harness zoo build`)"]
-    lines.append(f"{'model':<18} {'size':>8} {'steps':>6} {'loss':>15}  state")
+             f"(run `harness zoo build`, or any command that needs them builds them)"]
+    lines.append(f"{'model':<18} {'size':>8} {'steps':>6} {'train loss':>15} {'loss en':>8} {'loss lang':>9} "
+                 f"{'base on lang':>12}  state")
     for model in zoo_models(config):
         weights = dest / model.id / "model.safetensors"
         size = f"{weights.stat().st_size / 2**20:.1f} MiB" if weights.is_file() else "-"
         record = records.get(model.id, {})
         loss = f"{record['first_loss']:.2f} -> {record['final_loss']:.2f}" if "final_loss" in record else "-"
-        lines.append(f"{model.id:<18} {size:>8} {record.get('steps', '-'):>6} {loss:>15}  "
+        heldout = record.get("heldout_loss", {})
+        own = model.lang if model.kind != "pretrain" and model.lang != "en" else None
+        lines.append(f"{model.id:<18} {size:>8} {record.get('steps', '-'):>6} {loss:>15} "
+                     f"{_loss(heldout.get('en')):>8} {_loss(heldout.get(own)):>9} {_loss(base_losses.get(own)):>12}  "
                      f"{'stale' if model.id in stale else 'ok'}")
     lines.append(f"task data: {dest / 'data'} ({'stale' if 'data' in stale else 'ok'})")
     return "\n".join(lines)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -26,6 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from dataclasses import asdict
 from pathlib import Path
 
+from filelock import FileLock
+
 from harness import HarnessError
 from harness.paths import PROJECT_ROOT
 from harness.zoo.config import ZooConfig, ZooModel, stage_of, zoo_models
@@ -76,11 +78,31 @@ def _complete(folder: Path, name: str) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def stale_artifacts(dest: Path, config: ZooConfig) -> list[str]:
-    """The artifacts that a build of `config` into `dest` would (re)build, in build order."""
+def needed_artifacts(config: ZooConfig, only: list[str] | None = None) -> list[str]:
+    """The artifacts that models `only` need, in build order: tokenizer, data, ancestors, the models."""
+    models = {model.id: model for model in zoo_models(config)}
+    if only is None:
+        return [TOKENIZER, DATA, *models]
+    unknown = [model_id for model_id in only if model_id not in models]
+    if unknown:
+        raise HarnessError(f"unknown zoo model(s) {unknown}; known: {', '.join(models)}")
+    needed: set[str] = set()
+    for model_id in only:
+        while model_id is not None and model_id not in needed:
+            needed.add(model_id)
+            model_id = models[model_id].parent
+    return [TOKENIZER, DATA, *(model_id for model_id in models if model_id in needed)]
+
+
+def stale_artifacts(dest: Path, config: ZooConfig, only: list[str] | None = None) -> list[str]:
+    """The artifacts that a build of `config` into `dest` would (re)build, in build order.
+
+    `only`: of those that models `only` need (see needed_artifacts); None: of the whole zoo.
+    """
     recorded = read_manifest(dest).get("artifacts", {})
-    return [name for name, key in artifact_keys(config).items()
-            if recorded.get(name, {}).get("key") != key or not _complete(dest / name, name)]
+    needed = needed_artifacts(config, only)
+    return [name for name, key in artifact_keys(config).items() if name in needed
+            and (recorded.get(name, {}).get("key") != key or not _complete(dest / name, name))]
 
 
 # ---- building -----------------------------------------------------------------------------------
@@ -90,23 +112,30 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = False, workers: int = 1) -> Path:
+def build(dest: Path, config: ZooConfig, progress: bool = True, force: bool = False, workers: int = 1,
+          only: list[str] | None = None) -> Path:
     """Build what is missing or stale of the zoo into dest; returns dest.
 
-    `workers` models train at once, each in a process of its own (1: one after another in this
-    process). Every model trains on the same fixed thread count, so the bits do not depend on it.
+    `only`: build just these models and their ancestors (with the tokenizer and the data), not the
+    whole zoo; None: every model. `workers` models train at once, each in a process of its own
+    (1: one after another in this process). Every model trains on the same fixed thread count, so
+    the bits depend on neither.
     """
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
         raise HarnessError(f"zoo destination is not a folder: {dest}")
-    todo = list(artifact_keys(config)) if force else stale_artifacts(dest, config)
-    if not todo:
+    if not force and not stale_artifacts(dest, config, only):
         return dest
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HarnessError(f"cannot create the zoo folder {dest}: {err.strerror}") from None
-    _Builder(dest, config, progress).run(todo, workers)
+    # One build at a time per zoo: a second command that needs zoo models waits, then builds only
+    # what the first left missing.
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        todo = needed_artifacts(config, only) if force else stale_artifacts(dest, config, only)
+        if todo:
+            _Builder(dest, config, progress).run(todo, workers)
     return dest
 
 
@@ -253,10 +282,12 @@ def _quiet_worker() -> None:
 
 
 def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, progress: bool = False) -> dict:
-    """Train one model from its parent's folder in dest, save it into folder; returns its manifest details.
+    """Train one model from its parent's folder in dest, save it into folder; returns its manifest details:
+    training time and losses, and the held-out loss per language it relates to (heldout.py).
 
     Everything it needs is read from disk, so it runs the same in a worker process as in this one.
     """
+    from harness.zoo.heldout import heldout_losses
     from harness.zoo.tokenizer import load_tokenizer
     from harness.zoo.train import load_model, save_model
 
@@ -265,9 +296,11 @@ def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, pro
     parent = load_model(dest / model.parent) if model.parent else None
     network, losses = train_zoo_model(model, config, tokenizer, parent, progress)
     save_model(network, tokenizer, folder)
+    heldout = heldout_losses(network, tokenizer, model, config)
     head = max(1, len(losses) // 10)
     return {"seconds": round(time.perf_counter() - started, 2), "steps": len(losses),
-            "first_loss": round(sum(losses[:head]) / head, 4), "final_loss": round(sum(losses[-head:]) / head, 4)}
+            "first_loss": round(sum(losses[:head]) / head, 4), "final_loss": round(sum(losses[-head:]) / head, 4),
+            "heldout_loss": heldout}
 
 
 def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, progress: bool = False):

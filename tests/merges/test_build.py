@@ -111,12 +111,12 @@ def test_recipe_change_changes_the_key(registry_file, tmp_path):
     assert after.model_hash != before.model_hash
 
 
-def test_missing_checkpoint_tells_to_build_the_zoo(registry_file):
+def test_missing_checkpoint_names_the_model_and_its_folder(registry_file):
     registry = load_registry(registry_file)
     import shutil
 
     shutil.rmtree(registry.resolve("ct-b").path)
-    with pytest.raises(HarnessError, match=r"model 'ct-b': no checkpoint at .*harness zoo build"):
+    with pytest.raises(HarnessError, match=r"model 'ct-b': no checkpoint at .*ct-b \(no config.json there\)$"):
         materialize(registry, "ties-b", progress=False)
 
 

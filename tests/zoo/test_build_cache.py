@@ -148,3 +148,116 @@ def test_a_model_trains_once_its_parent_is_in_place(tiny_config):
     assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["sft-flan", "ct-tel", "ct-uig"]
     waiting.remove(models["ct-tel"])  # ct-tel is training: its children wait for it
     assert [m.id for m in zoo_build.ready_to_train(waiting, [models["ct-tel"]])] == ["sft-flan", "ct-uig"]
+
+
+# ---- building only what a command needs ---------------------------------------------------------
+
+def test_only_builds_the_named_models_and_their_ancestors(first_build, tmp_path, tiny_config, spy):
+    dest = tmp_path / "zoo"
+    zoo_build.build(dest, tiny_config, progress=False, only=["ctsft-uig-mt"])
+    assert spy == ["base", "ct-uig", "ctsft-uig-mt"]  # parents first
+    built = set(json.loads((dest / "zoo.json").read_text())["artifacts"])
+    assert built == {"tokenizer", "data", "base", "ct-uig", "ctsft-uig-mt"}
+    assert zoo_build.stale_artifacts(dest, tiny_config, only=["ctsft-uig-mt"]) == []
+    # the same bits as the whole zoo's build
+    full = first_build[0]
+    for name in ("tokenizer/tokenizer.json", "ctsft-uig-mt/model.safetensors"):
+        assert (dest / name).read_bytes() == (full / name).read_bytes(), name
+
+    # asking for more trains only what is still missing
+    zoo_build.build(dest, tiny_config, progress=False, only=["sft-flan", "ct-uig"])
+    assert spy == ["base", "ct-uig", "ctsft-uig-mt", "sft-flan"]
+
+
+def test_two_builds_at_once_train_each_model_once(tmp_path, tiny_config, spy):
+    """Two commands that need zoo models at the same time: the second waits, then finds them built."""
+    import threading
+
+    dest, errors = tmp_path / "zoo", []
+
+    def build():
+        try:
+            zoo_build.build(dest, tiny_config, progress=False, only=["ct-uig"])
+        except Exception as err:  # an error in a thread would otherwise go unseen
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert spy == ["base", "ct-uig"]
+    assert zoo_build.stale_artifacts(dest, tiny_config, only=["ct-uig"]) == []
+
+
+def test_only_an_unknown_model_is_an_error(tmp_path, tiny_config):
+    with pytest.raises(HarnessError, match=r"unknown zoo model\(s\) \['ct-xyz'\]"):
+        zoo_build.build(tmp_path / "zoo", tiny_config, progress=False, only=["ct-xyz"])
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_needed_artifacts_are_the_ancestors_in_build_order(tiny_config):
+    assert zoo_build.needed_artifacts(tiny_config, ["ctsft-tel-flan", "sft-flan"]) == [
+        "tokenizer", "data", "base", "sft-flan", "ct-tel", "ctsft-tel-flan"]
+    assert zoo_build.needed_artifacts(tiny_config, []) == ["tokenizer", "data"]
+    assert zoo_build.needed_artifacts(tiny_config) == ["tokenizer", "data", *_ids(tiny_config)]
+
+
+# ---- held-out losses ------------------------------------------------------------------------------
+
+def test_every_model_records_its_heldout_losses(first_build, tiny_config):
+    from harness.zoo.heldout import heldout_losses
+    from harness.zoo.tokenizer import load_tokenizer
+    from harness.zoo.train import load_model
+
+    dest, _ = first_build
+    records = json.loads((dest / "zoo.json").read_text())["artifacts"]
+    languages = {model_id: list(records[model_id]["heldout_loss"]) for model_id in _ids(tiny_config)}
+    assert languages == {
+        "base": ["en", "tel", "uig"], "sft-flan": ["en"],
+        "ct-tel": ["en", "tel"], "ctsft-tel-flan": ["en", "tel"], "ctsft-tel-mt": ["en", "tel"],
+        "ct-uig": ["en", "uig"], "ctsft-uig-flan": ["en", "uig"], "ctsft-uig-mt": ["en", "uig"]}
+    # measured on the saved weights, the same every time
+    ct_uig = next(model for model in zoo_models(tiny_config) if model.id == "ct-uig")
+    again = heldout_losses(load_model(dest / "ct-uig"), load_tokenizer(dest / "tokenizer"), ct_uig, tiny_config)
+    assert again == records["ct-uig"]["heldout_loss"]
+    assert all(0 < loss < 20 for loss in again.values())
+
+
+def test_heldout_rows_are_fixed_per_language_and_differ_between_languages(first_build, tiny_config):
+    from harness.zoo.heldout import HELDOUT_ROWS, HELDOUT_TOKENS, heldout_rows
+    from harness.zoo.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(first_build[0] / "tokenizer")
+    uig = heldout_rows(tokenizer, "uig", tiny_config)
+    assert uig.shape == (HELDOUT_ROWS, HELDOUT_TOKENS)
+    assert uig.equal(heldout_rows(tokenizer, "uig", tiny_config))
+    assert not uig.equal(heldout_rows(tokenizer, "tel", tiny_config))
+
+
+def test_zoo_info_shows_heldout_losses_beside_bases(first_build, tiny_config):
+    from harness.zoo import zoo_info
+
+    dest, _ = first_build
+    records = json.loads((dest / "zoo.json").read_text())["artifacts"]
+    lines = zoo_info(dest, tiny_config).splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    for column in ("loss en", "loss lang", "base on lang"):
+        assert column in header
+    row = next(line for line in lines if line.startswith("ct-uig "))
+    ct, base = records["ct-uig"]["heldout_loss"], records["base"]["heldout_loss"]
+    assert f"{ct['en']:.2f} {ct['uig']:>9.2f} {base['uig']:>12.2f}  ok" in row
+    assert next(line for line in lines if line.startswith("sft-flan ")).split()[-4:-1] == [
+        f"{records['sft-flan']['heldout_loss']['en']:.2f}", "-", "-"]
+
+
+def test_every_ct_model_knows_its_language(zoo_home):
+    """The zoo's ct-<lang> predicts held-out text in its language far better than base does."""
+    from harness.zoo.config import ZooConfig
+
+    records = json.loads((zoo_home / "zoo" / "zoo.json").read_text())["artifacts"]
+    base = records["base"]["heldout_loss"]
+    for lang in ZooConfig().languages:
+        ct = records[f"ct-{lang}"]["heldout_loss"]
+        assert ct[lang] < 0.5 * base[lang], (lang, ct[lang], base[lang])

@@ -5,6 +5,7 @@ would fail `harness regress` on every machine but the one the baseline was made 
 """
 
 import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -56,3 +57,11 @@ def test_a_zoo_built_on_one_core_and_on_two_is_bit_identical(tmp_path, tiny_conf
     assert hashes_one.keys() == hashes_two.keys()
     differing = [name for name in hashes_one if hashes_one[name] != hashes_two[name]]
     assert not differing, f"files that depend on the number of cores: {differing}"
+    assert len(heldout_losses(one)) == 5  # every model's
+    assert heldout_losses(one) == heldout_losses(two)
+
+
+def heldout_losses(zoo: Path) -> dict[str, dict]:
+    """Each model's held-out losses from the zoo's manifest."""
+    records = json.loads((zoo / "zoo.json").read_text())["artifacts"]
+    return {name: record["heldout_loss"] for name, record in records.items() if "heldout_loss" in record}
