@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "merge": ("harness.build", "build a merged model from a registry id or a recipe file"),
     "eval": ("harness.evaluate", "evaluate a model on its languages' tasks and store the results"),
     "sweep": ("harness.sweep", "tune a merge's hyperparameters on dev, evaluate the best on test"),
+    "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),
 }

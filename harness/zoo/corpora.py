@@ -50,6 +50,7 @@ class Rendered:
     question: str = ""
     options: list[str] | None = None
     answer: int | str = 0  # option index, label, or number
+    working: str = ""  # math: the worked step ("12 + 7 = 19"), digits in every language
 
     def prompt_and_target(self) -> tuple[str, str]:
         """The evaluation prompt and the continuation a correct model scores highest."""
@@ -57,7 +58,10 @@ class Rendered:
             labels = list(TOPIC_LABELS) if self.format == "sib" else TC_LABELS
             return prompts.classification_prompt(self.text, labels), prompts.classification_choices([self.answer])[0]
         if self.format == "math":
-            return prompts.math_prompt(self.text), prompts.math_target(self.answer)
+            # A worked answer, as FLAN's chain-of-thought data and MLiC-Eval's `cot` field give one:
+            # the step first, then the sentence the evaluation reads the number from.
+            working = f" {self.working}." if self.working else ""
+            return prompts.math_prompt(self.text), working + prompts.math_target(self.answer)
         letter = prompts.letter_choices(len(self.options))[self.answer]
         if self.format == "rs":
             return prompts.response_prompt("\n".join(self.turns), self.options), letter
@@ -90,7 +94,7 @@ def render(item, fmt: str, lang: str, seed: int, question: int = 0) -> Rendered:
     if isinstance(item, TopicItem):
         return Rendered(fmt, text=tr(" ".join(item.sentences)), answer=item.label)
     if isinstance(item, MathItem):
-        return Rendered(fmt, text=tr(item.question), answer=item.answer)
+        return Rendered(fmt, text=tr(item.question), answer=item.answer, working=item.working)
     if isinstance(item, ResponseItem):
         return Rendered(fmt, turns=[tr(t) for t in item.turns], options=[tr(o) for o in item.options],
                         answer=item.answer)

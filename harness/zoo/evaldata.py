@@ -110,9 +110,9 @@ def _mlic_rs(r: Rendered, i: int) -> dict:
     return {"id": i, "context": r.turns, "options": r.options, "answer": prompts.LETTERS[r.answer]}
 
 
-def _mlic_math(r: Rendered, i: int, working: str = "") -> dict:
+def _mlic_math(r: Rendered, i: int) -> dict:
     return {"id": i, "question": r.text, "answer": r.answer,
-            "cot": {"en": f"{working}. The answer is {r.answer}.", "zh": f"{working}。答案是 {r.answer}。"}}
+            "cot": {"en": f"{r.working}. The answer is {r.answer}.", "zh": f"{r.working}。答案是 {r.answer}。"}}
 
 
 # MLiC-Eval task -> its row builder; the task key doubles as the item format.
@@ -132,8 +132,7 @@ def _write_mlic(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
             for name, start, end in zip(names, bounds, bounds[1:]):
                 rows = []
                 for i in range(start, end):
-                    extra = {"working": items[i].working} if task == "math" else {}
-                    rows.append(to_row(render(items[i], task, _text_lang(lang), config.seed), i, **extra))
+                    rows.append(to_row(render(items[i], task, _text_lang(lang), config.seed), i))
                 _write_text(folder / f"{name}.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
 
 

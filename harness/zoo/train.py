@@ -1,8 +1,8 @@
 """Training one zoo model: a tiny Llama, AdamW, and the two kinds of batches.
 
 Language-modelling stages pack documents (each ended by EOS) into fixed-length rows. Task stages
-pad each batch to its longest example and put the loss on the target only (the answer and the
-EOS after it), since the evaluation only scores answers. All randomness comes from the stage's
+put one example in each row, batch examples of similar length, and put the loss on the target
+only (the answer and the EOS after it), since the evaluation only scores answers. All randomness comes from the stage's
 seed and the thread count is fixed, so a stage gives the same weights every time, on any number
 of cores.
 """
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from harness.zoo.config import ModelShape, Stage
 
 IGNORE = -100  # label id that the loss skips
+BUCKET = 8  # task batches are cut from a pool of this many batches' examples sorted by length
 
 
 # Training always runs on this many intra-op threads, whatever the machine: the thread count
@@ -103,22 +104,50 @@ def encode_example(tokenizer, prompt: str, target: str, max_len: int) -> tuple[l
 
 def task_batches(tokenizer, examples: Iterator[tuple[str, str]], batch_size: int, max_len: int,
                  n_batches: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Right-padded batches of (prompt, target) examples."""
-    for _ in range(n_batches):
-        encoded = []
-        while len(encoded) < batch_size:
+    """Right-padded batches of (prompt, target) examples, BUCKET batches' worth sorted by length.
+
+    One example per row, never several: an example must not see another one's text (a topic
+    classifier would read the other example's topic words). Sorting a pool of examples by length
+    before cutting it into batches keeps the padding, and so the wasted compute, small. Right
+    padding needs no attention mask: under causal attention no real token sees a pad after it.
+    """
+    made = 0
+    while made < n_batches:
+        pool = []
+        while len(pool) < batch_size * BUCKET:
             example = encode_example(tokenizer, *next(examples), max_len)
             if example is not None:
-                encoded.append(example)
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch_size, width), IGNORE, dtype=torch.long)
-        attention = torch.zeros((batch_size, width), dtype=torch.long)
-        for row, (ids, target) in enumerate(encoded):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, :len(ids)] = torch.tensor(target)
-            attention[row, :len(ids)] = 1
-        yield {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+                pool.append(example)
+        pool.sort(key=lambda example: len(example[0]))
+        for start in range(0, len(pool), batch_size):
+            if made == n_batches:
+                return
+            yield _padded(pool[start:start + batch_size], tokenizer.pad_token_id)
+            made += 1
+
+
+def _padded(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
+    for row, (ids, target) in enumerate(encoded):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, :len(ids)] = torch.tensor(target)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token loss over the labelled positions.
+
+    The output layer runs only where there is a label: in task batches that is a few answer
+    tokens per example, so most of the vocabulary projection (the costliest layer of a tiny
+    model) is skipped.
+    """
+    hidden = model.model(input_ids=batch["input_ids"]).last_hidden_state[:, :-1]
+    labels = batch["labels"][:, 1:]
+    scored = labels != IGNORE
+    logits = model.lm_head(hidden[scored])
+    return torch.nn.functional.cross_entropy(logits, labels[scored])
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -141,7 +170,7 @@ def train(model, batches: Iterator[dict[str, torch.Tensor]], stage: Stage, seed:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(stage, step)
-        loss = model(**next(batches)).loss
+        loss = batch_loss(model, next(batches))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

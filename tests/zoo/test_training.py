@@ -97,3 +97,36 @@ def test_translation_is_word_by_word_and_keeps_numbers():
         assert "12" in out and "Anna" not in out
         assert translate(text, lang, seed=1234) == out
         assert translate(text, lang, seed=99) != out  # the lexicon follows the zoo's seed
+
+
+def test_task_batches_hold_one_whole_example_per_row_with_the_loss_on_the_answer_only(tiny_tokenizer):
+    from harness.zoo.train import BUCKET, IGNORE, encode_example, task_batches
+
+    examples = [("Question: " + "very " * (k % 7) + f"{k} plus one?\nAnswer:", f" {k + 1}.") for k in range(64)]
+    batches = list(task_batches(tiny_tokenizer, iter(examples), batch_size=4, max_len=64, n_batches=BUCKET))
+    encoded = {tuple(ids): labels for ids, labels in (encode_example(tiny_tokenizer, *e, 64) for e in examples)}
+    seen = []
+    for batch in batches:
+        lengths = []
+        for ids_row, labels_row in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+            length = next(n for n in range(len(ids_row), 0, -1) if tuple(ids_row[:n]) in encoded)
+            ids = tuple(ids_row[:length])  # one whole example, then padding without loss
+            assert labels_row[:length] == encoded[ids]
+            assert set(ids_row[length:]) <= {tiny_tokenizer.pad_token_id} and set(labels_row[length:]) <= {IGNORE}
+            seen.append(ids)
+            lengths.append(length)
+        assert max(lengths) == batch["input_ids"].shape[1]  # padded to its own longest example only
+    assert len(seen) == len(set(seen)) == 4 * BUCKET  # every example of the pool once
+    widths = [batch["input_ids"].shape[1] for batch in batches]
+    assert widths == sorted(widths)  # cut from a pool sorted by length
+
+
+def test_the_target_only_loss_equals_the_full_models_loss(tiny_config, tiny_tokenizer):
+    from harness.zoo.train import IGNORE, batch_loss, new_model
+
+    model = new_model(tiny_config.shape, tiny_tokenizer, seed=0)
+    ids = torch.randint(3, 500, (2, 24))
+    labels = ids.clone()
+    labels[:, :15] = IGNORE  # a prompt without loss, then the answer
+    batch = {"input_ids": ids, "labels": labels}
+    assert torch.allclose(batch_loss(model, batch), model(**batch).loss, atol=1e-6)
