@@ -1,6 +1,6 @@
 """`harness zoo`: the embedded default, a family of tiny Llama models trained on the CPU.
 
-    harness zoo build [--dest DIR] [--force]   train what is missing or stale (about 4 minutes on 2 cores)
+    harness zoo build [--dest DIR] [--force]   train what is missing or stale (about 10 minutes on 2 cores)
     harness zoo info [--dest DIR]              where the zoo is, whether it is current, its models'
                                                training and held-out losses
 

@@ -1,8 +1,8 @@
 """What the zoo is: the model shape, the training stages, the data sizes and the model list.
 
 Every number that changes what `harness zoo build` produces lives here (or in the zoo's code), so
-the definition hash in the manifest covers it. The step counts are sized for about four minutes
-of training on two CPU cores (see the README for measured times).
+the definition hash in the manifest covers it. The step counts are sized so that the whole zoo
+trains in about ten minutes on two CPU cores (see the README for measured times).
 """
 
 from dataclasses import dataclass, field

@@ -2,9 +2,9 @@
 
 Language-modelling stages pack documents (each ended by EOS) into fixed-length rows. Task stages
 put one example in each row, batch examples of similar length, and put the loss on the target
-only (the answer and the EOS after it), since the evaluation only scores answers. All randomness comes from the stage's
-seed and the thread count is fixed, so a stage gives the same weights every time, on any number
-of cores.
+only (the answer and the EOS after it), since the evaluation only scores answers. All randomness
+comes from the stage's seed and the thread count is fixed, so a stage gives the same weights every
+time, on any number of cores.
 """
 
 import math
