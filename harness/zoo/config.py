@@ -29,6 +29,7 @@ class Stage:
     seq_len: int  # language modelling: tokens per sequence; task data: longest example kept
     lr: float
     warmup_steps: int = 10
+    prompt_loss_weight: float = 0.0  # task stages: weight of the loss on the prompts' own text (train.batch_loss)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ZooConfig:
     shape: ModelShape = ModelShape()
     pretrain: Stage = Stage(steps=300, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=20)
     continued: Stage = Stage(steps=120, batch_size=8, seq_len=256, lr=1e-3)
-    sft: Stage = Stage(steps=500, batch_size=16, seq_len=320, lr=1e-3)
+    sft: Stage = Stage(steps=500, batch_size=16, seq_len=320, lr=1e-3, prompt_loss_weight=1.0)
     replay: float = 0.25  # share of English documents in continued pre-training (the paper's 1/4)
     code_switch: float = 0.15  # chance that a word of a language document stays English
     tokenizer_documents: int = 1200  # documents per language (English: twice as many) for BPE

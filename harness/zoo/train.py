@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from harness.zoo.config import ModelShape, Stage
 
 IGNORE = -100  # label id that the loss skips
+PROMPT_LOSS_STRIDE = 4  # the prompt term of batch_loss is taken at every 4th position
 BUCKET = 8  # task batches are cut from a pool of this many batches' examples sorted by length
 
 
@@ -130,24 +131,34 @@ def _padded(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
+    text_mask = torch.zeros((len(encoded), width), dtype=torch.bool)  # real tokens, not padding
     for row, (ids, target) in enumerate(encoded):
         input_ids[row, :len(ids)] = torch.tensor(ids)
         labels[row, :len(ids)] = torch.tensor(target)
-    return {"input_ids": input_ids, "labels": labels}
+        text_mask[row, :len(ids)] = True
+    return {"input_ids": input_ids, "labels": labels, "text_mask": text_mask}
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token loss over the labelled positions.
+def batch_loss(model, batch: dict[str, torch.Tensor], prompt_weight: float = 0.0) -> torch.Tensor:
+    """Mean next-token loss over the labelled positions, plus `prompt_weight` times the mean
+    next-token loss over the prompts' own tokens (task batches only).
 
-    The output layer runs only where there is a label: in task batches that is a few answer
-    tokens per example, so most of the vocabulary projection (the costliest layer of a tiny
-    model) is skipped.
+    The prompt term is language modelling on the task's text: without it a model tuned on answers
+    alone forgets how to model text at all (its held-out loss rises several-fold), which no
+    instruction-tuned LLM does. The output layer runs only where a loss is taken, so with no
+    prompt term most of the vocabulary projection (the costliest layer of a tiny model) is skipped;
+    the prompt term is taken at every PROMPT_LOSS_STRIDE-th position only, for the same reason.
     """
     hidden = model.model(input_ids=batch["input_ids"]).last_hidden_state[:, :-1]
     labels = batch["labels"][:, 1:]
     scored = labels != IGNORE
-    logits = model.lm_head(hidden[scored])
-    return torch.nn.functional.cross_entropy(logits, labels[scored])
+    loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[scored]), labels[scored])
+    if prompt_weight and "text_mask" in batch:
+        following = batch["input_ids"][:, 1:]
+        prompt = ~scored & batch["text_mask"][:, 1:]
+        prompt[:, torch.arange(prompt.shape[1]) % PROMPT_LOSS_STRIDE != 0] = False  # a sample is enough
+        loss = loss + prompt_weight * torch.nn.functional.cross_entropy(model.lm_head(hidden[prompt]), following[prompt])
+    return loss
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -170,7 +181,7 @@ def train(model, batches: Iterator[dict[str, torch.Tensor]], stage: Stage, seed:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(stage, step)
-        loss = batch_loss(model, next(batches))
+        loss = batch_loss(model, next(batches), stage.prompt_loss_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -130,3 +130,25 @@ def test_the_target_only_loss_equals_the_full_models_loss(tiny_config, tiny_toke
     labels[:, :15] = IGNORE  # a prompt without loss, then the answer
     batch = {"input_ids": ids, "labels": labels}
     assert torch.allclose(batch_loss(model, batch), model(**batch).loss, atol=1e-6)
+
+
+def test_the_prompt_term_is_language_modelling_on_every_fourth_prompt_token(tiny_config, tiny_tokenizer):
+    from harness.zoo.train import IGNORE, PROMPT_LOSS_STRIDE, batch_loss, new_model
+
+    model = new_model(tiny_config.shape, tiny_tokenizer, seed=0)
+    ids = torch.randint(3, 500, (2, 24))
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, 20:] = ids[:, 20:]  # the answer
+    text_mask = torch.ones_like(ids, dtype=torch.bool)
+    text_mask[1, 22:] = False  # the second row is shorter: padding after it
+    labels[1, 22:] = IGNORE
+    batch = {"input_ids": ids, "labels": labels, "text_mask": text_mask}
+
+    logits = model(input_ids=ids).logits[:, :-1]
+    answer = torch.nn.functional.cross_entropy(logits[labels[:, 1:] != IGNORE], labels[:, 1:][labels[:, 1:] != IGNORE])
+    positions = [(row, p) for row in range(2) for p in range(0, 23, PROMPT_LOSS_STRIDE)
+                 if labels[row, p + 1] == IGNORE and text_mask[row, p + 1]]
+    prompt = torch.nn.functional.cross_entropy(torch.stack([logits[r, p] for r, p in positions]),
+                                               torch.stack([ids[r, p + 1] for r, p in positions]))
+    assert torch.allclose(batch_loss(model, batch, 0.5), answer + 0.5 * prompt, atol=1e-5)
+    assert torch.allclose(batch_loss(model, batch), answer, atol=1e-5)
