@@ -30,7 +30,7 @@ from pathlib import Path
 
 from harness import HarnessError
 from harness.lm_eval_run import BACKENDS
-from tasks.languages import CONTROL_LANGUAGES, TARGET_LANGUAGES
+from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
@@ -100,10 +100,11 @@ def run(args) -> int:
     print()
     print(format_table(table, langs, "Table 3 (test split, language averages in %, 95% intervals)"))
     if not args.no_control:
-        control = run_control(registry, settings)
-        print()
-        print(format_table(control, list(CONTROL_LANGUAGES), "English control (test split, %, 95% intervals)",
-                           average=False))
+        for lang in CONTROL_LANGUAGES:
+            control, columns = run_control(registry, lang, settings)
+            print()
+            print(format_table(control, columns, f"{LANGUAGES[lang].name} control ({lang}, test split, "
+                                                  "main metric per task in %, 95% intervals)"))
     return 0
 
 
@@ -125,13 +126,19 @@ def run_experiment(registry, langs: list[str], settings) -> dict[tuple[str, str]
     return table
 
 
-def run_control(registry, settings) -> dict[tuple[str, str], Cell]:
-    table = {}
+def run_control(registry, lang: str, settings) -> tuple[dict[tuple[str, str], Cell], list[str]]:
+    """(model id, task column) -> Cell for the control models on one control language, and the
+    columns (the families' short labels, in the suite's order)."""
+    from tasks import suite
+
+    table: dict[tuple[str, str], Cell] = {}
     for model_id in CONTROL_ROWS:
         if model_id in registry.models:
-            cells = evaluate_languages(registry, model_id, list(CONTROL_LANGUAGES), settings)
-            table.update({(model_id, lang): cell for lang, cell in cells.items()})
-    return table
+            report = evaluate_on(registry, model_id, [lang], settings)
+            for task, cell in task_cells(report).items():
+                table[model_id, suite.FAMILIES[suite.parse_task_name(task)[0]].label] = cell
+    columns = list(dict.fromkeys(column for _, column in table))
+    return table, columns
 
 
 def _models_and_languages(registry, rows, langs: list[str]) -> dict[str, list[str]]:
@@ -149,6 +156,11 @@ def _models_and_languages(registry, rows, langs: list[str]) -> dict[str, list[st
 
 def evaluate_languages(registry, model_id: str, langs: list[str], settings, model=None) -> dict[str, Cell]:
     """Evaluate a registry model (or the given ModelUnderTest) on the languages' test tasks; a Cell each."""
+    return language_cells(evaluate_on(registry, model_id, langs, settings, model))
+
+
+def evaluate_on(registry, model_id: str, langs: list[str], settings, model=None):
+    """The EvalReport of a registry model (or the given ModelUnderTest) on the languages' test tasks."""
     from harness.build import materialize
     from harness.evaluate import choose_tasks
     from harness.evaluation import ModelUnderTest, evaluate
@@ -157,8 +169,7 @@ def evaluate_languages(registry, model_id: str, langs: list[str], settings, mode
         model = ModelUnderTest.from_built(materialize(registry, model_id, device=settings.device, progress=False))
     tasks = choose_tasks(model.langs, langs, None, "test", model.id, settings.data_dir)
     print(f"experiment: {model.id} on {', '.join(langs)} (test)")
-    report = evaluate(model, tasks, dataclasses.replace(settings, split="test"))
-    return language_cells(report)
+    return evaluate(model, tasks, dataclasses.replace(settings, split="test"))
 
 
 def tune_merges(registry, lang: str, settings) -> dict[Row, Cell]:
@@ -197,23 +208,36 @@ def best_model(registry, model_id: str, result):
     return dataclasses.replace(ModelUnderTest.from_built(built), id=f"{registry.resolve(model_id).id}@best")
 
 
-def language_cells(report) -> dict[str, Cell]:
-    """Per language of the report: its average (tasks.averages) and the 95% half width of it."""
-    from harness.evaluation import language_averages, stored_rows
+def task_cells(report) -> dict[str, Cell]:
+    """Per task of the report: its main metric and the 95% half width (None where lm-eval gave no stderr)."""
+    from harness.evaluation import stored_rows
     from harness.store import main_metric_rows
     from tasks import suite
 
-    rows = stored_rows(report)
-    main = main_metric_rows(rows, suite.main_metric)
-    stderr = dict(zip(main["task"], main["stderr"]))
+    main = main_metric_rows(stored_rows(report), suite.main_metric)
     cells = {}
-    for lang, average in language_averages(report, rows).items():
-        tasks = [task for task in report.tasks if suite.lang_of(task) == lang]
-        errors = [stderr.get(task) for task in tasks]
-        known = all(e is not None and e == e for e in errors)
-        half = Z_95 * math.sqrt(sum(e * e for e in errors)) / len(tasks) if known and tasks else None
-        cells[lang] = Cell(average.value, half if average.value is not None else None)
-    return cells
+    for task, value, stderr in zip(main["task"], main["value"], main["stderr"]):
+        known = stderr is not None and stderr == stderr  # NaN: unknown
+        cells[task] = Cell(float(value), Z_95 * float(stderr) if known else None)
+    return {task: cells.get(task, Cell(None)) for task in report.tasks}
+
+
+def language_cells(report) -> dict[str, Cell]:
+    """Per language of the report: the average of its tasks (tasks.averages) and the 95% half
+    width of that average (the tasks' intervals combined as independent)."""
+    from tasks import suite
+    from tasks.averages import language_average
+
+    cells = task_cells(report)
+    by_lang: dict[str, list[str]] = {}
+    for task in cells:
+        by_lang.setdefault(suite.lang_of(task), []).append(task)
+    averages = {}
+    for lang, tasks in by_lang.items():
+        average = language_average(tasks, {task: cells[task].value for task in tasks})
+        spread = average_cell([cells[task] for task in tasks]).half_width
+        averages[lang] = Cell(average.value, spread if average.value is not None else None)
+    return averages
 
 
 # ---- the table ----------------------------------------------------------------------------------
