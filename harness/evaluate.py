@@ -53,6 +53,7 @@ def run(args) -> int:
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
+    selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id)  # bad input fails before any build
     data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir)
     settings = EvalSettings(
@@ -80,6 +81,16 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     `eng` with every model). Tasks with only synthetic data (English MLiC-Eval: the zoo writes it,
     the real dataset has none) are left out, with a note, where `data_dir` (None: the hub) lacks them.
     """
+    chosen = selected_tasks(model_langs, langs, tasks, split, model_id)
+    return chosen if tasks else _with_data(chosen, data_dir)
+
+
+def selected_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str,
+                   model_id: str) -> list[str]:
+    """--tasks as given, else every task of --lang or of the model's languages; errors for bad names.
+
+    Needs no data, so a command checks its input with it before it builds anything.
+    """
     from tasks import suite
     from tasks.languages import LANGUAGES
 
@@ -94,7 +105,7 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     unknown = [lang for lang in chosen if lang not in LANGUAGES]
     if unknown:
         raise HarnessError(f"unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
-    return _with_data([task for lang in chosen for task in suite.task_names(lang, split)], data_dir)
+    return [task for lang in chosen for task in suite.task_names(lang, split)]
 
 
 def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
