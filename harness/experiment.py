@@ -154,26 +154,26 @@ def _models_and_languages(registry, rows, langs: list[str]) -> dict[str, list[st
     return plan
 
 
-def evaluate_languages(registry, model_id: str, langs: list[str], settings, model=None) -> dict[str, Cell]:
-    """Evaluate a registry model (or the given ModelUnderTest) on the languages' test tasks; a Cell each."""
-    return language_cells(evaluate_on(registry, model_id, langs, settings, model))
+def evaluate_languages(registry, model_id: str, langs: list[str], settings) -> dict[str, Cell]:
+    """Evaluate a registry model on the languages' test tasks; a Cell each."""
+    return language_cells(evaluate_on(registry, model_id, langs, settings))
 
 
-def evaluate_on(registry, model_id: str, langs: list[str], settings, model=None):
-    """The EvalReport of a registry model (or the given ModelUnderTest) on the languages' test tasks."""
+def evaluate_on(registry, model_id: str, langs: list[str], settings):
+    """The EvalReport of a registry model on the languages' test tasks."""
     from harness.build import materialize
     from harness.evaluate import choose_tasks
     from harness.evaluation import ModelUnderTest, evaluate
 
-    if model is None:
-        model = ModelUnderTest.from_built(materialize(registry, model_id, device=settings.device, progress=False))
+    model = ModelUnderTest.from_built(materialize(registry, model_id, device=settings.device, progress=False))
     tasks = choose_tasks(model.langs, langs, None, "test", model.id, settings.data_dir)
     print(f"experiment: {model.id} on {', '.join(langs)} (test)")
     return evaluate(model, tasks, dataclasses.replace(settings, split="test"))
 
 
 def tune_merges(registry, lang: str, settings) -> dict[Row, Cell]:
-    """Sweep each merge row of `lang` on dev, evaluate its best on test; TIES-SV at TIES's densities."""
+    """Sweep each merge row of `lang` on dev, evaluate its best on test (the sweep does, as
+    `<id>@best`); TIES-SV at TIES's densities."""
     from harness.grids import Grid, builtin_grid_of
     from harness.trials import run_sweep
 
@@ -194,18 +194,8 @@ def tune_merges(registry, lang: str, settings) -> dict[Row, Cell]:
                            evaluate_test=True)
         if row.grid == "densities":
             ties_best = result.best
-        cells[row] = evaluate_languages(registry, model_id, [lang], settings, best_model(registry, model_id, result))[lang]
+        cells[row] = language_cells(result.test_report)[lang]
     return cells
-
-
-def best_model(registry, model_id: str, result):
-    """The sweep's best trial as the model `harness sweep` stored its test results under (`<id>@best`)."""
-    from harness.build import materialize
-    from harness.evaluation import ModelUnderTest
-    from harness.trials import with_trial
-
-    built = materialize(with_trial(registry, model_id, result.best), result.best.model_id, progress=False)
-    return dataclasses.replace(ModelUnderTest.from_built(built), id=f"{registry.resolve(model_id).id}@best")
 
 
 def task_cells(report) -> dict[str, Cell]:

@@ -47,6 +47,7 @@ class SweepResult:
     trials: list[Trial]
     best: Trial | None
     test_scores: dict | None  # language -> average on test (None: not evaluated)
+    test_report: EvalReport | None  # the best trial's test evaluation (None: not evaluated)
     tuned_registry: Path | None
     total_s: float = 0.0
     eval_s: float = 0.0  # time spent scoring trials (server starts and merges excluded)
@@ -124,15 +125,16 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
         best = max(trials, key=lambda t: t.score)  # max keeps the first of equal scores: grid order
         mark_sweep_choice(store, sweep, best.model_hash)
         trial_eval_s = evaluator.eval_s
-        test_scores, tuned = None, None
+        test_scores, tuned, test_report = None, None, None
         if evaluate_test:
             best_id = f"{entry.id}@best"
             tuned = register_best(registry, entry.id, best)
             built = materialize(with_trial(registry, entry.id, best), best.model_id, device=settings.device, progress=False)
             model = dataclasses.replace(ModelUnderTest.from_built(built), id=best_id)
             test_tasks = [task for lang in entry.langs for task in suite.task_names(lang, "test")]
-            test_scores = language_scores(evaluator.evaluate(model, test_tasks, "test"), entry.langs)
-    return SweepResult(sweep, trials, best, test_scores, tuned, time.monotonic() - started, trial_eval_s)
+            test_report = evaluator.evaluate(model, test_tasks, "test")
+            test_scores = language_scores(test_report, entry.langs)
+    return SweepResult(sweep, trials, best, test_scores, test_report, tuned, time.monotonic() - started, trial_eval_s)
 
 
 def language_scores(report: EvalReport, langs) -> dict[str, float]:

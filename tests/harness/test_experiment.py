@@ -48,11 +48,10 @@ def test_ties_sv_is_tuned_over_the_slack_at_the_densities_ties_chose(monkeypatch
     def fake_sweep(registry, model_id, grid, settings, evaluate_test):
         grids[model_id] = grid
         point = grid.points()[len(grid.points()) // 2]
-        return SimpleNamespace(best=SimpleNamespace(point=point))
+        return SimpleNamespace(best=SimpleNamespace(point=point), test_report=None)
 
     monkeypatch.setattr("harness.trials.run_sweep", fake_sweep)
-    monkeypatch.setattr(experiment, "best_model", lambda registry, model_id, result: None)
-    monkeypatch.setattr(experiment, "evaluate_languages", lambda *args, **kwargs: {"uig": Cell(0.5)})
+    monkeypatch.setattr(experiment, "language_cells", lambda report: {"uig": Cell(0.5)})
     from harness.evaluation import EvalSettings
 
     cells = experiment.tune_merges(registry, "uig", EvalSettings())
