@@ -147,8 +147,10 @@ def print_report(report, out=None) -> None:
     model, settings = report.model, report.settings
     evaluated = sum(o.status == "evaluated" for o in report.outcomes)
     skipped = len(report.outcomes) - evaluated
-    print(f"\n{model.id} ({model.model_hash[:12]}), split {settings.split}, backend {settings.backend_label}"
-          + (f", limit {settings.limit}" if settings.limit else ""), file=out)
+    print(f"\n{model.id} ({model.model_hash[:12]}), split {settings.split}, backend {settings.backend_label}", file=out)
+    if settings.limit:
+        print(f"--limit {settings.limit}: a fixed, seeded sample of {settings.limit} items per task (tasks.sample), "
+              "the same for every model; a task with fewer items is scored on all of them", file=out)
     rows = stored_rows(report)
     print(report_table(rows, report.tasks).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"), file=out)
     for line in average_lines(language_averages(report, rows), report):
@@ -160,11 +162,14 @@ def print_report(report, out=None) -> None:
 
 
 def report_table(rows, tasks: list[str]):
-    """Tasks x metrics (a metric computed after an lm-eval filter is named with it)."""
+    """Tasks x metrics (a metric computed after an lm-eval filter is named with it), then the number
+    of items each task's scores are over."""
     from harness.store import metric_label
 
     labelled = rows.assign(label=[metric_label(m, f) for m, f in zip(rows["metric"], rows["filter"])])
-    return labelled.pivot(index="task", columns="label", values="value").reindex(tasks).rename_axis(columns=None)
+    table = labelled.pivot(index="task", columns="label", values="value").reindex(tasks).rename_axis(columns=None)
+    items = rows.groupby("task")["n"].max().reindex(tasks)
+    return table.assign(items=items.astype("Int64"))
 
 
 def average_lines(averages: dict, report) -> list[str]:

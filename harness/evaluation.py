@@ -9,6 +9,8 @@ Tasks are evaluated and stored one at a time, so a run that is interrupted (Ctrl
 server) resumes with the tasks not stored yet; if every task is stored, no backend opens.
 """
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from harness import HarnessError, lm_eval_run
 from harness.environment import patched_environ
-from harness.results import model_record, needs_evaluation, result_key, result_rows
+from harness.results import model_record, needs_evaluation, result_key, result_rows, scored_items
 from harness.store import ResultKey, ResultStore, main_metric_rows
 from tasks import suite
 from tasks.suite import SPLITS, TASKS_DIR
@@ -101,17 +103,19 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
     report = EvalReport(model=model, settings=settings, run_dir=None, store_url=store.url)
     with task_data(settings):
         pending = []
-        for key, task, due in _keyed_tasks(store, model, tasks, settings):
-            if due:
-                pending.append((key, task))
+        for planned in _planned_tasks(store, model, tasks, settings):
+            if planned.due:
+                pending.append(planned)
             else:
-                report.outcomes.append(TaskOutcome(key.task, str(task.VERSION), "skipped", key))
+                report.outcomes.append(TaskOutcome(planned.key.task, str(planned.task.VERSION), "skipped", planned.key))
         if not pending:
             return report
         report.run_dir = lm_eval_run.new_run_dir(model)
         with lm_eval_run.open_backend(model, settings, report.run_dir) as backend:
-            for key, task in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
-                rows = result_rows(backend.evaluate_task(key.task, task), key, model, report.run_dir)
+            for planned in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
+                key, task = planned.key, planned.task
+                results = backend.evaluate_task(key.task, task, planned.items)
+                rows = result_rows(results, key, len(planned.items), model, report.run_dir)
                 if not any(o.status == "evaluated" for o in report.outcomes):
                     store.record_model(model_record(model))  # with its first result, never without one
                 store.write_task_results(rows)
@@ -123,15 +127,37 @@ def pending_tasks(model: ModelUnderTest, tasks: list[str], settings: EvalSetting
     """The tasks `evaluate` would run now; lets a caller that manages its own server (harness
     sweep) skip starting it."""
     with task_data(settings):
-        return [key.task for key, _, due in _keyed_tasks(ResultStore(settings.store_url), model, tasks, settings) if due]
+        store = ResultStore(settings.store_url)
+        return [planned.key.task for planned in _planned_tasks(store, model, tasks, settings) if planned.due]
 
 
-def _keyed_tasks(store: ResultStore, model: ModelUnderTest, tasks: list[str], settings: EvalSettings):
-    """(result key, lm-eval task, whether it must be evaluated now) per task, in order; the one
-    place `evaluate` and `pending_tasks` decide what is stored already."""
+@dataclass(frozen=True)
+class PlannedTask:
+    key: ResultKey  # what its result is stored under
+    task: object  # the lm-eval Task, its data loaded
+    items: list[int]  # indices of the items scored (harness.results.scored_items)
+    due: bool  # whether it must be evaluated now (not stored under the key)
+
+
+def _planned_tasks(store: ResultStore, model: ModelUnderTest, tasks: list[str], settings: EvalSettings):
+    """Each task as a PlannedTask, in order; the one place `evaluate` and `pending_tasks` decide
+    what is stored already."""
     for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
-        key = result_key(model, name, task, settings)
-        yield key, task, needs_evaluation(store, key, task, settings)
+        items = scored_items(task, settings.limit)
+        key = result_key(model.model_hash, name, task, items, settings)
+        yield PlannedTask(key, task, items, needs_evaluation(store, key, len(items), settings))
+
+
+def scoring_identity(tasks: list[str], settings: EvalSettings) -> str:
+    """sha256 (hex) of what scoring `tasks` under `settings` means for any model: per task its
+    result key less the model (version, fingerprint of the scored items and exemplars, few-shot
+    count, backend) and the number of items. Sweep trials are reused only under the same identity."""
+    with task_data(settings):
+        keys = []
+        for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
+            items = scored_items(task, settings.limit)
+            keys.append({**asdict(result_key("", name, task, items, settings)), "items": len(items)})
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
 
 
 def task_data(settings: EvalSettings):

@@ -75,8 +75,9 @@ class Backend:
         self.run_dir = run_dir
         self.server = server  # the VLLMServer this run started, if any
 
-    def evaluate_task(self, name: str, task) -> dict:
-        """lm-eval's results of one task (its results and samples files are then in run_dir)."""
+    def evaluate_task(self, name: str, task, items: list[int]) -> dict:
+        """lm-eval's results of one task on the items at these indices (harness.results.scored_items:
+        all, or the `--limit` sample); its results and samples files are then in run_dir."""
         from lm_eval import simple_evaluate
         from lm_eval.loggers import EvaluationTracker
 
@@ -88,7 +89,8 @@ class Backend:
                 model=self.lm,
                 tasks=[task],
                 num_fewshot=self.settings.num_fewshot,
-                limit=self.settings.limit,
+                # lm-eval's own `limit` takes the first N items; `samples` scores exactly these.
+                samples={name: items} if len(items) < len(task.eval_docs) else None,
                 log_samples=True,
                 evaluation_tracker=tracker,
                 verbosity="WARNING",

@@ -12,8 +12,8 @@ Tables
 - `sweep_trials`: one scored grid point of a `harness sweep`.
 
 A store written by an older harness (metric and filter in one string "metric,filter"; a sweep named
-"<model>:<grid>"; results without their data fingerprint and few-shot count) is upgraded in place
-when it is opened for writing; see `_upgrade_schema`.
+"<model>:<grid>"; results without their data fingerprint and few-shot count; trials without their
+scoring identity) is upgraded in place when it is opened for writing; see `_upgrade_schema`.
 """
 
 import json
@@ -311,6 +311,9 @@ sweep_trials_table = sa.Table(
     sa.Column("recipe_json", sa.Text, nullable=False),
     sa.Column("split", sa.String(8), nullable=False),  # dev
     sa.Column("limit", sa.Integer),  # items per task (None: whole split)
+    # harness.evaluation.scoring_identity of the trial's dev scoring: its tasks' items, data, few-shot
+    # counts and backend ("" in rows from before the column: never reused)
+    sa.Column("scoring_hash", sa.String(64), nullable=False, default=""),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("lang_scores_json", sa.Text, nullable=False),  # {"uig": 0.41, ...}
     sa.Column("build_s", sa.Float),
@@ -347,20 +350,22 @@ class TrialRow:
     limit: int | None  # items per task (None: the whole split)
     score: float
     lang_scores: dict[str, float]
+    scoring_hash: str  # harness.evaluation.scoring_identity of the trial's dev tasks and settings
     build_s: float | None = None
     eval_s: float | None = None
 
 
 def write_sweep_trial(store: ResultStore, row: TrialRow) -> None:
-    """Store one trial, replacing an earlier row of the same sweep, model hash and limit."""
+    """Store one trial, replacing an earlier row of the same sweep, model hash and scoring identity."""
     t = sweep_trials_table.c
     with store.engine.begin() as conn:
         conn.execute(sweep_trials_table.delete().where(
-            _is_sweep(row.sweep), t.model_hash == row.model_hash, _limit_is(row.limit)))
+            _is_sweep(row.sweep), t.model_hash == row.model_hash, t.scoring_hash == row.scoring_hash))
         conn.execute(sweep_trials_table.insert(), [{
             "model": row.sweep.model, "grid": row.sweep.grid, "trial_model": row.trial_model,
             "model_hash": row.model_hash, "params_json": json.dumps(row.params), "recipe_json": json.dumps(row.recipe),
             "split": row.split, "limit": row.limit, "score": row.score, "lang_scores_json": json.dumps(row.lang_scores),
+            "scoring_hash": row.scoring_hash,
             "build_s": row.build_s, "eval_s": row.eval_s, "chosen": False, "created_at": datetime.now(timezone.utc),
         }])
 
@@ -383,13 +388,14 @@ def sweep_trials(store: ResultStore, sweep: SweepId | None = None) -> pd.DataFra
         return pd.read_sql(query, conn)
 
 
-def stored_trial_scores(store: ResultStore, sweep: SweepId, limit: int | None) -> dict[str, tuple[float, dict]]:
-    """model hash -> (score, language scores) of the sweep's trials stored with the same `limit`:
-    a trial scored on other item counts is not comparable, so it is scored again."""
+def stored_trial_scores(store: ResultStore, sweep: SweepId, scoring_hash: str) -> dict[str, tuple[float, dict]]:
+    """model hash -> (score, language scores) of the sweep's trials stored under the same scoring
+    identity (the same items of the same data, few-shot counts and backend): a trial scored on other
+    items is not comparable, so it is scored again."""
     t = sweep_trials_table.c
     if not store.has_table("sweep_trials"):
         return {}
-    query = sa.select(t.model_hash, t.score, t.lang_scores_json).where(_is_sweep(sweep), _limit_is(limit))
+    query = sa.select(t.model_hash, t.score, t.lang_scores_json).where(_is_sweep(sweep), t.scoring_hash == scoring_hash)
     with store.engine.connect() as conn:
         return {row.model_hash: (float(row.score), json.loads(row.lang_scores_json)) for row in conn.execute(query)}
 
@@ -399,17 +405,12 @@ def _is_sweep(sweep: SweepId):
     return sa.and_(t.model == sweep.model, t.grid == sweep.grid)
 
 
-def _limit_is(limit: int | None):
-    t = sweep_trials_table.c
-    return t.limit.is_(None) if limit is None else t.limit == limit
-
-
 # ---- upgrading a store written by an older harness -------------------------------------------
 # Before the typed columns, `results.metric` held "metric,filter" for a metric reported under several
 # filters and the bare name for one reported under one filter, and a sweep trial named its sweep
 # "<model id>:<grid name>" in a column `sweep`. Every task of this project reports its metrics
 # unfiltered, so a bare name's filter is `none`. Later, results gained the data fingerprint and the
-# few-shot count of their key (`ResultKey`).
+# few-shot count of their key (`ResultKey`), and sweep trials the identity of what they were scored on.
 # Each upgrade adds one column; a table lacking the column still needs that upgrade.
 
 @dataclass(frozen=True)
@@ -462,10 +463,17 @@ def _add_result_identity(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE results ADD COLUMN num_fewshot INTEGER"))
 
 
+def _add_trial_scoring_hash(conn: sa.Connection) -> None:
+    """Old trials did not record what they were scored on (only `--limit`, the first N items): they get
+    scoring_hash "" (unknown), which no run's equals, so they are scored again, never reused."""
+    conn.execute(sa.text("ALTER TABLE sweep_trials ADD COLUMN scoring_hash VARCHAR(64) NOT NULL DEFAULT ''"))
+
+
 UPGRADES = [
     Upgrade("results", "filter", _upgrade_results),
     Upgrade("sweep_trials", "grid", _upgrade_sweep_trials),
     Upgrade("results", "data_hash", _add_result_identity),
+    Upgrade("sweep_trials", "scoring_hash", _add_trial_scoring_hash),
 ]
 
 

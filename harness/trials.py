@@ -5,7 +5,8 @@ cache (the trial is registered as a temporary registry entry `<id>@<params>`, so
 caches it like any merge), evaluate it on the dev split of the model's languages
 (harness.trial_scoring), and store the trial (harness.store.TrialRow; score = mean over languages
 of each language's average, tasks.averages). Trials already stored for the same sweep, model hash
-and `--limit` are skipped, so an interrupted sweep resumes where it stopped. Then the best trial
+and scoring identity (harness.evaluation.scoring_identity: the same items of the same data, few-shot
+counts and backend) are skipped, so an interrupted sweep resumes where it stopped. Then the best trial
 (first in grid order on a tie) is evaluated on test under the id `<id>@best` and written to the
 tuned registry (harness.tuned).
 """
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from harness import HarnessError
 from harness.build import materialize
-from harness.evaluation import EvalReport, EvalSettings, ModelUnderTest, language_averages
+from harness.evaluation import EvalReport, EvalSettings, ModelUnderTest, language_averages, scoring_identity
 from harness.grids import Grid, apply_point, point_label
 from harness.paths import harness_home
 from harness.store import ResultStore, SweepId, TrialRow, mark_sweep_choice, stored_trial_scores, write_sweep_trial
@@ -96,8 +97,9 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
     trials = plan_trials(registry, entry.id, grid)
     sweep = SweepId(entry.id, grid.name)
     store = ResultStore(settings.store_url)
-    stored = stored_trial_scores(store, sweep, settings.limit)
     dev_tasks = [task for lang in entry.langs for task in suite.task_names(lang, "dev")]
+    scoring = scoring_identity(dev_tasks, dataclasses.replace(settings, split="dev"))
+    stored = stored_trial_scores(store, sweep, scoring)
     log_dir = harness_home() / "sweeps" / "logs" / entry.id
     with TrialEvaluator(settings, server_mode, log_dir) as evaluator:
         bar = tqdm(trials, desc=f"sweep {sweep.label}", unit="trial", disable=not progress)
@@ -120,7 +122,7 @@ def run_sweep(registry, model_id: str, grid: Grid, settings: EvalSettings, serve
             write_sweep_trial(store, TrialRow(
                 sweep=sweep, trial_model=trial.model_id, model_hash=built.model_hash, params=trial.point,
                 recipe=trial.recipe, split="dev", limit=settings.limit, score=trial.score,
-                lang_scores=trial.lang_scores, build_s=build_s, eval_s=evaluator.eval_s - eval_before,
+                lang_scores=trial.lang_scores, scoring_hash=scoring, build_s=build_s, eval_s=evaluator.eval_s - eval_before,
             ))
         best = max(trials, key=lambda t: t.score)  # max keeps the first of equal scores: grid order
         mark_sweep_choice(store, sweep, best.model_hash)

@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.evaluate import choose_tasks, print_report
 from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
 from harness.lm_eval_run import load_tasks
-from harness.results import result_key, result_rows
+from harness.results import result_key, result_rows, scored_items
 from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
 from harness.store import ResultKey, ResultRow, ResultStore
 
@@ -80,7 +80,7 @@ def test_result_rows_name_metrics_by_lm_eval_keys():
         "n-samples": {GEN_TASK: {"original": 20, "effective": 8}},
     }
     key = ResultKey(MODEL.model_hash, GEN_TASK, "dev", "2.0", "d" * 64, 0, "server")
-    rows = result_rows(results, key, MODEL, Path("/run"))
+    rows = result_rows(results, key, 8, MODEL, Path("/run"))
     by_metric = {(r.metric, r.filter): r for r in rows}
     assert set(by_metric) == {("exact_match", "none"), ("acc", "strict"), ("acc", "flexible")}
     assert by_metric["exact_match", "none"].stderr == 0.1 and by_metric["acc", "strict"].stderr is None
@@ -88,11 +88,17 @@ def test_result_rows_name_metrics_by_lm_eval_keys():
     assert {(r.n, r.lang, r.split, r.task_version, r.backend, r.run_dir) for r in rows} == {(8, "uig", "dev", "2.0", "server", "/run")}
     assert {r.model_hash for r in rows} == {MODEL.model_hash}
     assert {r.key for r in rows} == {key}  # stored under the key the skip check looked up
+    with pytest.raises(HarnessError, match=f"lm-eval scored 8 items of task {GEN_TASK}, the run asked for 5"):
+        result_rows(results, key, 5, MODEL, Path("/run"))  # never stored under a key naming other items
 
 
-def stored_row(settings, task, metric, value, version=None, n=12):
-    """A row as a run with `settings` on the tiny task would store it (`version`: another task version)."""
-    key = result_key(MODEL, task, load_tasks([task], settings.task_dir)[task], settings)
+def stored_row(settings, task, metric, value, version=None, n=None):
+    """A row as a run with `settings` on the tiny task would store it (`version`: another task version,
+    `n`: another item count than the run's)."""
+    lm_eval_task = load_tasks([task], settings.task_dir)[task]
+    items = scored_items(lm_eval_task, settings.limit)
+    key = result_key(MODEL.model_hash, task, lm_eval_task, items, settings)
+    n = len(items) if n is None else n
     return ResultRow(model="tiny", model_hash=MODEL.model_hash, task=task, lang="uig", split="dev",
                      task_version=version or key.task_version, metric=metric, value=value, stderr=None, n=n,
                      backend=key.backend, harness_version="t", lm_eval_version="t", data_hash=key.data_hash,
@@ -136,16 +142,22 @@ def test_report_names_the_task_a_missing_language_average_lacks(tiny_tasks, tmp_
     assert f"average uig (main metric per task): missing (no score for {GEN_TASK})" in out.getvalue()
 
 
-@pytest.mark.parametrize("stored_version, stored_n, limit, evaluated", [
-    ("0.9", 12, None, True),  # an older task version is re-evaluated
-    ("1.0", 3, None, True),  # a --limit 3 result does not stand in for the full 12 items
-    ("1.0", 3, 3, False),  # ... but does for another --limit 3 run
-    ("1.0", 12, 5, False),  # a full result covers a limited run
+@pytest.mark.parametrize("stored_version, stored_limit, stored_n, limit, evaluated", [
+    ("0.9", None, None, None, True),  # an older task version is re-evaluated
+    ("1.0", None, None, None, False),  # the same items: stored already
+    ("1.0", 3, None, 3, False),  # the same --limit 3 sample: stored already
+    ("1.0", 3, None, 5, True),  # a --limit 3 result does not stand in for a --limit 5 run ...
+    ("1.0", 3, None, None, True),  # ... nor for the full 12 items
+    ("1.0", None, None, 5, True),  # and a full result not for a --limit 5 run: other items
+    ("1.0", None, 3, None, True),  # a first-3 --limit row of an older harness (whole split's fingerprint)
+    ("1.0", 12, None, None, False),  # a limit of at least the split's size is the full run
 ])
-def test_what_counts_as_already_stored(stored_version, stored_n, limit, evaluated, tiny_tasks, tmp_path, monkeypatch):
+def test_what_counts_as_already_stored(stored_version, stored_limit, stored_n, limit, evaluated, tiny_tasks, tmp_path,
+                                       monkeypatch):
     store_url = f"sqlite:///{tmp_path / 'r.db'}"
+    stored_by = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=stored_limit)
+    ResultStore(store_url).write_task_results([stored_row(stored_by, MC_TASK, "acc", 0.4, stored_version, n=stored_n)])
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, limit=limit)
-    ResultStore(store_url).write_task_results([stored_row(settings, MC_TASK, "acc", 0.4, stored_version, n=stored_n)])
 
     def stop_at_backend(*args, **kwargs):
         raise HarnessError("backend opened")
