@@ -30,12 +30,12 @@ def sweep_ids(trials: pd.DataFrame) -> list[SweepId]:
 
 
 def sweep_grid(trials: pd.DataFrame, sweep: SweepId) -> SweepGrid:
-    """The trials of one sweep as a grid. Rows scored with another `--limit` than the newest trial's
-    are left out: scores on different item counts do not belong on one map."""
+    """The trials of one sweep as a grid. Rows scored on other items than the newest trial's (another
+    `--limit`, other data: harness.store `scoring_hash`) are left out: they do not belong on one map."""
     rows = trials[(trials["model"] == sweep.model) & (trials["grid"] == sweep.grid)].sort_values("id")
     newest_limit = rows["limit"].iloc[-1]
     same_limit = rows["limit"].isna() if pd.isna(newest_limit) else rows["limit"] == newest_limit
-    rows = rows[same_limit]
+    rows = rows[same_limit & (rows["scoring_hash"] == rows["scoring_hash"].iloc[-1])]
     points = [json.loads(p) for p in rows["params_json"]]
     axes = list(dict.fromkeys(key for point in points for key in point))
     frame = pd.DataFrame([{axis: point.get(axis) for axis in axes} for point in points])

@@ -21,7 +21,8 @@ def store_trials(url: str, scores: dict, limit: int | None = 10, sweep: SweepId 
         point = {"models.sft-flan.density": sft, "models.ct-uig.density": ct}
         write_sweep_trial(store, TrialRow(
             sweep=sweep, trial_model=f"ties-uig-flan@{sft},{ct}", model_hash=f"h{sft}-{ct}-{limit}", params=point,
-            recipe={}, split="dev", limit=limit, score=score, lang_scores={"uig": score}))
+            recipe={}, split="dev", limit=limit, score=score, lang_scores={"uig": score},
+            scoring_hash=f"scoring-{limit}"))
     best = max(scores, key=scores.get)
     mark_sweep_choice(store, sweep, f"h{best[0]}-{best[1]}-{limit}")
 

@@ -111,7 +111,7 @@ def test_upgraded_sweeps_keep_their_grids_and_choices(old_store):
 
     # New rows go in beside the upgraded ones.
     write_sweep_trial(store, TrialRow(SweepId("ties-uig-flan", "file:grid"), "ties-uig-flan@h4", "h4",
-                                      {"models.sft-flan.density": 0.4}, {}, "dev", 2, 0.2, {"uig": 0.2}))
+                                      {"models.sft-flan.density": 0.4}, {}, "dev", 2, 0.2, {"uig": 0.2}, "s"))
     assert sweep_trials(store, SweepId("ties-uig-flan", "file:grid"))["model_hash"].tolist() == ["h1", "h2", "h4"]
     store.write_task_results([ResultRow(model="ct-uig", model_hash="hash-ct", task="lrm_mlic_tc_uig_test", lang="uig",
                                         split="test", task_version="1.0", metric="acc", value=0.7, stderr=None, n=50,
