@@ -173,21 +173,31 @@ def report_table(rows, tasks: list[str]):
 
 
 def average_lines(averages: dict, report) -> list[str]:
-    """A line per language (its average, or which tasks it misses), a note where the run holds only
-    some of the language's tasks, and the rule (tasks.averages)."""
-    from tasks import suite
+    """A line per language: its average, or why there is none (tasks not in the run, tasks without
+    a score), and the rule (tasks.averages)."""
     from tasks.averages import RULE
 
     lines = []
     for lang, average in averages.items():
-        if average.value is not None:
-            shown = f"{average.value:.4f}"
-        else:
-            shown = f"missing (no score for {', '.join(average.missing)})"
-        lines.append(f"average {lang} (main metric per task): {shown}")
-        not_run = [task for task in suite.task_names(lang, report.settings.split) if task not in report.tasks]
-        if not_run:
-            lines.append(f"  over this run's {lang} task(s) only; not in the run: {', '.join(not_run)}")
+        lines.append(f"average {lang} (main metric per task): {_shown_average(lang, average, report)}")
     if lines:
         lines.append(f"({RULE})")
     return lines
+
+
+def _shown_average(lang: str, average, report) -> str:
+    """`0.4123`, or `none (...)` saying which of the language's tasks the run lacks or has no score for."""
+    from tasks.averages import language_tasks
+
+    if average.value is not None:
+        return f"{average.value:.4f}"
+    not_run = [task for task in average.missing if task not in report.tasks]
+    unscored = [task for task in average.missing if task in report.tasks]
+    reasons = []
+    if not_run:
+        total = len(language_tasks(lang, report.settings.split, report.tasks))
+        reasons.append(f"the run has {total - len(not_run)} of its {total} {report.settings.split} tasks, "
+                       f"not {', '.join(not_run)}")
+    if unscored:
+        reasons.append(f"no score for {', '.join(unscored)}")
+    return f"none ({'; '.join(reasons)})"

@@ -23,7 +23,7 @@ from harness.results import model_record, needs_evaluation, result_key, result_r
 from harness.store import ResultKey, ResultStore, main_metric_rows
 from tasks import suite
 from tasks.suite import SPLITS, TASKS_DIR
-from tasks.averages import LanguageAverage, language_average
+from tasks.averages import LanguageAverage, language_average, language_tasks
 
 
 # ---- what is evaluated, and how --------------------------------------------------------------
@@ -176,11 +176,10 @@ def stored_rows(report: EvalReport) -> pd.DataFrame:
 
 
 def language_averages(report: EvalReport, rows: pd.DataFrame | None = None) -> dict[str, LanguageAverage]:
-    """Per language of the report's tasks: the average over those tasks (tasks.averages)."""
+    """Per language of the report's tasks: its average over all of its tasks on the split
+    (tasks.averages.language_tasks), missing where the run lacks one of them or its score."""
     rows = stored_rows(report) if rows is None else rows
     main = main_metric_rows(rows, suite.main_metric)
     scores = dict(zip(main["task"], main["value"]))
-    expected: dict[str, list[str]] = {}
-    for task in report.tasks:
-        expected.setdefault(suite.lang_of(task), []).append(task)
-    return {lang: language_average(tasks, scores) for lang, tasks in expected.items()}
+    langs = dict.fromkeys(suite.lang_of(task) for task in report.tasks)
+    return {lang: language_average(language_tasks(lang, report.settings.split, report.tasks), scores) for lang in langs}

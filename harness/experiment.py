@@ -216,16 +216,14 @@ def language_cells(report) -> dict[str, Cell]:
     """Per language of the report: the average of its tasks (tasks.averages) and the 95% half
     width of that average (the tasks' intervals combined as independent)."""
     from tasks import suite
-    from tasks.averages import language_average
+    from tasks.averages import language_average, language_tasks
 
     cells = task_cells(report)
-    by_lang: dict[str, list[str]] = {}
-    for task in cells:
-        by_lang.setdefault(suite.lang_of(task), []).append(task)
     averages = {}
-    for lang, tasks in by_lang.items():
-        average = language_average(tasks, {task: cells[task].value for task in tasks})
-        spread = average_cell([cells[task] for task in tasks]).half_width
+    for lang in dict.fromkeys(suite.lang_of(task) for task in cells):
+        tasks = language_tasks(lang, report.settings.split, cells)  # all of them: a partial run has no average
+        average = language_average(tasks, {task: cell.value for task, cell in cells.items()})
+        spread = average_cell([cells.get(task, Cell(None)) for task in tasks]).half_width
         averages[lang] = Cell(average.value, spread if average.value is not None else None)
     return averages
 
