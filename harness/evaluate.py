@@ -4,9 +4,8 @@
       -> harness.evaluation.evaluate: the tasks not stored yet, one at a time, through lm-eval
       -> a table of tasks x metrics with the language averages (tasks.averages)
 
-A task already stored under the same key (model hash, split, task version, data fingerprint,
-few-shot count, backend: harness.results), on at least as many items as this run would score (a
-`--limit` result does not stand in for a full one), is skipped unless `--force`; if every task is
+A task already stored under the same key (model hash, split, task version, a fingerprint of exactly
+the items scored, few-shot count, backend: harness.results) is skipped unless `--force`; if every task is
 stored, no server starts. An interrupted run resumes where it stopped.
 
 The evaluation modules (and with them pandas, SQLAlchemy, lm-eval) are imported by `run`, not
@@ -29,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS, default="test", help="task split (default: test)")
     parser.add_argument("--lang", nargs="+", metavar="LANG", help="languages to evaluate (default: the model's)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: every task of the languages)")
-    parser.add_argument("--limit", type=int, help="only the first N items of each task (quick runs)")
+    parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task, the same for every model (quick runs)")
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples (default: each task's own)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm",
                         help="vllm: serve with vLLM (default); hf: in-process transformers")

@@ -78,7 +78,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lang", action="append", choices=list(TARGET_LANGUAGES),
                         help="a target language (repeatable; default: all seven)")
     parser.add_argument("--no-control", action="store_true", help="skip the English control")
-    parser.add_argument("--limit", type=int, help="only the first N items of each task (quick runs, not Table 3)")
+    parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task (quick runs, not Table 3)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="vllm (default) or hf (in-process)")
     parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")

@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
                         help="built-in grid: densities (k_sft x k_ct), weights (WAVG), slack (TIES-SV)")
     source.add_argument("--grid-file", type=Path, metavar="YAML",
                         help="grid file: parameter path -> list of values, e.g. models.sft-flan.density: [0.2, 0.4]")
-    parser.add_argument("--limit", type=int, help="only the first N items of each task, dev and test (quick runs)")
+    parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task, dev and test (quick runs)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="vllm (default) or hf (in-process)")
     parser.add_argument("--server-mode", choices=("reload", "fresh"), default="reload",
                         help="reload: one vLLM server, weights reloaded per trial (default); fresh: a server per trial")
