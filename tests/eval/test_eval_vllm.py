@@ -85,8 +85,8 @@ def test_server_dying_mid_run_fails_cleanly_and_a_rerun_resumes(vllm_server, tin
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, max_retries=2)
     finish_task = Backend.evaluate_task
 
-    def finish_then_kill_server(self, name, task):
-        rows = finish_task(self, name, task)
+    def finish_then_kill_server(self, name, task, items):
+        rows = finish_task(self, name, task, items)
         os.killpg(self.server.process.pid, signal.SIGKILL)  # the server dies after the first task
         return rows
 
