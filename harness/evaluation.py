@@ -150,11 +150,14 @@ def stored_rows(report: EvalReport) -> pd.DataFrame:
 
 
 def language_averages(report: EvalReport, rows: pd.DataFrame | None = None) -> dict[str, LanguageAverage]:
-    """Per language of the report's tasks: the average over those tasks (tasks.averages)."""
+    """Per language of the report's tasks: the average over those of them in the language's default
+    suite (tasks.averages). Tasks outside it (`--suite all`) are scored but not averaged, so a
+    language's average covers the same benchmarks whatever the suite of the run."""
     rows = stored_rows(report) if rows is None else rows
     main = main_metric_rows(rows, suite.main_metric)
     scores = dict(zip(main["task"], main["value"]))
     expected: dict[str, list[str]] = {}
     for task in report.tasks:
-        expected.setdefault(suite.lang_of(task), []).append(task)
+        if suite.in_default_suite(task):
+            expected.setdefault(suite.lang_of(task), []).append(task)
     return {lang: language_average(tasks, scores) for lang, tasks in expected.items()}
