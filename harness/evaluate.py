@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness import HarnessError
 from harness.lm_eval_run import BACKENDS
+from tasks.languages import DEFAULT_SUITE, SUITES
 from tasks.suite import SPLITS
 
 
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS, default="test", help="task split (default: test)")
     parser.add_argument("--lang", nargs="+", metavar="LANG", help="languages to evaluate (default: the model's)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: every task of the languages)")
+    parser.add_argument("--suite", choices=SUITES, default=DEFAULT_SUITE,
+                        help="the languages' tasks without --tasks: default, the paper's suite of each "
+                             "language; all, every benchmark that has the language")
     parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task, the same for every model (quick runs)")
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples (default: each task's own)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm",
@@ -52,9 +56,9 @@ def run(args) -> int:
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
-    selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id)  # bad input fails before any build
+    selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)  # bad input fails before any build
     data_dir = default_data_dir(args.data_dir, registry)
-    tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir)
+    tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
     settings = EvalSettings(
         split=args.split,
         limit=args.limit,
@@ -73,20 +77,22 @@ def run(args) -> int:
 
 
 def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str, model_id: str,
-                 data_dir: Path | None = None) -> list[str]:
-    """--tasks as given; else every task of --lang, else of the model's languages, that has data.
+                 data_dir: Path | None = None, task_suite: str = DEFAULT_SUITE) -> list[str]:
+    """--tasks as given; else every task of --lang, else of the model's languages, in the suite, that has data.
 
     Any language may be evaluated, whatever the model's registry `langs` (the English control
-    `eng` with every model). Tasks with only synthetic data (English MLiC-Eval: the zoo writes it,
-    the real dataset has none) are left out, with a note, where `data_dir` (None: the hub) lacks them.
+    `eng` with every model). Left out, with a note, where a local `data_dir` lacks their files:
+    tasks with only synthetic data (English MLiC-Eval: the zoo writes it, the real dataset has none;
+    with the hub, None, always) and `--suite all` tasks outside the default suite (the zoo's data
+    has none of them).
     """
-    chosen = selected_tasks(model_langs, langs, tasks, split, model_id)
+    chosen = selected_tasks(model_langs, langs, tasks, split, model_id, task_suite)
     return chosen if tasks else _with_data(chosen, data_dir)
 
 
 def selected_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, split: str,
-                   model_id: str) -> list[str]:
-    """--tasks as given, else every task of --lang or of the model's languages; errors for bad names.
+                   model_id: str, task_suite: str = DEFAULT_SUITE) -> list[str]:
+    """--tasks as given, else every task of --lang or of the model's languages in the suite; errors for bad names.
 
     Needs no data, so a command checks its input with it before it builds anything.
     """
@@ -104,11 +110,11 @@ def selected_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None
     unknown = [lang for lang in chosen if lang not in LANGUAGES]
     if unknown:
         raise HarnessError(f"unknown language(s) {unknown}; known: {', '.join(LANGUAGES)}")
-    return [task for lang in chosen for task in suite.task_names(lang, split)]
+    return [task for lang in chosen for task in suite.task_names(lang, split, task_suite)]
 
 
 def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
-    """The tasks less the synthetic-only ones whose data `data_dir` lacks, each named on stderr."""
+    """The tasks less the optional ones whose data `data_dir` lacks (choose_tasks), each named on stderr."""
     from tasks import suite
     from tasks.errors import TaskError
     from tasks.utils import read_task_docs
@@ -116,7 +122,7 @@ def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
     kept = []
     for task in tasks:
         family, lang, split = suite.parse_task_name(task)
-        if suite.synthetic_only(family, lang):
+        if suite.synthetic_only(family, lang) or (data_dir is not None and not suite.in_default_suite(task)):
             try:
                 read_task_docs(family, lang, split, data_dir)
             except TaskError as err:
@@ -172,13 +178,17 @@ def report_table(rows, tasks: list[str]):
 
 
 def average_lines(averages: dict, report) -> list[str]:
-    """A line per language: its average, or why there is none (tasks not in the run, tasks without
-    a score), and the rule (tasks.averages)."""
+    """A line per language (its average, or why there is none: tasks not in the run, tasks without
+    a score), the tasks outside the default suites (not averaged), and the rule (tasks.averages)."""
+    from tasks import suite
     from tasks.averages import RULE
 
     lines = []
     for lang, average in averages.items():
         lines.append(f"average {lang} (main metric per task): {_shown_average(lang, average, report)}")
+    outside = [task for task in report.tasks if not suite.in_default_suite(task)]
+    if outside:
+        lines.append(f"not averaged (outside their language's default suite): {', '.join(outside)}")
     if lines:
         lines.append(f"({RULE})")
     return lines

@@ -176,10 +176,12 @@ def stored_rows(report: EvalReport) -> pd.DataFrame:
 
 
 def language_averages(report: EvalReport, rows: pd.DataFrame | None = None) -> dict[str, LanguageAverage]:
-    """Per language of the report's tasks: its average over all of its tasks on the split
-    (tasks.averages.language_tasks), missing where the run lacks one of them or its score."""
+    """Per language of the report's default-suite tasks: its average over all of its default-suite
+    tasks on the split (tasks.averages.language_tasks), missing where the run lacks one of them or its
+    score. Tasks outside the default suite (`--suite all`) are scored but not averaged, so a
+    language's average covers the same benchmarks whatever the suite of the run."""
     rows = stored_rows(report) if rows is None else rows
     main = main_metric_rows(rows, suite.main_metric)
     scores = dict(zip(main["task"], main["value"]))
-    langs = dict.fromkeys(suite.lang_of(task) for task in report.tasks)
+    langs = dict.fromkeys(suite.lang_of(task) for task in report.tasks if suite.in_default_suite(task))
     return {lang: language_average(language_tasks(lang, report.settings.split, report.tasks), scores) for lang in langs}

@@ -1,24 +1,26 @@
 """`harness tasks`: the evaluation tasks per language, with their item counts in local data.
 
 Task names, families and main metrics come from `tasks.suite`; the item counts from the task
-loaders (`tasks.utils.read_task_docs`) over a local data folder.
+loaders (`tasks.utils.read_task_docs`) over a local data folder. `--suite default` (the default)
+lists each language's default suite (the paper's) and names the other benchmarks that have the
+language; `--suite all` lists those too.
 """
 
 from pathlib import Path
 
 from harness import HarnessError
 from tasks.errors import TaskError
-from tasks.languages import LANGUAGES
+from tasks.languages import ALL_SUITE, CONTROL, DEFAULT_SUITE, EXTRA, LANGUAGES, SUITES
 from tasks.suite import FAMILIES, PREFIX, SPLITS, families_of, group_name, synthetic_only
 from tasks.utils import read_task_docs
 
 
 # ---- split sizes from local data ----------------------------------------------------------------
 
-def split_sizes(lang: str, data_dir: Path) -> dict[str, dict[str, int | str]]:
+def split_sizes(lang: str, data_dir: Path, suite: str = DEFAULT_SUITE) -> dict[str, dict[str, int | str]]:
     """{family: {split: item count, or the one-line reason it cannot be counted}} from local files."""
     sizes: dict[str, dict[str, int | str]] = {}
-    for family in families_of(lang):
+    for family in families_of(lang, suite):
         sizes[family] = {}
         for split in SPLITS:
             try:
@@ -33,6 +35,9 @@ def split_sizes(lang: str, data_dir: Path) -> dict[str, dict[str, int | str]]:
 def add_arguments(parser) -> None:
     parser.add_argument("--lang", choices=sorted(LANGUAGES), help="only this language")
     parser.add_argument("--split", choices=SPLITS, help="only this split's task names")
+    parser.add_argument("--suite", choices=SUITES, default=DEFAULT_SUITE,
+                        help="default: each language's default suite (the paper's); all: every benchmark "
+                             "that has the language")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="local data folder to count items in (default: the registry's data_dir, "
                              "the zoo's synthetic data, when it exists)")
@@ -49,11 +54,11 @@ def run(args) -> int:
     problems: list[str] = []
     for lang in langs:
         language = LANGUAGES[lang]
-        role = "  (control: not a merge target, not in lrm_all)" if language.control else ""
-        print(f"\n{lang}  {language.name}{role}  groups: {', '.join(group_name(lang, s) for s in splits)}")
-        sizes = split_sizes(lang, data_dir) if data_dir is not None else None
+        print(f"\n{lang}  {language.name}{ROLE_NOTES.get(language.role, '')}  "
+              f"groups: {', '.join(group_name(lang, s) for s in splits)}")
+        sizes = split_sizes(lang, data_dir, args.suite) if data_dir is not None else None
         rows = [("task", *splits, "main metric", "dataset")]
-        for family in families_of(lang):
+        for family in families_of(lang, args.suite):
             counts = []
             for split in splits:
                 value = sizes[family][split] if sizes else "?"
@@ -61,17 +66,35 @@ def run(args) -> int:
                     problems.append(value)
                     value = "-"
                 counts.append(str(value))
-            dataset = FAMILIES[family].dataset + (" (zoo data only)" if synthetic_only(family, lang) else "")
-            rows.append((f"{PREFIX}_{family}_{lang}_<split>", *counts, FAMILIES[family].main_metric, dataset))
+            rows.append((f"{PREFIX}_{family}_{lang}_<split>", *counts, FAMILIES[family].main_metric,
+                         FAMILIES[family].dataset + _dataset_note(family, lang)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        others = [f"{PREFIX}_{family}_{lang}_<split>" for family in families_of(lang, ALL_SUITE)
+                  if family not in families_of(lang, args.suite)]
+        if others:
+            print(f"  with --suite all also: {', '.join(others)}")
     print(f"\nwhole suite (the target languages): {', '.join(group_name('all', s) for s in splits)}")
     if problems:
         print(f"\n{len(problems)} split(s) not counted (-):")
         for problem in problems:
             print(f"  {problem}")
     return 0
+
+
+ROLE_NOTES = {
+    CONTROL: "  (control: not a merge target, not in lrm_all)",
+    EXTRA: "  (extra: evaluated only; no CT model or merge, not in lrm_all)",
+}
+
+
+def _dataset_note(family: str, lang: str) -> str:
+    if synthetic_only(family, lang):
+        return " (zoo data only)"
+    if family not in families_of(lang):
+        return " (not in the default suite)"
+    return ""
 
 
 def _data_dir_for_listing(args) -> Path | None:

@@ -10,8 +10,12 @@ Missing values stay NaN here and are drawn as a dash, never as zero:
 - the Average cell is the mean of the target-language columns shown; it is missing unless the
   model has all of them (the paper averages over all seven languages; averaging over whichever
   languages a model happens to have would rank a model evaluated on one easy language first);
-- the English control column (tasks.languages.CONTROL_LANGUAGES) comes after the Average and is
-  not in it: it checks that a model knows the tasks, it is not a language merged for.
+- the English control column (tasks.languages.CONTROL_LANGUAGES) and any extra language's
+  (Khalkha Mongolian) come after the Average and are not in it: the control checks that a model
+  knows the tasks, and neither is a language merged for;
+- a language's average covers its default suite (the paper's benchmarks for it): tasks of other
+  benchmarks that have the language (`harness eval --suite all`: SIB-200 for Tibetan) are shown in
+  its per-task table but not averaged, so one stored run of them changes no average.
 """
 
 import json
@@ -25,8 +29,8 @@ from harness.store import main_metric_rows, metric_label
 from merges import method_label
 from tasks.averages import language_average
 from tasks.errors import TaskError
-from tasks.languages import CONTROL_LANGUAGES, LANGUAGES
-from tasks.suite import FAMILIES, parse_task_name
+from tasks.languages import LANGUAGES, TARGET_LANGUAGES
+from tasks.suite import FAMILIES, in_default_suite, parse_task_name
 
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
 AVERAGE = "Average"
@@ -87,26 +91,38 @@ def merge_method(recipe_json: str | None) -> str | None:
 
 
 def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
-    """Models x language codes, in %: each language's average over its tasks that any model has in
-    `scores` (tasks.averages: missing when the model lacks one of them)."""
+    """Models x language codes, in %: each language's average over its default-suite tasks that any
+    model has in `scores` (tasks.averages: missing when the model lacks one of them); a language
+    with none of them has no column."""
     per_task = scores.pivot_table(index="model", columns="task", values="value", aggfunc="last")
     averages = {}
     for lang, tasks in scores.groupby("lang")["task"]:
-        expected = sorted(set(tasks))
+        expected = sorted(task for task in set(tasks) if _averaged(task))
+        if not expected:
+            continue
         values = [language_average(expected, per_task.loc[model].to_dict()).value for model in per_task.index]
         averages[lang] = [float("nan") if value is None else value * 100 for value in values]
     present = [code for code in LANGUAGES if code in averages] + sorted(set(averages) - set(LANGUAGES))
     return pd.DataFrame(averages, index=per_task.index)[present]
 
 
+def _averaged(task: str) -> bool:
+    """Whether a task counts in its language's average: its default suite, or a name outside the scheme."""
+    try:
+        return in_default_suite(task)
+    except TaskError:
+        return True
+
+
 def overview_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
     """The paper's Table 3: models x languages (by name) + Average, with each model's kind; the
-    control language's column (English) after the Average, outside it."""
+    control's column (English) and extra languages' after the Average, outside it."""
     by_lang = language_averages(scores)
-    targets = by_lang[[code for code in by_lang.columns if code not in CONTROL_LANGUAGES]]
+    outside = [code for code in by_lang.columns if code in LANGUAGES and code not in TARGET_LANGUAGES]
+    targets = by_lang[[code for code in by_lang.columns if code not in outside]]
     if not targets.columns.empty:
         targets = targets.assign(**{AVERAGE: targets.mean(axis=1, skipna=False)})
-    table = pd.concat([targets, by_lang[[code for code in by_lang.columns if code in CONTROL_LANGUAGES]]], axis=1)
+    table = pd.concat([targets, by_lang[outside]], axis=1)
     table.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in table.columns]
     return _with_kinds(table, list(table.columns), kinds, shown_kinds, "Average score per language (%)")
 
@@ -121,8 +137,9 @@ def language_table(
     per_task = per_task[tasks]
     per_task.columns = [task_label(t) for t in tasks]
     score_columns = list(per_task.columns)
-    if score_columns:
-        per_task[AVERAGE] = language_averages(rows)[lang]
+    averages = language_averages(rows)
+    if score_columns and lang in averages.columns:
+        per_task[AVERAGE] = averages[lang]
         score_columns.append(AVERAGE)
     name = LANGUAGES[lang].name if lang in LANGUAGES else lang
     return _with_kinds(per_task, score_columns, kinds, shown_kinds, f"{name}: score per task (%)")

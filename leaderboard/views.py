@@ -124,7 +124,8 @@ def per_language(ctx: Context) -> None:
     table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
     _downloads(table, f"leaderboard_{lang}_{ctx.split}")
-    averages = table.frame[tables.AVERAGE].dropna()
+    # No Average column where the store holds none of the language's default-suite tasks.
+    averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()
     if not averages.empty:
         st.subheader(f"{LANGUAGES[lang].name} average by model")
         _bar_chart(averages, table.frame.loc[averages.index, tables.KIND])

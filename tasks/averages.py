@@ -15,7 +15,7 @@ column cover the same tasks (a model lacking one of them shows none).
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-RULE = ("a language's average is the unweighted mean of the main metric over all of its tasks, "
+RULE = ("a language's average is the unweighted mean of the main metric over all of its default-suite tasks, "
         "and is missing when any of those tasks has no score")
 
 

@@ -8,8 +8,9 @@ The layouts are the ones people actually download (paths relative to the data fo
     belebele/<flores>.jsonl                Belebele as exported from the hub, one question a line
     mlic-eval/data/<task>/<bo|ug|mn>/{train_1,train_2,train_3,dev,test}.json   MLiC-Eval, JSON lists
 
-(<flores> is e.g. tam_Taml, or eng_Latn for the English control; MLiC-Eval has no English, and
-only the zoo writes an `en` folder there.) The test fixtures (`tests/fixtures/data`, real SIB-200
+(<flores> is the benchmark's own code for the language, e.g. tam_Taml, bod_Tibt, khk_Cyrl, or
+eng_Latn for the English control; MLiC-Eval has no English, and only the zoo writes an `en`
+folder there.) The test fixtures (`tests/fixtures/data`, real SIB-200
 and MGSM excerpts) follow this layout, and `harness zoo build` writes a synthetic data folder in it
 for the seven languages and English.
 """

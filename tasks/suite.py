@@ -1,16 +1,23 @@
 """The evaluation suite: task families, task and group names, main metrics, and the YAML files.
 
-Every language has dev and test variants of the families of its datasets (paper §4, Tables 2
-and 6; tasks/languages.py):
+A task family is one benchmark's task (tasks/languages.py BENCHMARKS); every language the
+benchmark has data for gets the family's dev and test tasks. A language's default suite is the
+paper's (§4, Tables 2 and 6); `all` adds every other benchmark that has the language:
 
-    tam tel ory ben   sib (SIB-200 topics, 7 labels), belebele (4 options), mgsm (tel, ben only)
-    bod uig mvf       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math
-    eng (control)     all seven families; its MLiC-style four exist only in the zoo's synthetic data
+              default suite                                         also in `all`
+    tam ory   sib (SIB-200 topics, 7 labels), belebele (4 options)
+    tel ben   sib, belebele, mgsm
+    bod       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math   sib, belebele
+    uig       mlic_tc, mlic_mrc, mlic_rs, mlic_math                               sib
+    mvf       mlic_tc, mlic_mrc, mlic_rs, mlic_math
+    eng       all seven (control); its MLiC-style four exist only in the zoo's synthetic data
+    khk       sib, belebele (extra: no paper suite, so all it has)
 
-Task `lrm_<family>_<lang>_<split>`; group `lrm_<lang>_<split>` (the plain mean of its tasks' main
-metric, reported as the group's `acc`); `lrm_all_<split>` for the whole suite of the seven target
-languages (the plain mean over all their tasks; the English control is not in it). Every module
-that builds or reads a task name does it through this one.
+Task `lrm_<family>_<lang>_<split>` for every family of the `all` suite; group `lrm_<lang>_<split>`
+over the language's default suite (the plain mean of its tasks' main metric, reported as the
+group's `acc`); `lrm_all_<split>` for the default suites of the seven target languages (the
+plain mean over all their tasks; the English control and extra languages are not in it). Every
+module that builds or reads a task name does it through this one.
 
 The lm-eval YAML files beside this module are written by `write_task_files()`: run
 `python -m tasks.suite` after changing the matrix; a test checks they are up to date.
@@ -21,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import TaskError
-from tasks.languages import BELEBELE, LANGUAGES, MGSM, MLIC, SIB200, TARGET_LANGUAGES, Language
+from tasks.languages import (ALL_SUITE, BELEBELE, DEFAULT_SUITE, LANGUAGES, MGSM, MLIC, SIB200, SUITES,
+                             TARGET_LANGUAGES, Language, benchmarks_of)
 
 PREFIX = "lrm"
 SPLITS = ("dev", "test")
@@ -37,7 +45,7 @@ TASKS_DIR = Path(__file__).resolve().parent
 class Family:
     name: str
     dataset: str
-    source: str  # the dataset's key in Language.data_codes (tasks.languages)
+    source: str  # the benchmark's key in tasks.languages.BENCHMARKS
     label: str  # the column heading in the leaderboard's per-language tables (as in the paper)
     main_metric: str  # "acc" (multiple choice, log-likelihood) or "exact_match" (generation)
     template: str  # the YAML template folder under tasks/
@@ -61,10 +69,12 @@ FAMILIES: dict[str, Family] = {
 
 # ---- names ---------------------------------------------------------------------------------------
 
-def families_of(lang: str) -> list[str]:
-    """The task families a language is evaluated on: those of its datasets, in the paper's order."""
-    data_codes = _language(lang).data_codes
-    return [name for name, family in FAMILIES.items() if family.source in data_codes]
+def families_of(lang: str, suite: str = DEFAULT_SUITE) -> list[str]:
+    """The task families of a language in a suite ('default': the paper's; 'all': every benchmark
+    with its data), in the paper's order."""
+    _language(lang)
+    sources = benchmarks_of(lang, _suite(suite))
+    return [name for name, family in FAMILIES.items() if family.source in sources]
 
 
 def synthetic_only(family: str, lang: str) -> bool:
@@ -78,9 +88,15 @@ def task_name(family: str, lang: str, split: str) -> str:
     return f"{PREFIX}_{family}_{_language(lang).code}_{split}"
 
 
-def task_names(lang: str, split: str) -> list[str]:
-    """The tasks of one language and split, e.g. lrm_sib_tam_test, lrm_belebele_tam_test."""
-    return [task_name(family, lang, split) for family in families_of(lang)]
+def task_names(lang: str, split: str, suite: str = DEFAULT_SUITE) -> list[str]:
+    """The tasks of one language, split and suite, e.g. lrm_sib_tam_test, lrm_belebele_tam_test."""
+    return [task_name(family, lang, split) for family in families_of(lang, suite)]
+
+
+def in_default_suite(task: str) -> bool:
+    """Whether a task is in its language's default suite (the tasks its averages are over)."""
+    family, lang, _split = parse_task_name(task)
+    return family in families_of(lang)
 
 
 def group_name(lang: str, split: str) -> str:
@@ -96,7 +112,7 @@ def parse_task_name(name: str) -> tuple[str, str, str]:
     head, _, lang = head.rpartition("_")
     prefix, _, family = head.partition("_")
     if prefix != PREFIX or family not in FAMILIES or lang not in LANGUAGES or split not in SPLITS \
-            or family not in families_of(lang):
+            or family not in families_of(lang, ALL_SUITE):
         raise TaskError(f"not a task of this harness: {name!r} (expected {PREFIX}_<family>_<lang>_<dev|test>)")
     return family, lang, split
 
@@ -135,6 +151,12 @@ def _language(lang: str) -> Language:
     return LANGUAGES[lang]
 
 
+def _suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise TaskError(f"unknown suite {suite!r}; expected {' or '.join(SUITES)}")
+    return suite
+
+
 def _split(split: str) -> str:
     if split not in SPLITS:
         raise TaskError(f"unknown split {split!r}; expected dev or test")
@@ -167,7 +189,7 @@ def render_task_files() -> dict[str, str]:
     files: dict[str, str] = {}
     for lang in LANGUAGES:
         for split in SPLITS:
-            for family in families_of(lang):
+            for family in families_of(lang, ALL_SUITE):
                 name = task_name(family, lang, split)
                 files[f"{FAMILIES[family].template}/{name}.yaml"] = HEADER + (
                     f"include: _template.yaml\n"

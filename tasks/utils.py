@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tasks import layout, prompts
 from tasks.errors import TaskError
-from tasks.languages import LANGUAGES
+from tasks.languages import LANGUAGES, data_code
 from tasks.suite import DATA_DIR_ENV, FAMILIES, synthetic_only, task_name
 
 SIB_HUB = "Davlan/sib200"
@@ -98,15 +98,16 @@ def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) ->
 
 
 def _data_code(task: str, family: str, lang: str, data_dir: Path | None) -> str:
-    """The dataset's code for the language; TaskError where the dataset has no such data."""
-    language, dataset = LANGUAGES[lang], FAMILIES[family].source
-    if dataset not in language.data_codes:
+    """The benchmark's code for the language; TaskError where the benchmark has no such data."""
+    language, benchmark = LANGUAGES[lang], FAMILIES[family].source
+    code = data_code(lang, benchmark)
+    if code is None:
         raise TaskError(f"{task}: {FAMILIES[family].dataset} has no {language.name} data")
     if data_dir is None and synthetic_only(family, lang):
         # Checked before any download: the hub has nothing to give.
         raise TaskError(f"{task}: {FAMILIES[family].dataset} has no real {language.name} split; "
                         f"only the zoo's synthetic data has this task (give --data-dir)")
-    return language.data_codes[dataset]
+    return code
 
 
 # ---- prompt functions named by the task YAML ---------------------------------------------------

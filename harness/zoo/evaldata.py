@@ -23,7 +23,7 @@ from harness.zoo.corpora import Rendered, draw_item, render
 from harness.zoo.generators import Writer
 from harness.zoo.lexicon import TOPIC_LABELS, TOPICS, stable_seed
 from tasks import layout, prompts
-from tasks.languages import BELEBELE, CONTROL_LANGUAGES, ENGLISH, LANGUAGES, MGSM, MLIC, SIB200
+from tasks.languages import BELEBELE, CONTROL_LANGUAGES, ENGLISH, MGSM, MLIC, SIB200, benchmarks_of, data_code
 
 BELEBELE_DS = "2023-05-03"  # the hub rows carry a date stamp; ours is fixed
 LABEL_ZH = {topic.label: topic.label_zh for topic in TOPICS}
@@ -45,11 +45,12 @@ def _writer(config: ZooConfig, family: str) -> Writer:
 
 
 def write_eval_data(data_dir: Path, config: ZooConfig) -> None:
-    """Write every evaluation file for the configured languages and the English control under data_dir."""
+    """Write every evaluation file for the configured languages and the English control under data_dir:
+    each language's default suite (tasks.languages.benchmarks_of), none of the `--suite all` extras."""
     writers = {SIB200: _write_sib, BELEBELE: _write_belebele, MGSM: _write_mgsm, MLIC: _write_mlic}
     langs = list(config.languages) + [lang for lang in CONTROL_LANGUAGES if lang not in config.languages]
     for dataset, write in writers.items():
-        with_data = [lang for lang in langs if dataset in LANGUAGES[lang].data_codes]
+        with_data = [lang for lang in langs if dataset in benchmarks_of(lang)]
         if with_data:
             write(data_dir, config, with_data)
 
@@ -63,7 +64,7 @@ def _write_sib(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     sizes = config.eval_sizes.sib
     items = draw_unique(_writer(config, "sib"), "sib", sum(sizes.values()))
     for lang in langs:
-        code = LANGUAGES[lang].data_codes[SIB200]
+        code = data_code(lang, SIB200)
         start = 0
         for split, n in sizes.items():
             rows = [f"{start + i}\t{item.label}\t{render(item, 'sib', _text_lang(lang), config.seed).text}"
@@ -76,7 +77,7 @@ def _write_sib(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
 def _write_belebele(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     passages = draw_unique(_writer(config, "belebele"), "belebele", config.eval_sizes.belebele // 2)
     for lang in langs:
-        code = LANGUAGES[lang].data_codes[BELEBELE]
+        code = data_code(lang, BELEBELE)
         rows = []
         for number, item in enumerate(passages):
             for q in range(len(item.questions)):
@@ -94,7 +95,7 @@ def _write_mgsm(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
     problems = draw_unique(_writer(config, "mgsm"), "math", config.eval_sizes.mgsm)
     for lang in langs:
         rows = [f"{render(item, 'math', _text_lang(lang), config.seed).text}\t{item.answer}" for item in problems]
-        _write_text(layout.mgsm_file(data_dir, LANGUAGES[lang].data_codes[MGSM]), _lines(rows))
+        _write_text(layout.mgsm_file(data_dir, data_code(lang, MGSM)), _lines(rows))
 
 
 def _mlic_tc(r: Rendered, i: int) -> dict:
@@ -128,7 +129,7 @@ def _write_mlic(data_dir: Path, config: ZooConfig, langs: list[str]) -> None:
         bounds = [0, thirds[0], thirds[0] + thirds[1], n_dev, n_dev + n_test]
         names = ["train_1", "train_2", "train_3", "test"]
         for lang in langs:
-            folder = layout.mlic_dir(data_dir, task, LANGUAGES[lang].data_codes[MLIC])
+            folder = layout.mlic_dir(data_dir, task, data_code(lang, MLIC))
             for name, start, end in zip(names, bounds, bounds[1:]):
                 rows = []
                 for i in range(start, end):

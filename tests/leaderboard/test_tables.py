@@ -82,6 +82,24 @@ def test_the_english_control_comes_after_the_average_and_is_not_in_it():
     assert math.isnan(table.loc["c", "English"]) and math.isnan(table.loc["c", "Average"])
 
 
+def test_tasks_outside_a_languages_default_suite_are_shown_but_not_averaged():
+    """`harness eval --suite all` stores SIB-200 for Uyghur for one model: no average changes, and the
+    Uyghur table shows it beside the MLiC-Eval task; Khalkha Mongolian (extra) stays out of the Average."""
+    more = pd.concat([RESULTS, rows(("a", "lrm_sib_uig_test", "uig", "acc", 0.90),
+                                    ("a", "lrm_sib_khk_test", "khk", "acc", 0.60),
+                                    ("b", "lrm_sib_bod_test", "bod", "acc", 0.30))])
+    scores = tables.main_scores(more, "test", main_metric)
+    kinds = tables.model_kinds(scores, MODELS)
+    table = tables.overview_table(scores, kinds).frame
+    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average", "Khalkha Mongolian"]  # no Tibetan average
+    assert table.loc["a", "Uyghur"] == pytest.approx(40.0) and table.loc["b", "Uyghur"] == pytest.approx(40.0)
+    assert table.loc["a", "Average"] == pytest.approx(35.0) and table.loc["a", "Khalkha Mongolian"] == pytest.approx(60.0)
+    uyghur = tables.language_table(scores, "uig", kinds)
+    assert uyghur.score_columns == ["SIB-200", "TC", "Average"]
+    assert uyghur.frame.loc["a", "SIB-200"] == pytest.approx(90.0) and uyghur.frame.loc["a", "Average"] == pytest.approx(40.0)
+    assert tables.language_table(scores, "bod", kinds).score_columns == ["SIB-200"]  # nothing to average
+
+
 def test_rows_in_kind_order_with_method_labels():
     table = overview().frame
     assert list(table.index) == ["c", "b", "a"]  # base, sft, merge

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks import layout
-from tasks.languages import BELEBELE, LANGUAGES, MLIC
+from tasks.languages import BELEBELE, LANGUAGES, MLIC, data_code
 from tasks.suite import TASKS_DIR, data_env
 
 BELEBELE_ARTICLES = 60  # about 1.8 questions each, like the real 488 passages / 900 questions
@@ -56,18 +56,19 @@ def mlic_rows(task: str, lang: str, split: str, count: int) -> list[dict]:
 
 
 def write_fixture_data(root: Path, real_data: Path) -> Path:
-    """A full local data folder for every language (English MLiC-Eval as the zoo writes it); returns root."""
+    """A full local data folder for every language and benchmark that has it (English MLiC-Eval as the
+    zoo writes it); returns root."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("sib200", "mgsm"):
         (root / name).symlink_to(real_data / name, target_is_directory=True)
-    for language in LANGUAGES.values():
-        if BELEBELE in language.data_codes:
-            flores = language.data_codes[BELEBELE]
+    for lang in LANGUAGES:
+        flores = data_code(lang, BELEBELE)
+        if flores is not None:
             path = layout.belebele_file(root, flores)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in belebele_rows(flores)))
-        if MLIC in language.data_codes:
-            _write_mlic(root, language.data_codes[MLIC])
+        if data_code(lang, MLIC) is not None:
+            _write_mlic(root, data_code(lang, MLIC))
     return root
 
 

@@ -23,7 +23,7 @@ MGSM_DEV_ROWS_OF_250 = {
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-@pytest.mark.parametrize("lang", ["tam", "tel", "ory", "ben", "eng"])
+@pytest.mark.parametrize("lang", ["tam", "tel", "ory", "ben", "eng", "bod", "uig", "khk"])
 def test_sib200_real_files_sizes_and_labels(real_data, lang):
     test, _ = read_task_docs("sib", lang, "test", real_data)
     dev, _ = read_task_docs("sib", lang, "dev", real_data)
@@ -59,6 +59,17 @@ def test_english_sib200_is_parallel_to_the_target_languages(real_data):
     assert read_task_docs("sib", "eng", "test", real_data)[0][0]["text"].startswith("Mutation adds new genetic variation")
 
 
+def test_sib200_is_read_from_the_benchmarks_own_language_folders(real_data, tmp_path):
+    """bod reads sib200/bod_Tibt/ (SIB-200's code), the same parallel items as every other language."""
+    tam = [(d["id"], d["answer"]) for d in read_task_docs("sib", "tam", "test", real_data)[0]]
+    for lang in ("bod", "uig", "khk"):
+        assert [(d["id"], d["answer"]) for d in read_task_docs("sib", lang, "test", real_data)[0]] == tam
+    assert read_task_docs("sib", "khk", "test", real_data)[0][0]["text"].startswith("Мутаци")
+    (tmp_path / "sib200" / "bo").mkdir(parents=True)  # the paper's code is not a SIB-200 folder name
+    with pytest.raises(TaskError, match=r"^lrm_sib_bod_test: missing data file .*/sib200/bod_Tibt/test.tsv$"):
+        read_task_docs("sib", "bod", "test", tmp_path)
+
+
 def test_english_mlic_eval_is_zoo_data_only(real_data, monkeypatch):
     def no_download(*_args, **_kwargs):
         raise AssertionError("the hub has no English MLiC-Eval: nothing may be downloaded")
@@ -75,6 +86,8 @@ def test_english_mlic_eval_is_zoo_data_only(real_data, monkeypatch):
 def test_a_family_outside_the_languages_datasets_is_an_error(real_data):
     with pytest.raises(TaskError, match=r"^lrm_mgsm_tam_test: MGSM grade-school math has no Tamil data$"):
         read_task_docs("mgsm", "tam", "test", real_data)
+    with pytest.raises(TaskError, match=r"^lrm_belebele_uig_test: Belebele reading comprehension has no Uyghur data$"):
+        read_task_docs("belebele", "uig", "test", real_data)
 
 
 def test_belebele_carve_keeps_articles_on_one_side(data_dir):

@@ -3,9 +3,10 @@
 import pytest
 
 from tasks.errors import TaskError
-from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
-from tasks.suite import (TASKS_DIR, data_env, families_of, group_name, lang_of, main_metric, parse_task_name,
-                         render_task_files, synthetic_only, task_names)
+from tasks.languages import (BELEBELE, BENCHMARKS, CONTROL_LANGUAGES, LANGUAGES, MLIC, SIB200, TARGET_LANGUAGES,
+                             benchmarks_of, data_code)
+from tasks.suite import (TASKS_DIR, data_env, families_of, group_name, in_default_suite, lang_of, main_metric,
+                         parse_task_name, render_task_files, synthetic_only, task_names)
 
 
 def test_task_names_follow_the_contract():
@@ -57,14 +58,15 @@ def test_committed_yaml_files_are_the_generated_ones():
         assert path.read_text(encoding="utf-8") == text, f"{relative} is stale: run python -m tasks.suite"
     committed = {p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.glob("*/lrm_*.yaml")}
     assert committed == set(rendered)
-    # 44 tasks of the seven target languages and 14 of the English control
-    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4 + 7)
-    assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1 + 1)
+    # 44 tasks of the seven target languages' default suites, 14 of the English control, and the
+    # benchmarks outside the paper's suites: SIB-200 and Belebele for bod and khk, SIB-200 for uig
+    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4 + 7 + 5)
+    assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1 + 1 + 1)
 
 
 def test_english_is_a_control_with_every_family():
     assert list(TARGET_LANGUAGES) == ["tam", "tel", "ory", "ben", "bod", "uig", "mvf"]
-    assert list(CONTROL_LANGUAGES) == ["eng"] and set(LANGUAGES) == set(TARGET_LANGUAGES) | {"eng"}
+    assert list(CONTROL_LANGUAGES) == ["eng"] and set(LANGUAGES) == set(TARGET_LANGUAGES) | {"eng", "khk"}
     assert task_names("eng", "test") == [
         "lrm_sib_eng_test", "lrm_belebele_eng_test", "lrm_mgsm_eng_test", "lrm_mlic_tc_eng_test",
         "lrm_mlic_mrc_eng_test", "lrm_mlic_rs_eng_test", "lrm_mlic_math_eng_test"]
@@ -80,3 +82,49 @@ def test_the_whole_suite_group_holds_the_target_languages_only():
     assert all(f"  - lrm_{lang}_test\n" in whole for lang in TARGET_LANGUAGES)
     assert "lrm_eng_test" not in whole
     assert "  - lrm_mlic_math_eng_test\n" in render_task_files()["groups/lrm_eng_test.yaml"]
+
+
+# ---- benchmarks by data, not by the paper's language split ---------------------------------------
+
+def test_every_benchmark_that_has_a_language_gives_it_tasks():
+    assert task_names("bod", "test", "all") == ["lrm_sib_bod_test", "lrm_belebele_bod_test", "lrm_mlic_tc_bod_test",
+                                                "lrm_mlic_mrc_bod_test", "lrm_mlic_rs_bod_test", "lrm_mlic_math_bod_test"]
+    assert task_names("uig", "dev", "all")[0] == "lrm_sib_uig_dev"  # Belebele has no Uyghur
+    assert "lrm_belebele_uig_dev" not in task_names("uig", "dev", "all")
+    assert task_names("mvf", "test", "all") == task_names("mvf", "test")  # no other benchmark has traditional Mongolian
+    assert parse_task_name("lrm_sib_uig_test") == ("sib", "uig", "test")
+    assert main_metric("lrm_belebele_khk_test") == "acc" and lang_of("lrm_sib_bod_dev") == "bod"
+
+
+def test_the_default_suite_is_the_papers():
+    assert task_names("bod", "test") == ["lrm_mlic_tc_bod_test", "lrm_mlic_mrc_bod_test",
+                                         "lrm_mlic_rs_bod_test", "lrm_mlic_math_bod_test"]
+    assert not in_default_suite("lrm_sib_bod_test") and in_default_suite("lrm_mlic_tc_bod_test")
+    group = render_task_files()["groups/lrm_bod_test.yaml"]
+    assert "lrm_mlic_tc_bod_test" in group and "lrm_sib_bod_test" not in group
+    # the paper's Indic four and English already use every benchmark that has them
+    for lang in ("tam", "tel", "ory", "ben", "eng"):
+        assert task_names(lang, "test", "all") == task_names(lang, "test")
+
+
+def test_an_extra_language_is_evaluated_on_all_it_has_and_never_merged_or_averaged_in_lrm_all():
+    assert LANGUAGES["khk"].flores == "khk_Cyrl" and "khk" not in TARGET_LANGUAGES and "khk" not in CONTROL_LANGUAGES
+    assert task_names("khk", "test") == ["lrm_sib_khk_test", "lrm_belebele_khk_test"] == task_names("khk", "test", "all")
+    assert "lrm_khk_test" not in render_task_files()["groups/lrm_all_test.yaml"]
+    assert "  - lrm_belebele_khk_test\n" in render_task_files()["groups/lrm_khk_test.yaml"]
+
+
+def test_benchmarks_declare_their_languages_by_their_own_codes():
+    assert len(BENCHMARKS[SIB200].languages) == 205 and len(BENCHMARKS[BELEBELE].languages) == 122
+    assert data_code("bod", SIB200) == "bod_Tibt" and data_code("uig", SIB200) == "uig_Arab"
+    assert data_code("bod", BELEBELE) == "bod_Tibt" and data_code("uig", BELEBELE) is None
+    assert data_code("mvf", SIB200) is None  # SIB-200 has no traditional-script Mongolian
+    assert data_code("eng", MLIC) == "en"  # real MLiC-Eval has no English: the zoo's synthetic copy does
+    # every language's default suite is data it has, and every target language has a default suite
+    for lang in LANGUAGES:
+        assert set(benchmarks_of(lang)) <= set(benchmarks_of(lang, "all")) and benchmarks_of(lang)
+
+
+def test_an_unknown_suite_is_an_error():
+    with pytest.raises(TaskError, match="unknown suite 'every'"):
+        task_names("bod", "test", "every")

@@ -62,3 +62,29 @@ def test_harness_tasks_missing_data_dir_is_a_one_line_error(tmp_path, capsys):
     assert main(["tasks", "--data-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness tasks: error: data folder not found") and "\n" not in err
+
+
+def test_harness_tasks_lists_every_benchmark_of_a_language_with_suite_all(data_dir, capsys):
+    assert harness_tasks("--lang", "bod", "--suite", "all", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "_<split>" in line}
+    assert list(rows) == [f"lrm_{family}_bod_<split>" for family in
+                          ("sib", "belebele", "mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math")]
+    assert rows["lrm_sib_bod_<split>"] == ["21", "21"]  # the real SIB-200 bod_Tibt excerpt
+    assert rows["lrm_mlic_tc_bod_<split>"] == ["4", "8"]
+    assert "SIB-200 topic classification (not in the default suite)" in out and "not counted" not in out
+
+
+def test_harness_tasks_default_suite_names_the_other_benchmarks(data_dir, capsys):
+    assert harness_tasks("--lang", "uig", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "lrm_sib_uig_<split>   " not in out  # not a row of the default suite's table
+    assert "  with --suite all also: lrm_sib_uig_<split>\n" in out
+
+
+def test_harness_tasks_an_extra_language(real_data, capsys):
+    assert harness_tasks("--lang", "khk", "--data-dir", str(real_data)) == 0
+    out = capsys.readouterr().out
+    assert "khk  Khalkha Mongolian  (extra: evaluated only; no CT model or merge, not in lrm_all)" in out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "_<split>" in line}
+    assert rows == {"lrm_sib_khk_<split>": ["21", "21"], "lrm_belebele_khk_<split>": ["-", "-"]}
