@@ -6,7 +6,8 @@
       -> per task: lm-eval -> raw files in a run folder -> store rows (harness.results) -> the store
 
 Tasks are evaluated and stored one at a time, so a run that is interrupted (Ctrl-C, a crashed
-server) resumes with the tasks not stored yet; if every task is stored, no backend opens.
+server) resumes with the tasks not stored yet; if every task is stored, no backend opens. The run
+folder keeps only finished tasks' files (harness.lm_eval_run.run_folder).
 """
 
 from dataclasses import asdict, dataclass, field
@@ -108,8 +109,8 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
                 report.outcomes.append(TaskOutcome(key.task, str(task.VERSION), "skipped", key))
         if not pending:
             return report
-        report.run_dir = lm_eval_run.new_run_dir(model)
-        with lm_eval_run.open_backend(model, settings, report.run_dir) as backend:
+        with (lm_eval_run.run_folder(model) as report.run_dir,
+              lm_eval_run.open_backend(model, settings, report.run_dir) as backend):
             for key, task in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
                 rows = result_rows(backend.evaluate_task(key.task, task), key, model, report.run_dir)
                 if not any(o.status == "evaluated" for o in report.outcomes):
