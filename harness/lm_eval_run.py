@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from harness import HarnessError, one_line
 from harness.paths import results_dir
 from harness.processes import process_exists
-from harness.server import ServerFailure
+from harness.server import ServerFailure, raise_on_sigterm, restore_sigterm
 from tasks.errors import TaskError
 
 if TYPE_CHECKING:  # the types only; harness.evaluation imports this module
@@ -159,11 +159,13 @@ SERVER_LOG = "vllm-server.log"
 def run_folder(model: ModelUnderTest) -> Iterator[Path]:
     """A new run folder for `model`. When the run ends, however it ends, the folder keeps only the
     files of finished tasks, and after a server failure the log its error names; a folder left
-    with neither is removed (a --server on a closed port, a checkpoint that fails to load, Ctrl-C).
+    with neither is removed (a --server on a closed port, a checkpoint that fails to load, Ctrl-C,
+    SIGTERM).
     First removes what runs killed outright (SIGKILL, a power cut) left behind, the same way."""
     remove_abandoned_run_folders()
     run_dir = new_run_dir(model)
     (run_dir / f"{OWNER_MARKER}{os.getpid()}").touch()
+    previous_sigterm = raise_on_sigterm()  # SIGTERM ends the run like Ctrl-C: through `finally`
     keep_log = False
     try:
         yield run_dir
@@ -172,6 +174,7 @@ def run_folder(model: ModelUnderTest) -> Iterator[Path]:
         raise
     finally:
         close_run_folder(run_dir, keep_log)
+        restore_sigterm(previous_sigterm)
 
 
 def new_run_dir(model: ModelUnderTest) -> Path:

@@ -217,21 +217,26 @@ class VLLMServer:
             pass
 
     def __enter__(self) -> "VLLMServer":
-        self._previous_sigterm = _raise_on_sigterm()
+        self._previous_sigterm = raise_on_sigterm()
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        restore_sigterm(self._previous_sigterm)
 
 
-def _raise_on_sigterm():
+def raise_on_sigterm():
     """Turn SIGTERM into KeyboardInterrupt so `with` blocks stop the server; returns the old handler."""
     try:
         return signal.signal(signal.SIGTERM, _sigterm_handler)
     except ValueError:  # not the main thread: signals cannot be handled here
         return None
+
+
+def restore_sigterm(previous) -> None:
+    """Undo raise_on_sigterm, given what it returned."""
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sigterm_handler(signum, frame):

@@ -8,8 +8,11 @@ import gc
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,7 +62,19 @@ def test_a_checkpoint_that_fails_to_load_leaves_no_run_folder(tiny_model, tiny_t
     assert ResultStore(f"sqlite:///{tmp_path / 'r.db'}").results().empty
 
 
-def test_an_interrupted_run_keeps_its_finished_task_and_resumes_to_identical_results(
+@contextmanager
+def sigterm_raising(error: type[Exception]):
+    def handler(signum, frame):
+        raise error(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_terminated_run_keeps_its_finished_task_and_resumes_to_identical_results(
         tiny_model, tiny_tasks, tmp_path, monkeypatch):
     import lm_eval
 
@@ -70,15 +85,18 @@ def test_an_interrupted_run_keeps_its_finished_task_and_resumes_to_identical_res
     score = lm_eval.simple_evaluate
     calls = []
 
-    def interrupted_in_the_second_task(*args, **kwargs):
+    def terminated_in_the_second_task(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C, or SIGTERM with a vLLM server running
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal's handler raises in here
         return score(*args, **kwargs)
 
-    monkeypatch.setattr(lm_eval, "simple_evaluate", interrupted_in_the_second_task)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(tiny(tiny_model), tasks, hf_settings(tmp_path / "resumed.db", tiny_tasks))
+    monkeypatch.setattr(lm_eval, "simple_evaluate", terminated_in_the_second_task)
+    with sigterm_raising(RuntimeError) as test_handler:  # what SIGTERM does where the harness handles none
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(tiny(tiny_model), tasks, hf_settings(tmp_path / "resumed.db", tiny_tasks))
+        assert signal.getsignal(signal.SIGTERM) is test_handler  # the run restored it
     [run_dir] = results_dir().glob("tiny/*")
     assert sorted(path.name.split("_2")[0] for path in run_dir.iterdir()) == ["results", f"samples_{MC_TASK}"]
 
@@ -141,9 +159,6 @@ def test_a_server_dropping_requests_is_one_error_without_asyncio_tracebacks(tiny
 
 
 def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
-    import socket
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
