@@ -160,8 +160,7 @@ def run_folder(model: ModelUnderTest) -> Iterator[Path]:
     """A new run folder for `model`. When the run ends, however it ends, the folder keeps only the
     files of finished tasks, and after a server failure the log its error names; a folder left
     with neither is removed (a --server on a closed port, a checkpoint that fails to load, Ctrl-C,
-    SIGTERM).
-    First removes what runs killed outright (SIGKILL, a power cut) left behind, the same way."""
+    SIGTERM). Before that, closes the folders of runs killed outright (SIGKILL, a power cut)."""
     remove_abandoned_run_folders()
     run_dir = new_run_dir(model)
     (run_dir / f"{OWNER_MARKER}{os.getpid()}").touch()
