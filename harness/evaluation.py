@@ -6,7 +6,8 @@
       -> per task: lm-eval -> raw files in a run folder -> store rows (harness.results) -> the store
 
 Tasks are evaluated and stored one at a time, so a run that is interrupted (Ctrl-C, a crashed
-server) resumes with the tasks not stored yet; if every task is stored, no backend opens.
+server) resumes with the tasks not stored yet; if every task is stored, no backend opens. The run
+folder keeps only finished tasks' files (harness.lm_eval_run.run_folder).
 """
 
 import hashlib
@@ -110,8 +111,8 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
                 report.outcomes.append(TaskOutcome(planned.key.task, str(planned.task.VERSION), "skipped", planned.key))
         if not pending:
             return report
-        report.run_dir = lm_eval_run.new_run_dir(model)
-        with lm_eval_run.open_backend(model, settings, report.run_dir) as backend:
+        with (lm_eval_run.run_folder(model) as report.run_dir,
+              lm_eval_run.open_backend(model, settings, report.run_dir) as backend):
             for planned in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
                 key, task = planned.key, planned.task
                 results = backend.evaluate_task(key.task, task, planned.items)

@@ -15,6 +15,8 @@ import functools
 import logging
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from harness import HarnessError, one_line
 from harness.paths import results_dir
+from harness.processes import process_exists
+from harness.server import ServerFailure, raise_on_sigterm, restore_sigterm
 from tasks.errors import TaskError
 
 if TYPE_CHECKING:  # the types only; harness.evaluation imports this module
@@ -39,6 +43,18 @@ def not_custom_kwargs_hint(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("lm_eval.api.task").addFilter(not_custom_kwargs_hint)
+
+
+def not_a_lost_request(record: logging.LogRecord) -> bool:
+    # When the server dies mid-task, lm-eval's API client fails the task with the first request's
+    # error (the harness reports it in one line) and leaves the other requests' identical errors
+    # unretrieved, so asyncio prints a traceback for each: "Task exception was never retrieved".
+    aiohttp = sys.modules.get("aiohttp")
+    error = record.exc_info[1] if record.exc_info else None
+    return not (aiohttp is not None and isinstance(error, aiohttp.ClientError))
+
+
+logging.getLogger("asyncio").addFilter(not_a_lost_request)
 
 
 def load_tasks(names: list[str], task_dir: Path) -> dict:
@@ -81,7 +97,8 @@ class Backend:
         from lm_eval import simple_evaluate
         from lm_eval.loggers import EvaluationTracker
 
-        staging = self.run_dir / f".partial-{name}"
+        record_commit_without_git()
+        staging = self.run_dir / f"{STAGING_PREFIX}{name}"
         shutil.rmtree(staging, ignore_errors=True)
         tracker = EvaluationTracker(output_path=str(staging))
         try:
@@ -120,12 +137,77 @@ class Backend:
         return HarnessError(f"task {name} failed: {one_line(err)}")
 
 
+def record_commit_without_git() -> None:
+    """lm-eval records the working directory's commit in each results file by running `git
+    describe`, which prints "fatal: not a git repository" on every task outside a checkout. Its
+    own fallback (for a machine without git) reads the same commit from .git/HEAD silently."""
+    from lm_eval import evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    evaluator.get_git_commit_hash = lambda: get_commit_from_path(os.getcwd())
+
+
+# ---- run folders -------------------------------------------------------------------------------
+# A run folder holds lm-eval's results and samples files of each task its run finished (stored
+# rows point to them) and the vLLM server's log. While the run lasts, a marker file names the
+# process that owns it, so the next run recognises a folder whose process was killed outright.
+
+OWNER_MARKER = ".running-"  # + pid
+STAGING_PREFIX = ".partial-"  # + task: lm-eval's files of a task not finished yet
+SERVER_LOG = "vllm-server.log"
+
+
+@contextmanager
+def run_folder(model: ModelUnderTest) -> Iterator[Path]:
+    """A new run folder for `model`. When the run ends, however it ends, the folder keeps only the
+    files of finished tasks, and after a server failure the log its error names; a folder left
+    with neither is removed (a --server on a closed port, a checkpoint that fails to load, Ctrl-C,
+    SIGTERM). Before that, closes the folders of runs killed outright (SIGKILL, a power cut)."""
+    remove_abandoned_run_folders()
+    run_dir = new_run_dir(model)
+    (run_dir / f"{OWNER_MARKER}{os.getpid()}").touch()
+    previous_sigterm = raise_on_sigterm()  # SIGTERM ends the run like Ctrl-C: through `finally`
+    keep_log = False
+    try:
+        yield run_dir
+    except ServerFailure as failure:
+        keep_log = failure.log_path == run_dir / SERVER_LOG
+        raise
+    finally:
+        close_run_folder(run_dir, keep_log)
+        restore_sigterm(previous_sigterm)
+
+
 def new_run_dir(model: ModelUnderTest) -> Path:
     """A fresh folder for this run's raw lm-eval output and server log."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = results_dir() / model.id / f"{stamp}-{model.model_hash[:12]}"
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+def close_run_folder(run_dir: Path, keep_log: bool = False) -> None:
+    """Remove unfinished tasks' files and the owner marker; then the folder itself (and its model's
+    folder, if that is left empty) unless it holds a finished task's files or a log to keep."""
+    for staging in run_dir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    for marker in run_dir.glob(f"{OWNER_MARKER}*"):
+        marker.unlink(missing_ok=True)
+    if any(run_dir.glob("results_*")) or (keep_log and (run_dir / SERVER_LOG).is_file()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir.parent.rmdir()
+    except OSError:  # other runs of the model are there
+        pass
+
+
+def remove_abandoned_run_folders() -> None:
+    """Close the run folders, of any model, whose owner process is gone without closing them."""
+    for marker in results_dir().glob(f"*/*/{OWNER_MARKER}*"):
+        pid = marker.name.removeprefix(OWNER_MARKER)
+        if pid.isdigit() and int(pid) != os.getpid() and not process_exists(int(pid)):
+            close_run_folder(marker.parent)
 
 
 def publish_run_files(staging: Path, run_dir: Path, task: str) -> None:
@@ -155,7 +237,7 @@ def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
     else:
         from harness.server import ServerConfig, VLLMServer
 
-        config = ServerConfig(model_dir=model.path, served_name=model.id, log_path=run_dir / "vllm-server.log",
+        config = ServerConfig(model_dir=model.path, served_name=model.id, log_path=run_dir / SERVER_LOG,
                               device=settings.device)
         with VLLMServer(config) as server:
             lm = completions_model(model, settings, server.completions_url, model.id)

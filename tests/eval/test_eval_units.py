@@ -12,7 +12,8 @@ from harness.evaluate import choose_tasks, print_report
 from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
 from harness.lm_eval_run import load_tasks
 from harness.results import result_key, result_rows, scored_items
-from harness.server import ServerConfig, api_root, log_tail, model_context_length, server_command
+from harness.server import (ServerConfig, VLLMServer, api_root, log_tail, model_context_length, root_cause,
+                            server_command)
 from harness.store import ResultKey, ResultRow, ResultStore
 
 MC_TASK, GEN_TASK = "lrm_mlic_tc_uig_dev", "lrm_mlic_math_uig_dev"  # the tiny tasks of conftest.py
@@ -63,6 +64,37 @@ def test_log_tail_is_one_line_of_the_last_lines(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(40)) + "\n")
     assert log_tail(log, lines=3) == "line 37 | line 38 | line 39"
     assert log_tail(tmp_path / "missing") == "(no server log)"
+
+
+ENGINE_FAILURE_LOG = """\
+(APIServer pid=70) INFO 12-01 10:58:55 [api_utils.py:286] non-default args: {'host': '127.0.0.1'}
+(APIServer pid=70) WARNING 12-01 10:58:55 [system_utils.py:255] This can cause fd limit errors like `OSError: [Errno 24]`
+(EngineCore_DP0 pid=71) ERROR 12-01 10:59:02 [core.py:1510] EngineCore failed to start.\r
+(EngineCore_DP0 pid=71) ERROR 12-01 10:59:02 [core.py:1510] Traceback (most recent call last):\r
+(EngineCore_DP0 pid=71) ERROR 12-01 10:59:02 [core.py:1510]   File "vllm/v1/engine/core.py", line 1500, in run_engine_core\r
+(EngineCore_DP0 pid=71) ERROR 12-01 10:59:02 [core.py:1510] ValueError: 2.0 GiB KV cache is needed, which is larger than the available 1.0 GiB
+(EngineCore_DP0 pid=71) Process EngineCore_DP0:
+Traceback (most recent call last):
+  File "vllm/entrypoints/openai/api_server.py", line 59, in <module>
+RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore_DP0': 1}
+"""
+
+
+def test_a_server_failure_quotes_the_root_cause_not_the_last_exception(tmp_path):
+    log = tmp_path / "vllm-server.log"
+    log.write_text(ENGINE_FAILURE_LOG)
+    assert root_cause(log) == "ValueError: 2.0 GiB KV cache is needed, which is larger than the available 1.0 GiB"
+    failure = VLLMServer(ServerConfig(tmp_path, "tiny", log)).failure("vLLM server for /m exited during start-up")
+    assert str(failure).startswith("vLLM server for /m exited during start-up; root cause: ValueError: 2.0 GiB KV cache")
+    assert failure.log_path == log and "\n" not in str(failure)
+
+    log.write_text("pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+                   "  Value error, Model architectures ['NoSuchModelForCausalLM'] are not supported\n"
+                   "Traceback (most recent call last):\n")
+    assert root_cause(log) == ("pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig "
+                               "Value error, Model architectures ['NoSuchModelForCausalLM'] are not supported")
+    log.write_text("INFO starting\n")
+    assert root_cause(log) is None and root_cause(tmp_path / "missing") is None
 
 
 MODEL = ModelUnderTest("tiny", Path("/m"), "f" * 64, "ct", ("uig",))

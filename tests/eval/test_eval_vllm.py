@@ -15,6 +15,7 @@ import pytest
 from harness import HarnessError
 from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
 from harness.lm_eval_run import Backend
+from harness.paths import results_dir
 from harness.store import ResultStore
 
 pytestmark = pytest.mark.slow
@@ -116,9 +117,12 @@ def test_model_folder_vllm_cannot_load_is_a_clear_error_and_stores_nothing(bad_m
         evaluate(tiny(bad_model), [MC_TASK], settings)
     message = str(failure.value)
     assert f"vLLM server for {bad_model} exited during start-up" in message
-    assert "NoSuchModelForCausalLM" in message  # quoted from the server's log
+    root_cause = message.partition("; root cause: ")[2].partition("; vLLM log")[0]
+    assert "NoSuchModelForCausalLM" in root_cause  # quoted from the server's log
     store = ResultStore(store_url)
     assert store.results().empty and store.models().empty
+    [run_dir] = results_dir().glob("tiny/*")
+    assert [path.name for path in run_dir.iterdir()] == ["vllm-server.log"]  # the log the message names, nothing else
 
 
 def test_cli_evaluates_a_zoo_merge_through_vllm_stores_it_and_matches_hf(use_zoo_home, tmp_path, capsys):
