@@ -31,6 +31,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness import HarnessError
+from harness.checkpoints import check_weights
 from harness.paths import harness_home, merges_dir
 from harness.registry import ModelEntry, Registry, load_registry
 from merges.errors import MergeError
@@ -125,6 +126,7 @@ class _Builder:
             raise HarnessError(f"model {entry.id!r}: {entry.path} has no safetensors weights"
                                + (f" (found {', '.join(others[:3])})" if others else "")
                                + "; the harness loads safetensors only: convert the checkpoint to safetensors")
+        check_weights(entry.id, entry.path)
         return BuiltModel(entry, entry.path, folder_hash(entry.path), None)
 
     def _download(self, entry: ModelEntry) -> BuiltModel:

@@ -46,6 +46,7 @@ def run(args) -> int:
     from harness.build import materialize
     from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
     from harness.registry import load_registry
+    from harness.store import ResultStore
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
@@ -54,6 +55,7 @@ def run(args) -> int:
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id)  # bad input fails before any build
+    ResultStore(args.store).engine.dispose()  # an unusable store fails now, before the zoo or a merge is built
     data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir)
     settings = EvalSettings(
