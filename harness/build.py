@@ -71,7 +71,9 @@ def folder_hash(folder: Path) -> str:
     cache_path = _hash_cache_path()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing or damaged (not UTF-8, not JSON): only a cache, rebuilt
+        cache = {}
+    if not isinstance(cache, dict):
         cache = {}
     before = len(cache)
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in HASHED_SUFFIXES)
