@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from harness.build import materialize
+    from harness.checkpoints import check_tokenizer
     from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
     from harness.registry import load_registry
     from harness.store import ResultStore
@@ -70,6 +71,7 @@ def run(args) -> int:
         device=args.device,
     )
     model = ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device))
+    check_tokenizer(model.id, model.path)  # before a run folder or a backend: one line, not lm-eval's traceback
     report = evaluate(model, tasks, settings)
     print_report(report)
     return 0

@@ -16,7 +16,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness import HarnessError, lm_eval_run
-from harness.checkpoints import check_tokenizer
 from harness.environment import patched_environ
 from harness.results import model_record, needs_evaluation, result_key, result_rows
 from harness.store import ResultKey, ResultStore, main_metric_rows
@@ -109,7 +108,6 @@ def evaluate(model: ModelUnderTest, tasks: list[str], settings: EvalSettings) ->
                 report.outcomes.append(TaskOutcome(key.task, str(task.VERSION), "skipped", key))
         if not pending:
             return report
-        check_tokenizer(model.id, model.path)  # before the run folder and the backend: a one-line error
         report.run_dir = lm_eval_run.new_run_dir(model)
         with lm_eval_run.open_backend(model, settings, report.run_dir) as backend:
             for key, task in tqdm(pending, desc=f"{model.id}: tasks", unit="task", disable=not settings.progress):
