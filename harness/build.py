@@ -31,6 +31,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness import HarnessError
+from harness.checkpoints import check_weights
 from harness.paths import harness_home, merges_dir
 from harness.registry import ModelEntry, Registry, load_registry
 from merges.errors import MergeError
@@ -70,7 +71,9 @@ def folder_hash(folder: Path) -> str:
     cache_path = _hash_cache_path()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing or damaged (not UTF-8, not JSON): only a cache, rebuilt
+        cache = {}
+    if not isinstance(cache, dict):
         cache = {}
     before = len(cache)
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in HASHED_SUFFIXES)
@@ -125,6 +128,7 @@ class _Builder:
             raise HarnessError(f"model {entry.id!r}: {entry.path} has no safetensors weights"
                                + (f" (found {', '.join(others[:3])})" if others else "")
                                + "; the harness loads safetensors only: convert the checkpoint to safetensors")
+        check_weights(entry.id, entry.path)
         return BuiltModel(entry, entry.path, folder_hash(entry.path), None)
 
     def _download(self, entry: ModelEntry) -> BuiltModel:

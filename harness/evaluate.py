@@ -47,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from harness.build import materialize
+    from harness.checkpoints import check_tokenizer
     from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
     from harness.registry import load_registry
+    from harness.store import ResultStore
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
@@ -57,6 +59,7 @@ def run(args) -> int:
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)  # bad input fails before any build
+    ResultStore(args.store).engine.dispose()  # an unusable store fails now, before the zoo or a merge is built
     data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
     settings = EvalSettings(
@@ -71,6 +74,7 @@ def run(args) -> int:
         device=args.device,
     )
     model = ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device))
+    check_tokenizer(model.id, model.path)  # before a run folder or a backend: one line, not lm-eval's traceback
     report = evaluate(model, tasks, settings)
     print_report(report)
     return 0

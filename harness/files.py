@@ -19,6 +19,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):  # unhashable: PyYAML would fail with a TypeError
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not a {type(key).__name__}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -45,7 +48,9 @@ def _read(path: Path, what: str, missing: str | None, format_name: str, parse: C
         raise HarnessError(missing or f"{what} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise HarnessError(f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
         raise HarnessError(f"cannot read {what} {path}: {one_line(err)}") from None
     try:
         return parse(text)

@@ -122,7 +122,7 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
     langs = raw.get("langs") or []
     if not isinstance(langs, list):
         raise HarnessError(f"{where}: model {model_id!r}: langs must be a list of language codes, got {langs!r}")
-    bad_langs = [lang for lang in langs if lang not in LANGUAGES]
+    bad_langs = [lang for lang in langs if not isinstance(lang, str) or lang not in LANGUAGES]
     if bad_langs:
         raise HarnessError(f"{where}: model {model_id!r} has unknown language(s) {bad_langs}; known: {', '.join(LANGUAGES)}")
     aliases = raw.get("aliases") or []
@@ -131,17 +131,30 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
     recipe = raw.get("recipe")
     if recipe is not None and not isinstance(recipe, dict):
         raise HarnessError(f"{where}: model {model_id!r}: recipe must be a mapping")
+    if recipe is not None and not isinstance(recipe.get("models", []), list):
+        raise HarnessError(f"{where}: model {model_id!r}: the recipe's models must be a list, got {recipe['models']!r}")
+    path, hub, revision, description = (_text_field(raw, key, model_id, where) for key in ("path", "hub", "revision", "description"))
     return ModelEntry(
         id=model_id,
         kind=kind,
         langs=tuple(langs),
-        path=_expand(str(raw["path"]), model_root) if raw.get("path") is not None else None,
-        hub=raw.get("hub"),
-        revision=raw.get("revision"),
+        path=_expand(path, model_root) if path is not None else None,
+        hub=hub,
+        revision=revision,
         recipe=recipe,
         aliases=tuple(aliases),
-        description=raw.get("description", ""),
+        description=description or "",
     )
+
+
+def _text_field(raw: dict, key: str, model_id: str, where: str) -> str | None:
+    """A field holding a name or a path, as text; a number reads as its digits (`revision: 1234567`)."""
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise HarnessError(f"{where}: model {model_id!r}: {key} must be text, got {value!r}")
 
 
 def _check_references(models: dict[str, ModelEntry], where: str) -> None:

@@ -151,8 +151,10 @@ class ResultStore:
             elif self._exists() and _pending_upgrades(sa.inspect(self.engine)):
                 raise HarnessError(f"results store {self.url} was written by an older harness: open it once for "
                                    "writing (e.g. `harness leaderboard` does) to upgrade it")
-        except (sa.exc.ArgumentError, sa.exc.OperationalError, ModuleNotFoundError, OSError) as err:
-            raise HarnessError(f"cannot open results store {self.url}: {' '.join(str(err).split())[:300]}") from None
+        except (sa.exc.ArgumentError, sa.exc.DBAPIError, sqlite3.DatabaseError, ModuleNotFoundError, OSError) as err:
+            # DBAPIError covers a file that is not a database ("file is not a database") as well as
+            # one the driver cannot reach.
+            raise HarnessError(f"cannot open results store {self.url}: {_driver_message(err)}") from None
 
     def has_result(self, key: ResultKey) -> bool:
         query = sa.select(results_table.c.id).where(key.matches(results_table))
@@ -222,6 +224,12 @@ class ResultStore:
             path = sa.engine.make_url(self.url).database
             return bool(path) and Path(path).exists()
         return True
+
+
+def _driver_message(err: Exception) -> str:
+    """The database driver's own words on one line, without SQLAlchemy's statement and help link."""
+    original = getattr(err, "orig", None) or err
+    return " ".join(f"{type(original).__name__}: {original}".split())[:300]
 
 
 def _newest_runs(frame: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,7 @@ def run(args) -> int:
     from harness.evaluate import default_data_dir
     from harness.evaluation import EvalSettings
     from harness.registry import load_registry
+    from harness.store import ResultStore
     from harness.trials import run_sweep
 
     if args.limit is not None and args.limit < 1:
@@ -46,6 +47,7 @@ def run(args) -> int:
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     grid = load_grid_file(args.grid_file) if args.grid_file is not None else builtin_grid_of(args.grid, registry, entry)
+    ResultStore(args.store).engine.dispose()  # an unusable store fails now, before a trial is built
     settings = EvalSettings(split="dev", limit=args.limit, backend=args.backend, store_url=args.store,
                             data_dir=default_data_dir(args.data_dir, registry), device=args.device)
     result = run_sweep(registry, entry.id, grid, settings, server_mode=args.server_mode, evaluate_test=not args.no_test)

@@ -3,13 +3,16 @@
 Task names, families and main metrics come from `tasks.suite`; the item counts from the task
 loaders (`tasks.utils.read_task_docs`) over a local data folder. `--suite default` (the default)
 lists each language's default suite (the paper's) and names the other benchmarks that have the
-language; `--suite all` lists those too.
+language; `--suite all` lists those too. A split without data there is listed as not counted;
+a split whose data is there but broken (not UTF-8, not JSON, a bad label) is listed too, and makes
+the command fail after the listing, naming the first such file.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
-from tasks.errors import TaskError
+from tasks.errors import MissingTaskData, TaskError
 from tasks.languages import ALL_SUITE, CONTROL, DEFAULT_SUITE, EXTRA, LANGUAGES, SUITES
 from tasks.suite import FAMILIES, PREFIX, SPLITS, families_of, group_name, synthetic_only
 from tasks.utils import read_task_docs
@@ -17,16 +20,24 @@ from tasks.utils import read_task_docs
 
 # ---- split sizes from local data ----------------------------------------------------------------
 
-def split_sizes(lang: str, data_dir: Path, suite: str = DEFAULT_SUITE) -> dict[str, dict[str, int | str]]:
-    """{family: {split: item count, or the one-line reason it cannot be counted}} from local files."""
-    sizes: dict[str, dict[str, int | str]] = {}
+@dataclass(frozen=True)
+class NotCounted:
+    """Why a split's items cannot be counted."""
+
+    reason: str  # one line naming the task and the file
+    broken: bool  # the data is there but unreadable (False: there is no data)
+
+
+def split_sizes(lang: str, data_dir: Path, suite: str = DEFAULT_SUITE) -> dict[str, dict[str, int | NotCounted]]:
+    """{family: {split: item count, or why it cannot be counted}} from local files."""
+    sizes: dict[str, dict[str, int | NotCounted]] = {}
     for family in families_of(lang, suite):
         sizes[family] = {}
         for split in SPLITS:
             try:
                 sizes[family][split] = len(read_task_docs(family, lang, split, Path(data_dir))[0])
             except TaskError as err:
-                sizes[family][split] = str(err)
+                sizes[family][split] = NotCounted(str(err), broken=not isinstance(err, MissingTaskData))
     return sizes
 
 
@@ -52,6 +63,7 @@ def run(args) -> int:
     else:
         print(f"item counts from {data_dir}")
     problems: list[str] = []
+    broken: list[str] = []  # problems of data that is there but unreadable
     for lang in langs:
         language = LANGUAGES[lang]
         print(f"\n{lang}  {language.name}{ROLE_NOTES.get(language.role, '')}  "
@@ -62,8 +74,10 @@ def run(args) -> int:
             counts = []
             for split in splits:
                 value = sizes[family][split] if sizes else "?"
-                if isinstance(value, str) and value != "?":
-                    problems.append(value)
+                if isinstance(value, NotCounted):
+                    problems.append(value.reason)
+                    if value.broken:
+                        broken.append(value.reason)
                     value = "-"
                 counts.append(str(value))
             rows.append((f"{PREFIX}_{family}_{lang}_<split>", *counts, FAMILIES[family].main_metric,
@@ -80,6 +94,8 @@ def run(args) -> int:
         print(f"\n{len(problems)} split(s) not counted (-):")
         for problem in problems:
             print(f"  {problem}")
+    if broken:
+        raise TaskError(f"{len(broken)} split(s) have broken data (listed above); the first: {broken[0]}")
     return 0
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import HarnessError, one_line
+
 TIMESTAMP = r"\d{4}-\d{2}-\d{2}T[0-9.\-]+"
 
 
@@ -27,8 +29,15 @@ def find_samples_file(run_dir: str | Path | None, task: str) -> Path | None:
 
 
 def read_samples(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+    """The file's records; a damaged file (not UTF-8, a line not a JSON object) is a one-line HarnessError."""
+    try:
+        with open(path, encoding="utf-8") as lines:
+            records = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as err:  # ValueError: UnicodeDecodeError and JSONDecodeError
+        raise HarnessError(f"cannot read the sample log {path}: {one_line(err, 200)}") from None
+    if not all(isinstance(record, dict) for record in records):
+        raise HarnessError(f"cannot read the sample log {path}: a line is not a JSON object")
+    return records
 
 
 def filters_of(samples: list[dict]) -> list[str]:

@@ -48,8 +48,15 @@ def _samples(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten file 
 
 
 def _samples_of(run_dir: str | None, task: str) -> list[dict] | None:
+    """The task's logged samples; None (with a warning on the page for a damaged log) when there are none."""
     path = samples.find_samples_file(run_dir, task)
-    return _samples(str(path), path.stat().st_mtime) if path else None
+    if path is None:
+        return None
+    try:
+        return _samples(str(path), path.stat().st_mtime)
+    except HarnessError as err:
+        st.warning(str(err))
+        return None
 
 
 # ---------------------------------------------------------------- the page
@@ -298,6 +305,8 @@ def _sample_browser(ctx: Context, model: str) -> None:
     task = st.selectbox("Task", logged, key="samples-task")
     row = rows[rows["task"] == task].iloc[0]
     logged_samples = _samples_of(row["run_dir"], task)
+    if logged_samples is None:  # damaged: _samples_of said so
+        return
     filters = samples.filters_of(logged_samples)
     filter_name = st.selectbox("Filter", filters, key="samples-filter") if len(filters) > 1 else None
     shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"])

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from merges.errors import MergeError
 from merges.methods import ModelCounts
 from merges.recipe import Recipe
 
@@ -44,8 +45,15 @@ def write_stats(stats: dict, path: Path) -> None:
 
 
 def load_stats(folder: Path) -> dict | None:
+    """A merged folder's statistics (None: the method keeps none); damaged ones are a MergeError."""
     path = Path(folder) / STATS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # not UTF-8, not JSON
+        raise MergeError(f"{path} is damaged ({type(err).__name__}: {' '.join(str(err).split())[:120]}): "
+                         f"delete {Path(folder)} to merge it again") from None
 
 
 def summary(stats: dict) -> str:

@@ -6,3 +6,11 @@ class TaskError(Exception):
 
     The `harness` CLI prints it like its own errors; lm-eval shows it as the task's load failure.
     """
+
+
+class MissingTaskData(TaskError):
+    """The task has no data here: a file or folder is absent, or the dataset lacks the language.
+
+    Not broken data: `harness tasks` lists such a split as not counted and still succeeds, while a
+    file that is there but unreadable makes it fail.
+    """

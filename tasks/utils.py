@@ -29,7 +29,7 @@ import unicodedata
 from pathlib import Path
 
 from tasks import layout, prompts
-from tasks.errors import TaskError
+from tasks.errors import MissingTaskData, TaskError
 from tasks.languages import LANGUAGES, data_code
 from tasks.suite import DATA_DIR_ENV, FAMILIES, synthetic_only, task_name
 
@@ -93,7 +93,7 @@ def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) ->
         raise TaskError(f"unknown task family {family!r}")
     eval_docs, exemplars, where = reader(task, family, _data_code(task, family, lang, data_dir), split, data_dir)
     if not eval_docs:
-        raise TaskError(f"{task}: no {split} items in {where}")
+        raise MissingTaskData(f"{task}: no {split} items in {where}")
     return eval_docs, exemplars
 
 
@@ -102,10 +102,10 @@ def _data_code(task: str, family: str, lang: str, data_dir: Path | None) -> str:
     language, benchmark = LANGUAGES[lang], FAMILIES[family].source
     code = data_code(lang, benchmark)
     if code is None:
-        raise TaskError(f"{task}: {FAMILIES[family].dataset} has no {language.name} data")
+        raise MissingTaskData(f"{task}: {FAMILIES[family].dataset} has no {language.name} data")
     if data_dir is None and synthetic_only(family, lang):
         # Checked before any download: the hub has nothing to give.
-        raise TaskError(f"{task}: {FAMILIES[family].dataset} has no real {language.name} split; "
+        raise MissingTaskData(f"{task}: {FAMILIES[family].dataset} has no real {language.name} split; "
                         f"only the zoo's synthetic data has this task (give --data-dir)")
     return code
 
@@ -192,8 +192,8 @@ def _sib(task, family, flores, split, data_dir):
 
 def _read_labels(task: str, path: Path) -> list[str]:
     if not path.is_file():
-        raise TaskError(f"{task}: missing data file {path}")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise MissingTaskData(f"{task}: missing data file {path}")
+    labels = [line.strip() for line in _read_text(task, path).splitlines() if line.strip()]
     if not labels:
         raise TaskError(f"{task}: {path} lists no labels")
     return labels
@@ -310,7 +310,7 @@ def _mlic_folder(task, kind, mlic_lang, data_dir) -> Path:
     for folder in candidates:
         if folder.is_dir():
             return folder
-    raise TaskError(f"{task}: missing data folder {candidates[0]}")
+    raise MissingTaskData(f"{task}: missing data folder {candidates[0]}")
 
 
 def _mlic_snapshot(task, kind, mlic_lang) -> Path:
@@ -347,6 +347,8 @@ def _mlic_tc_docs(task, rows, where, labels) -> list[dict]:
 def _mlic_choice_docs(task, kind, rows, where) -> list[dict]:
     docs = []
     for i, row in enumerate(rows):
+        if not isinstance(row["options"], list):
+            raise TaskError(f"{task}: {where} item {i + 1} has options {row['options']!r}, not a list")
         options = [str(option) for option in row["options"]]
         letter = str(row["answer"]).strip()[:1].upper()
         if letter not in prompts.LETTERS[:len(options)]:
@@ -379,7 +381,7 @@ def _load_hub(task, path, name, split=None):
 
 def _read_tsv(task, path: Path, header: bool, columns: tuple[str, ...] = ()) -> list[dict]:
     if not path.is_file():
-        raise TaskError(f"{task}: missing data file {path}")
+        raise MissingTaskData(f"{task}: missing data file {path}")
     lines = list(csv.reader(io.StringIO(_read_text(task, path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if header:
         if not lines:
@@ -397,20 +399,23 @@ def _read_tsv(task, path: Path, header: bool, columns: tuple[str, ...] = ()) -> 
 
 def _read_jsonl(task, path: Path) -> list[dict]:
     if not path.is_file():
-        raise TaskError(f"{task}: missing data file {path}")
+        raise MissingTaskData(f"{task}: missing data file {path}")
     rows = []
     for number, line in enumerate(_read_text(task, path).splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise TaskError(f"{task}: {path} line {number} is not JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise TaskError(f"{task}: {path} line {number} is not a JSON object")
+            rows.append(row)
     return rows
 
 
 def _read_json_list(task, path: Path) -> list[dict]:
     if not path.is_file():
-        raise TaskError(f"{task}: missing data file {path}")
+        raise MissingTaskData(f"{task}: missing data file {path}")
     try:
         rows = json.loads(_read_text(task, path))
     except json.JSONDecodeError as err:

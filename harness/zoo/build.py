@@ -29,6 +29,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness import HarnessError
+from harness.files import read_json
 from harness.paths import PROJECT_ROOT
 from harness.zoo.config import ZooConfig, ZooModel, stage_of, zoo_models
 from harness.zoo.lexicon import stable_seed
@@ -64,10 +65,15 @@ def artifact_keys(config: ZooConfig, definition: str | None = None) -> dict[str,
 
 
 def read_manifest(dest: Path) -> dict:
-    try:
-        return json.loads((dest / MANIFEST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The zoo's manifest; {} before the first build. A damaged one is an error naming it rather
+    than an empty manifest, which would retrain every model (minutes) without a word."""
+    path = dest / MANIFEST
+    if not path.is_file():
         return {}
+    manifest = read_json(path, "zoo manifest")
+    if not isinstance(manifest, dict):
+        raise HarnessError(f"zoo manifest {path} must hold a JSON object: delete it to rebuild the zoo")
+    return manifest
 
 
 def _complete(folder: Path, name: str) -> bool:
