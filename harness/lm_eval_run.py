@@ -49,9 +49,11 @@ def not_a_lost_request(record: logging.LogRecord) -> bool:
     # When the server dies mid-task, lm-eval's API client fails the task with the first request's
     # error (the harness reports it in one line) and leaves the other requests' identical errors
     # unretrieved, so asyncio prints a traceback for each: "Task exception was never retrieved".
+    # Requests sent after the client closed its session fail with aiohttp's "Session is closed".
     aiohttp = sys.modules.get("aiohttp")
     error = record.exc_info[1] if record.exc_info else None
-    return not (aiohttp is not None and isinstance(error, aiohttp.ClientError))
+    lost = aiohttp is not None and isinstance(error, aiohttp.ClientError)
+    return not (lost or (isinstance(error, RuntimeError) and str(error) == "Session is closed"))
 
 
 logging.getLogger("asyncio").addFilter(not_a_lost_request)

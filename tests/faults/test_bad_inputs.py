@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tasks.languages import LANGUAGES, MLIC
+from tasks.languages import MLIC, data_code
 from tests.merges.conftest import finetuned, random_weights, save_checkpoint
 from tests.tasks.conftest import _write_mlic
 
@@ -32,7 +32,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOME = "harness-home"  # the harness home inside the world (the conftest's autouse fixture points HARNESS_HOME there)
 # Written by a run that fails later: a complete cache of checkpoint file hashes, never partial.
 ALLOWED_NEW = {f"{HOME}/cache", f"{HOME}/cache/file_hashes.json"}
-UIG_MLIC = LANGUAGES["uig"].data_codes[MLIC]
+UIG_MLIC = data_code("uig", MLIC)
 TC_DEV = "lrm_mlic_tc_uig_dev"
 
 REGISTRY = """\
@@ -68,13 +68,21 @@ def make_world(root: Path) -> Path:
     base = random_weights(0)
     for name, weights in (("base", base), ("sft", finetuned(base, 1)), ("ct", finetuned(base, 2))):
         folder = save_checkpoint(root / "models" / name, weights)
-        (folder / "tokenizer.json").write_text("{}")  # enough for every check before the tokenizer is loaded
+        write_tokenizer(folder)
     (root / "registry.yaml").write_text(REGISTRY)
     _write_mlic(root / "data", UIG_MLIC)
     from harness.store import ResultStore
 
     ResultStore(f"sqlite:///{root / HOME / 'results.db'}").engine.dispose()
     return root
+
+
+def write_tokenizer(folder: Path) -> None:
+    """A minimal tokenizer that loads: the cases after the tokenizer check (bad task data) reach it."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    Tokenizer(WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>")).save(str(folder / "tokenizer.json"))
 
 
 def snapshot(root: Path) -> set[str]:
