@@ -1,5 +1,7 @@
 """Commands build the zoo models they need, and only those, instead of failing on a missing zoo."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -8,6 +10,8 @@ from harness import HarnessError
 from harness.build import materialize, zoo_models_read_by
 from harness.paths import harness_home
 from harness.registry import load_registry
+from tasks.languages import MLIC, data_code
+from tests.tasks.conftest import _write_mlic
 
 
 class Stop(Exception):
@@ -23,6 +27,7 @@ def zoo_builds(monkeypatch) -> list[list[str]]:
         asked.append(list(only))
         if only:
             raise Stop
+        _write_mlic(Path(dest) / "data", data_code("uig", MLIC))  # the data a sweep reads before its trials
         return dest
 
     monkeypatch.setattr(harness.zoo, "build_zoo", recording)
