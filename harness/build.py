@@ -119,12 +119,13 @@ class _Builder:
         return self.built[entry.id]
 
     def _local(self, entry: ModelEntry) -> BuiltModel:
+        _refuse_gguf(entry)
         if entry.path is None or not (entry.path / "config.json").is_file():
             raise HarnessError(f"model {entry.id!r}: no checkpoint at {entry.path} (no config.json there)")
         if not any(entry.path.glob("*.safetensors")):
             # Pickled weights (pytorch_model.bin) can run code when loaded, and the identity hash
             # covers safetensors only: refuse them rather than load them quietly.
-            others = sorted(p.name for p in entry.path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".gguf"))
+            others = sorted(p.name for p in entry.path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
             raise HarnessError(f"model {entry.id!r}: {entry.path} has no safetensors weights"
                                + (f" (found {', '.join(others[:3])})" if others else "")
                                + "; the harness loads safetensors only: convert the checkpoint to safetensors")
@@ -229,6 +230,20 @@ def _build_zoo(registry: Registry, zoo_ids: list[str]) -> None:
     print(f"building zoo models: {', '.join(models)}" if models else f"building the zoo's {' and '.join(stale)}",
           file=sys.stderr, flush=True)
     build_zoo(registry.zoo, progress=True, only=zoo_ids)
+
+
+def _refuse_gguf(entry: ModelEntry) -> None:
+    """A GGUF checkpoint (a .gguf path, or a folder of them without safetensors) needs `harness import`."""
+    path = entry.path
+    if path is None:
+        return
+    if path.is_dir():
+        found = [] if any(path.glob("*.safetensors")) else sorted(path.glob("*.gguf"))
+    else:
+        found = [path] if path.suffix == ".gguf" and path.is_file() else []
+    if found:
+        raise HarnessError(f"model {entry.id!r}: {found[0]} is a GGUF checkpoint, which the harness does not load: "
+                           f"convert it with `harness import {found[0]} OUT_DIR` and set the model's path to OUT_DIR")
 
 
 # ---- `harness merge` --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tasks.errors import TaskError
 SUBCOMMANDS = {
     "models": ("harness.registry", "list the models of a registry"),
     "zoo": ("harness.zoo", "build the embedded CPU model zoo"),
+    "import": ("harness.importer", "convert a GGUF checkpoint into a safetensors folder"),
     "tasks": ("harness.tasklist", "list the evaluation tasks per language with their split sizes"),
     "merge": ("harness.build", "build a merged model from a registry id or a recipe file"),
     "eval": ("harness.evaluate", "evaluate a model on its languages' tasks and store the results"),
