@@ -121,7 +121,8 @@ def _write_checkpoint(gguf_file: Path, folder: Path, dtype: str) -> None:
 
     where, name = str(gguf_file.parent), gguf_file.name
     config = AutoConfig.from_pretrained(where, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+    # Reading the GGUF's metadata takes seconds (every vocabulary entry is parsed): read the config once.
+    loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, config=config, dtype=torch.float32)
     weights = {key: tensor.to(getattr(torch, dtype)) for key, tensor in loaded.state_dict().items()}
     # Built on the meta device and filled by assignment: no random init, no second copy of the weights.
     with torch.device("meta"):
