@@ -28,7 +28,7 @@ def harness_eval(harness_cli, real_lm, real_data, tmp_path, backend: str) -> Pat
     registry.write_text(f"name: real-lm\nmodels:\n  smollm2:\n    kind: base\n    langs: [bod]\n    path: {real_lm.base}\n")
     store = f"sqlite:///{tmp_path / f'{backend}.db'}"
     code, _out, err = harness_cli("eval", "--registry", str(registry), "--model", "smollm2", "--backend", backend,
-                                  "--tasks", ",".join(TASKS), "--data-dir", str(real_data), "--limit", str(LIMIT),
+                                  "--tasks", *TASKS, "--data-dir", str(real_data), "--limit", str(LIMIT),
                                   "--store", store)
     assert code == 0, err
     return Path(ResultStore(store).results()["run_dir"].iloc[0])
@@ -52,8 +52,6 @@ def test_harness_eval_equals_plain_lm_eval_per_sample(real_lm, real_data, tmp_pa
         assert sorted(theirs) == sorted(ours[task]) and len(theirs) == LIMIT
         for doc_id, sample in ours[task].items():
             assert option_logliks(sample) == pytest.approx(option_logliks(theirs[doc_id]), abs=1e-5), (task, doc_id)
-    english = [max(range(7), key=option_logliks(s).__getitem__) == s["target"] for s in ours["lrm_sib_eng_test"].values()]
-    assert sum(english) >= 2  # a real model reads English topics better than chance (1 in 7)
 
 
 @pytest.mark.slow
