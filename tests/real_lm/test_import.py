@@ -40,7 +40,7 @@ def test_imported_model_predicts_english_and_chats(real_lm):
     assert "4" in tokenizer.decode(answer)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["bfloat16"])  # float16 takes the same path; each import is ~30 s of CPU
 def test_import_in_another_dtype_casts_the_dequantised_weights(real_lm, dtype, tmp_path, harness_cli):
     code, out, err = harness_cli("import", str(real_lm.gguf.parent), str(tmp_path / "out"), "--dtype", dtype)
     assert code == 0, err
