@@ -71,8 +71,7 @@ class Checkpoint:
     def _tensor_files(self) -> dict[str, Path]:
         index = self.folder / INDEX_NAME
         if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            return {name: self.folder / file for name, file in weight_map.items()}
+            return {name: self.folder / file for name, file in self._weight_map(index).items()}
         shards = sorted(self.folder.glob("*.safetensors"))
         if not shards:
             raise MergeError(f"model {self.name!r}: no *.safetensors files in {self.folder}")
@@ -82,6 +81,17 @@ class Checkpoint:
                 for tensor in handle.keys():
                     files[tensor] = shard
         return files
+
+    def _weight_map(self, index: Path) -> dict[str, str]:
+        """The index's tensor -> shard file map; an index that is not one is an error naming it."""
+        try:
+            document = json.loads(index.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise MergeError(f"model {self.name!r}: {index} is not valid JSON ({err})") from None
+        weight_map = document.get("weight_map", {}) if isinstance(document, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(file, str) for file in weight_map.values()):
+            raise MergeError(f"model {self.name!r}: {index}: weight_map must map tensor names to shard files")
+        return weight_map
 
     def _open(self, file: Path):
         if not file.is_file():
