@@ -7,9 +7,14 @@
    error naming the tensor and the models;
 3. merges the tensors on a thread pool (a tensor is read from each input, merged on the chosen
    device, written at its place in the output shard, and dropped; TIES on the CPU writes each
-   slab of a tensor as the fused kernel finishes it), with a progress bar;
+   slab of a tensor as the fused kernel finishes it), with a progress bar; every merged tensor
+   is checked finite (`all_finite`, or the kernel as it computes), and one that is not, from
+   finite inputs, is an error naming the recipe parameter likely at fault (`overflow_culprit`);
 4. writes config, generation config, tokenizer, the recipe and, for methods that elect signs,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
+
+An error, Ctrl-C or SIGTERM stops the merge at once (queued tensors are dropped, running ones
+stop at their next write) and removes the temporary folder.
 
 Extended vocabularies. A CT model may have more embedding / lm_head rows than the others
 (`*embed_tokens.weight`, `lm_head.weight`). The rows every model has are merged as usual; the

@@ -219,20 +219,21 @@ def can_mount_tmpfs() -> str | None:
     return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
 
 
-def merge_on_tmpfs(recipe: Path, mount_point: Path, options: str) -> tuple[int, str, str]:
-    """`harness merge RECIPE MOUNT/merged` with a fresh tmpfs mounted (`options`) at MOUNT in a
-    user+mount namespace; returns the exit code, stderr and what the tmpfs holds afterwards."""
-    mount_point.mkdir()
+def merge_on_tmpfs(mount_point: Path, options: str, *argv: str, env: dict | None = None) -> tuple[int, str, str]:
+    """`harness merge ARGV...` with a fresh tmpfs mounted (`options`) at MOUNT in a user+mount
+    namespace; returns the exit code, stderr and what the tmpfs holds afterwards (dot files too,
+    folders listed with their contents)."""
+    mount_point.mkdir(exist_ok=True)
     script = (f'mount -t tmpfs -o {options} tmpfs "$1" || exit 99; shift; "$@"; code=$?; '
-              f'echo "LEFT:$(ls -A "{mount_point}")" >&2; exit $code')
+              f'echo "LEFT:$(cd "{mount_point}" && find . -mindepth 1 | sort | tr "\\n" " ")" >&2; exit $code')
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(mount_point), sys.executable, "-m",
-                             "harness.cli", "merge", str(recipe), str(mount_point / "merged")],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+                             "harness.cli", "merge", *argv],
+                            env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 99, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if "tensor/s]" not in line and line.strip()]
     left = lines.pop()
     assert left.startswith("LEFT:"), result.stderr
-    return result.returncode, "\n".join(lines), left.removeprefix("LEFT:")
+    return result.returncode, "\n".join(lines), left.removeprefix("LEFT:").strip()
 
 
 @pytest.mark.parametrize("options, message", [
@@ -243,13 +244,40 @@ def test_disk_full_or_read_only_on_a_real_tmpfs(options, message, small_recipe, 
     reason = can_mount_tmpfs()
     if reason:
         pytest.skip(reason)
-    code, stderr, left = merge_on_tmpfs(small_recipe, tmp_path / "mnt", options)
+    code, stderr, left = merge_on_tmpfs(tmp_path / "mnt", options, str(small_recipe), str(tmp_path / "mnt" / "merged"))
     assert code == 2, stderr
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1, stderr
     assert re.match(rf"harness merge: error: cannot write the merged model {re.escape(str(tmp_path))}/mnt/merged: "
                     rf"{message}: {re.escape(str(tmp_path))}/mnt/\.merged\.partial-\d+", stderr), stderr
     assert left == ""  # no partial folder on the full (or read-only) file system
+
+
+@pytest.mark.parametrize("options, message", [
+    ("size=8k", r"cannot write the merged model {home}/merges/ties-\S+: No space left on device: "
+                r"{home}/merges/\.ties-\S+\.partial-\d+/model-00001-of-00001\.safetensors"),
+    ("ro", r"cannot write the merge cache {home}/merges: Read-only file system"),
+])
+def test_a_full_or_read_only_merge_cache_is_one_line(options, message, tmp_path):
+    """`harness merge ID` builds into the merge cache under HARNESS_HOME, here a small tmpfs."""
+    reason = can_mount_tmpfs()
+    if reason:
+        pytest.skip(reason)
+    models = small_models(tmp_path / "models")
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"name": "faults", "models": {
+        **{name: {"kind": "base" if name == "base" else "ct", "path": models[name], "langs": ["tam"]}
+           for name in models},
+        "ties": {"kind": "merge", "langs": ["tam"], "recipe": {
+            "merge_method": "ties", "base_model": "base",
+            "models": [{"model": name, "parameters": {"weight": 1.0, "density": 0.5}} for name in ("m1", "m2")]}}}}))
+    home = tmp_path / "home"
+    code, stderr, left = merge_on_tmpfs(home, options, "ties", "--registry", str(registry),
+                                        env={"HARNESS_HOME": str(home)})
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert re.fullmatch("harness merge: error: " + message.format(home=re.escape(str(home))), stderr), stderr
+    # Only the entry's lock file (kept, as filelock does) is left in the cache: no partial, no merge.
+    assert [entry for entry in left.split() if entry.startswith("./merges/") and not entry.endswith(".lock")] == []
 
 
 def test_disk_full_while_writing_a_shard_is_one_line_naming_it(small_recipe, tmp_path, monkeypatch, capsys):
