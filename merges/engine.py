@@ -438,9 +438,13 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
 
     def work(job: TensorJob) -> None:
         with budget.reserve(working_bytes(merge, job)):
-            if writer.cancelled:  # waited for memory while the merge was stopped
+            if writer.cancelled:  # the merge stopped while this tensor waited its turn
                 return
-            tensor_counts = merge.merge_into(job, writer)
+            try:
+                tensor_counts = merge.merge_into(job, writer)
+            except BaseException:
+                writer.cancel()  # at once: this thread would otherwise take the next tensor
+                raise
         with lock:
             if tensor_counts is not None:
                 counts[job.name] = tensor_counts

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 import merges.io
 from harness import cli
+from merges import MergeError
 from merges.kernels import ties_cpu
 from tests.merges.conftest import finetuned, llama_config, random_weights, save_checkpoint
 
@@ -143,6 +144,42 @@ def complete_merge(big_recipe) -> tuple[Path, float]:
     process = merge_process(big_recipe, out)
     assert process.wait(timeout=300) == 0, process.communicate()
     return out, time.monotonic() - start
+
+
+@pytest.mark.parametrize("fault", ["Ctrl-C", "an error in another tensor"])
+def test_a_stopped_merge_drops_its_queue_and_running_tensors_stop_at_their_next_write(fault, tmp_path, monkeypatch):
+    """In-process and deterministic: while the first two tensors merge (one per thread), the
+    first is interrupted (Ctrl-C: SIGINT to this process, which Python raises in the main
+    thread) or fails. The queued third tensor never starts, the second stops at its next write,
+    nothing is published."""
+    from merges import engine
+    from merges.io import MergeCancelled
+
+    models = small_models(tmp_path / "models")
+    real_merge_into, started, cancelled = engine.Merge.merge_into, [], []
+
+    def merge_into(self, job, writer):
+        started.append(job.name)
+        if len(started) == 1:
+            time.sleep(0.2)  # the second thread starts its tensor meanwhile
+            if fault == "Ctrl-C":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise MergeError("a bad tensor")
+        time.sleep(0.5)  # still running when the merge stops
+        try:
+            return real_merge_into(self, job, writer)
+        except MergeCancelled:
+            cancelled.append(job.name)
+            raise
+
+    monkeypatch.setattr(engine.Merge, "merge_into", merge_into)
+    recipe = overflow_recipe(models, "task_arithmetic")
+    with pytest.raises(KeyboardInterrupt if fault == "Ctrl-C" else MergeError):
+        engine.run_merge(recipe, Path, tmp_path / "out" / "merged", threads=2, progress=False)
+    assert len(started) == 2, started
+    assert sorted(cancelled) == sorted(started if fault == "Ctrl-C" else started[1:])
+    assert_nothing_left(tmp_path / "out")
 
 
 def merge_process(recipe: Path, out: Path) -> subprocess.Popen:
