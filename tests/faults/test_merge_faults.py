@@ -47,9 +47,9 @@ def harness_merge(*argv: str, capsys) -> tuple[int, list[str]]:
     return code, [line for line in capsys.readouterr().err.strip().splitlines() if "tensor/s]" not in line]
 
 
-def assert_nothing_left(parent: Path, before: set[str] = frozenset()) -> None:
-    """No output folder and no `.NAME.partial-PID` folder: only what was there before."""
-    assert set(os.listdir(parent)) <= set(before), sorted(os.listdir(parent))
+def assert_nothing_left(parent: Path) -> None:
+    """Neither the output folder nor a `.NAME.partial-PID` folder in the output's (empty) parent."""
+    assert not parent.exists() or os.listdir(parent) == [], sorted(os.listdir(parent))
 
 
 def write_recipe(folder: Path, recipe: dict) -> Path:
@@ -70,39 +70,53 @@ def three_models(tmp_path: Path, dtype: torch.dtype = torch.float32, scale: floa
     return {name: str(folder) for name, folder in folders.items()}
 
 
-def overflow_recipe(models: dict[str, str], method: str, parameters: dict | None = None,
-                    model_parameters: dict | None = None, **top) -> dict:
+def recipe_of(models: dict[str, str], method: str, parameters: dict | None = None,
+              model_parameters: dict | None = None, **top) -> dict:
+    """A recipe merging m1 and m2 (over base, for the methods that take one)."""
     return {"merge_method": method, **({"base_model": models["base"]} if method != "linear" else {}),
             "models": [{"model": models[name], "parameters": dict(model_parameters or {"weight": 1.0})}
                        for name in ("m1", "m2")],
             "parameters": parameters or {}, **top}
 
 
-@pytest.mark.parametrize("method, parameters, model_parameters, top, inputs_dtype, culprit", [
-    ("task_arithmetic", {"lambda": 1e38}, None, {}, torch.float32, r"parameters\.lambda = 1e\+38"),
-    ("linear", {"normalize": False}, {"weight": 3e38}, {}, torch.float32, r"models\[0\]\.parameters\.weight = 3e\+38"),
-    ("linear", {}, None, {"dtype": "float16"}, torch.float32, r"dtype float16"),
-    # TIES on bfloat16 inputs: the fused CPU kernel (where there is a C compiler), else torch.
-    ("ties", {"lambda": 1e38}, {"weight": 1.0, "density": 0.5}, {"dtype": "bfloat16"}, torch.bfloat16,
-     r"parameters\.lambda = 1e\+38"),
+NOT_FINITE = (r"harness merge: error: tensor [\w.]+\.weight: the merged values are NaN or infinite although every "
+              r"input is finite; likely culprit: ")
+
+
+@pytest.mark.parametrize("method, parameters, model_parameters, top, culprit", [
+    ("task_arithmetic", {"lambda": 1e38}, None, {}, r"parameters\.lambda = 1e\+38"),
+    ("linear", {"normalize": False}, {"weight": 3e38}, {}, r"models\[0\]\.parameters\.weight = 3e\+38"),
+    ("linear", {}, None, {"dtype": "float16"}, r"dtype float16"),
 ])
 def test_merged_values_that_are_not_finite_are_refused_naming_tensor_and_parameter(
-        method, parameters, model_parameters, top, inputs_dtype, culprit, tmp_path, capsys):
+        method, parameters, model_parameters, top, culprit, tmp_path, capsys):
     scale = 1e7 if top.get("dtype") == "float16" else 1.0  # beyond float16's 65504
-    models = three_models(tmp_path / "models", inputs_dtype, scale)
-    recipe = write_recipe(tmp_path, overflow_recipe(models, method, parameters, model_parameters, **top))
+    models = three_models(tmp_path / "models", torch.float32, scale)
+    recipe = write_recipe(tmp_path, recipe_of(models, method, parameters, model_parameters, **top))
     code, err = harness_merge(str(recipe), str(tmp_path / "out" / "merged"), capsys=capsys)
     assert code == 2 and len(err) == 1, err
-    assert re.match(r"harness merge: error: tensor [\w.]+\.weight: the merged values are NaN or infinite although "
-                    r"every input is finite; likely culprit: " + culprit, err[0]), err[0]
+    assert re.match(NOT_FINITE + culprit, err[0]), err[0]
     assert_nothing_left(tmp_path / "out")
 
 
-def test_the_kernel_path_is_the_one_tested_where_it_runs():
-    """The ties case above goes through the fused kernel wherever it compiles (as on CI)."""
-    if ties_cpu.library() is None:
+@pytest.mark.parametrize("kernel", [True, False], ids=["fused CPU kernel", "torch"])
+def test_a_ties_merge_that_overflows_is_refused_on_either_path(kernel, tmp_path, capsys, monkeypatch):
+    from merges import engine
+
+    if kernel and ties_cpu.library() is None:
         pytest.skip("no C compiler: TIES runs as torch operations here")
-    assert ties_cpu.supports([torch.bfloat16] * 3, torch.bfloat16)
+    if not kernel:
+        monkeypatch.setattr(engine.Merge, "_uses_cpu_kernel", lambda self, name, out: False)
+    kernel_calls, real_kernel = [], ties_cpu.merge
+    monkeypatch.setattr(ties_cpu, "merge", lambda *args: kernel_calls.append(1) or real_kernel(*args))
+    models = three_models(tmp_path / "models", torch.bfloat16)
+    recipe = write_recipe(tmp_path, recipe_of(models, "ties", {"lambda": 1e38}, {"weight": 1.0, "density": 0.5},
+                                              dtype="bfloat16"))
+    code, err = harness_merge(str(recipe), str(tmp_path / "out" / "merged"), capsys=capsys)
+    assert code == 2 and len(err) == 1, err
+    assert re.match(NOT_FINITE + r"parameters\.lambda = 1e\+38", err[0]), err[0]
+    assert bool(kernel_calls) == kernel
+    assert_nothing_left(tmp_path / "out")
 
 
 # ---- Ctrl-C and SIGTERM ------------------------------------------------------------------------
@@ -174,7 +188,7 @@ def test_a_stopped_merge_drops_its_queue_and_running_tensors_stop_at_their_next_
             raise
 
     monkeypatch.setattr(engine.Merge, "merge_into", merge_into)
-    recipe = overflow_recipe(models, "task_arithmetic")
+    recipe = recipe_of(models, "task_arithmetic")
     with pytest.raises(KeyboardInterrupt if fault == "Ctrl-C" else MergeError):
         engine.run_merge(recipe, Path, tmp_path / "out" / "merged", threads=2, progress=False)
     assert len(started) == 2, started
@@ -244,7 +258,7 @@ def small_models(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def small_recipe(tmp_path) -> Path:
-    return write_recipe(tmp_path, overflow_recipe(small_models(tmp_path / "models"), "task_arithmetic"))
+    return write_recipe(tmp_path, recipe_of(small_models(tmp_path / "models"), "task_arithmetic"))
 
 
 def can_mount_tmpfs() -> str | None:
@@ -384,4 +398,4 @@ def test_a_truncated_or_corrupt_input_is_one_line_naming_the_file(problem, small
     code, err = harness_merge(str(small_recipe), str(out), capsys=capsys)
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("harness merge: error: model ") and str(damaged) in err[0], err[0]
-    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+    assert_nothing_left(tmp_path / "out")
