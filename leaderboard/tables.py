@@ -27,7 +27,7 @@ import pandas as pd
 from harness.kinds import KINDS
 from harness.store import main_metric_rows, metric_label
 from merges import method_label
-from tasks.averages import language_average
+from tasks.averages import language_average, language_tasks
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import FAMILIES, in_default_suite, parse_task_name
@@ -104,6 +104,25 @@ def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
         averages[lang] = [float("nan") if value is None else value * 100 for value in values]
     present = [code for code in LANGUAGES if code in averages] + sorted(set(averages) - set(LANGUAGES))
     return pd.DataFrame(averages, index=per_task.index)[present]
+
+
+def partial_averages(scores: pd.DataFrame) -> dict[str, list[str]]:
+    """Language code -> its default-suite tasks on the split that no model has in `scores`, for every
+    language whose column averages fewer tasks than `harness eval` would (tasks.averages.language_tasks):
+    the leaderboard states these instead of hiding the column."""
+    partial = {}
+    for lang, tasks in scores.groupby("lang")["task"]:
+        present = {task for task in set(tasks) if _averaged(task)}
+        if not present or lang not in LANGUAGES:
+            continue
+        try:
+            split = parse_task_name(sorted(present)[0])[2]
+        except TaskError:
+            continue
+        absent = [task for task in language_tasks(lang, split, present) if task not in present]
+        if absent:
+            partial[lang] = absent
+    return partial
 
 
 def _averaged(task: str) -> bool:

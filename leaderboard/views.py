@@ -116,12 +116,23 @@ def overview(ctx: Context) -> None:
     table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
     st.caption(
-        f"Each language column: {averages.RULE} (main metric: accuracy, or exact match for math); its tasks "
-        "are the language's tasks that any model has on this split. Average = mean over the target languages "
-        "shown (not the English control after it), only where a model has all of them. – = not evaluated "
-        "(or some of the language's tasks not evaluated)."
+        "Each language column: the unweighted mean of the main metric (accuracy, or exact match for math) "
+        "over the language's default-suite tasks that any model has on this split, missing where a model "
+        "lacks one of them. Average = mean over the target languages shown (not the English control after "
+        "it), only where a model has all of them. – = not evaluated (or some of the language's tasks not "
+        "evaluated)."
     )
+    _partial_note(ctx.scores)
     _downloads(table, f"leaderboard_{ctx.split}")
+
+
+def _partial_note(scores: pd.DataFrame) -> None:
+    """Say which columns average fewer tasks than `harness eval` would (no model has the others)."""
+    partial = tables.partial_averages(scores)
+    if partial:
+        names = "; ".join(f"{LANGUAGES[lang].name} lacks {', '.join(tasks)}" for lang, tasks in partial.items())
+        st.warning(f"Partial averages, not comparable with full ones ({averages.RULE}): no model here has "
+                   f"every default-suite task of these languages, so their columns average the tasks present: {names}.")
 
 
 def per_language(ctx: Context) -> None:
@@ -130,6 +141,7 @@ def per_language(ctx: Context) -> None:
     st.header(f"{LANGUAGES[lang].name} ({ctx.split})")
     table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
+    _partial_note(ctx.scores[ctx.scores["lang"] == lang])
     _downloads(table, f"leaderboard_{lang}_{ctx.split}")
     # No Average column where the store holds none of the language's default-suite tasks.
     averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()

@@ -58,6 +58,15 @@ def test_overview_is_table3_on_test_by_default(store_url, monkeypatch):
     assert table.loc["ct-uig", "Kind"] == "CT"
 
 
+def test_overview_states_partial_averages(store_url, monkeypatch):
+    # The store has no Belebele for Telugu and no MRC/RS for Uyghur: their columns average what is there, and say so.
+    app = open_app(store_url, monkeypatch)
+    warning = " ".join(w.value for w in app.warning)
+    assert "Telugu lacks lrm_belebele_tel_test" in warning
+    assert "Uyghur lacks lrm_mlic_mrc_uig_test, lrm_mlic_rs_uig_test" in warning
+    assert "Tamil" not in warning  # SIB-200 and Belebele: all of its default suite
+
+
 def test_overview_marks_best_bold_and_second_underlined(store_url, monkeypatch):
     found = marks(open_app(store_url, monkeypatch).table[0])
     assert {cell for cell, mark in found.items() if mark == "best"} == {

@@ -150,3 +150,16 @@ def test_metric_stored_per_filter_is_found():
     assert scores.loc["b", "value"] == 0.35  # the unfiltered value wins
     shown = tables.task_scores_table(scores.reset_index(), "a")
     assert shown["Metric"].tolist() == ["exact_match (flexible-extract)"]
+
+
+def test_partial_averages_name_the_default_suite_tasks_no_model_has():
+    from leaderboard.tables import partial_averages
+
+    scores = pd.DataFrame({
+        "model": ["a", "a", "b", "a", "a"],
+        "task": ["lrm_sib_tel_dev", "lrm_mgsm_tel_dev", "lrm_belebele_tel_dev", "lrm_sib_tam_dev", "lrm_belebele_tam_dev"],
+        "lang": ["tel", "tel", "tel", "tam", "tam"],
+        "value": [0.1, 0.2, 0.3, 0.4, 0.5],
+    })
+    assert partial_averages(scores) == {}
+    assert partial_averages(scores[scores["model"] == "a"]) == {"tel": ["lrm_belebele_tel_dev"]}
