@@ -87,8 +87,8 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     Any language may be evaluated, whatever the model's registry `langs` (the English control
     `eng` with every model). Left out, with a note, where a local `data_dir` lacks their files:
     tasks with only synthetic data (English MLiC-Eval: the zoo writes it, the real dataset has none;
-    with the hub, None, always) and `--suite all` tasks outside the default suite (the zoo's data
-    has none of them).
+    with the hub, None, always), tasks of a benchmark not on the hub (CMiLBench: with None, always)
+    and `--suite all` tasks outside the default suite (the zoo's data has none of them).
     """
     chosen = selected_tasks(model_langs, langs, tasks, split, model_id, task_suite)
     return chosen if tasks else _with_data(chosen, data_dir)
@@ -126,7 +126,8 @@ def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
     kept = []
     for task in tasks:
         family, lang, split = suite.parse_task_name(task)
-        if suite.synthetic_only(family, lang) or (data_dir is not None and not suite.in_default_suite(task)):
+        if suite.synthetic_only(family, lang) or not suite.on_hub(family) \
+                or (data_dir is not None and not suite.in_default_suite(task)):
             try:
                 read_task_docs(family, lang, split, data_dir)
             except TaskError as err:
