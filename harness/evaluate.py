@@ -69,13 +69,17 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
 
 def eval_options(args) -> dict:
     """EvalSettings fields from the options of add_eval_options."""
+    try:
+        vllm_args = tuple(word for text in args.vllm_arg for word in shlex.split(text))
+    except ValueError as err:  # shlex: "No closing quotation"
+        raise HarnessError(f"--vllm-arg {' '.join(args.vllm_arg)!r} is not shell-quoted text: {err}") from None
     return {
         "apply_chat_template": args.apply_chat_template,
         "system_instruction": args.system_instruction,
         "fewshot_as_multiturn": args.fewshot_as_multiturn,
         "batch_size": args.batch_size,
         "max_model_len": args.max_model_len,
-        "vllm_args": tuple(word for text in args.vllm_arg for word in shlex.split(text)),
+        "vllm_args": vllm_args,
     }
 
 

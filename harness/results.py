@@ -2,13 +2,13 @@
 
 A task's result is stored already for a model build when the store holds it under the same key
 (harness.store.ResultKey: model hash, split, task version, data fingerprint, few-shot count,
-backend and evaluation options) and scored on as many items as this run scores. The data fingerprint is taken over exactly the items this run scores
-(all of the split, or the fixed `--limit` sample of tasks.sample) and the few-shot exemplars, so a
-stored result stands in only for a run over the identical item set: a 10-item result never for a
-5-item run nor for a full one, a result from other data (the zoo's synthetic copy when this run
-reads the real datasets), another few-shot count, backend, chat template, system instruction,
-batch size or vLLM server setting never. `--force` evaluates it
-again anyway.
+backend and evaluation options) and scored on as many items as this run scores. The data
+fingerprint is taken over exactly the items this run scores (all of the split, or the fixed
+`--limit` sample of tasks.sample) and the few-shot exemplars, so a stored result stands in only for
+a run over the identical item set: a 10-item result never for a 5-item run nor for a full one, a
+result from other data (the zoo's synthetic copy when this run reads the real datasets), another
+few-shot count, backend, chat template, system instruction, batch size or vLLM server setting
+never. `--force` evaluates it again anyway.
 """
 
 from __future__ import annotations

@@ -76,8 +76,9 @@ def check_extra_args(args: list[str]) -> None:
     `--flag=value` and `--flag_name`, so those spellings are refused too."""
     for arg in args:
         flag = arg.split("=", 1)[0]
-        if flag.startswith("--") and "--" + flag[2:].replace("_", "-") in HARNESS_FLAGS:
-            hint = "; use --max-model-len" if flag.startswith("--max") else ""
+        flag = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        if flag in HARNESS_FLAGS:
+            hint = "; use --max-model-len" if flag == "--max-model-len" else ""
             raise HarnessError(f"--vllm-arg {arg} sets what the harness sets itself ({', '.join(HARNESS_FLAGS)}){hint}")
 
 

@@ -59,6 +59,7 @@ def test_bad_option_combinations_are_refused(settings, message):
     (["--server", "http://127.0.0.1:9", "--max-model-len", "512"], "cannot go with --server"),
     (["--server", "http://127.0.0.1:9", "--vllm-arg=--swap-space 2"], "cannot go with --server"),
     (["--backend", "hf", "--max-model-len", "512"], "cannot go with --backend hf"),
+    (["--vllm-arg=--swap-space '2"], "is not shell-quoted text: No closing quotation"),
 ])
 def test_cli_option_errors_are_one_line_before_any_build(argv, message, capsys, monkeypatch):
     monkeypatch.setattr("harness.build.materialize", lambda *a, **k: pytest.fail("a model was built"))
