@@ -144,3 +144,14 @@ def test_ties_with_tied_thresholds_matches_mergekit_off_the_tied_positions(recip
     for name in ours:
         assert tied[name].any() and not tied[name].all(), name  # the test exercises both kinds of position
         torch.testing.assert_close(ours[name][~tied[name]], theirs[name][~tied[name]], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_tied_base_and_sft_with_an_untied_ct_match_mergekit(method, tmp_path):
+    """The tied models store no lm_head; mergekit reads their embedding in its place, as we do."""
+    from .test_tied_embeddings import RECIPES, tied_base_untied_ct
+
+    tied, _ = tied_base_untied_ct(tmp_path)
+    ours = load_folder(run_merge(RECIPES[method], tied.get, tmp_path / "ours", progress=False).path)
+    assert "lm_head.weight" in ours
+    assert_same_tensors(ours, mergekit_merge(RECIPES[method], tied, tmp_path / "theirs"))
