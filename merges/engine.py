@@ -452,6 +452,13 @@ def working_bytes(merge: Merge, job: TensorJob) -> int:
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 
+def estimated_peak_bytes(merge: Merge, threads: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """The most estimated working memory (`working_bytes`) of tensors in flight at once: at most
+    `threads` run side by side, only while their sum fits the budget, and a bigger one runs alone."""
+    sizes = sorted((working_bytes(merge, job) for job in merge.jobs), reverse=True)
+    return max(sizes[0], min(memory_budget, sum(sizes[:threads]))) if sizes else 0
+
+
 def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
@@ -476,7 +483,8 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
             bar.update(1)
 
     total_bytes = sum(job.out.nbytes for job in merge.jobs)
-    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out)"
+    peak = estimated_peak_bytes(merge, threads, memory_budget)
+    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out, ~{peak / 1e9:.2f} GB working memory)"
     # Big tensors first, so the pool does not end waiting on one large tensor.
     jobs = sorted(merge.jobs, key=lambda job: -job.out.nbytes)
     with tqdm(total=len(jobs), desc=desc, unit="tensor", disable=not progress) as bar:
