@@ -89,3 +89,11 @@ def test_ties_sv_trims_by_the_same_rule():
     assert torch.equal(sv.tensor, plain.tensor)
     assert [c.trimmed for c in sv.counts] == [int((rule_kept(d, p) & (d != 0)).sum())
                                              for d, p in zip(deltas, densities)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+@pytest.mark.parametrize("numel", [5_000, EXACT_SELECTION_LIMIT + 300_001])
+def test_cuda_trim_keeps_the_same_set(numel):
+    delta = tied_task_vector(numel, seed=1)
+    trimmed = trim_in_place(delta.to("cuda"), 0.3).cpu()
+    assert torch.equal(trimmed, torch.where(rule_kept(delta, 0.3), delta, 0.0))
