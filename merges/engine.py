@@ -22,6 +22,13 @@ extra rows come unchanged from the vocabulary source: `tokenizer_source` if the 
 one, else the first model with the most rows (base first, then recipe order). Its tokenizer and
 generation config are copied, and the output config's `vocab_size` is its row count. A model
 with more rows than the vocabulary source is an error (its extra tokens would be unreachable).
+
+Tied embeddings. A model saved with tied embeddings stores no `lm_head.weight`: its output layer
+is its embedding. When some model of the merge stores an `lm_head.weight` (say a CT model saved
+untied over a tied base), a model without one reads its embedding in its place, unless its config
+says `tie_word_embeddings: false` (then its lm_head is missing: an error). The output then stores
+the merged lm_head, and its config says `tie_word_embeddings: false`. When no model stores one,
+neither does the output.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
 
 VOCAB_TENSOR_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")
+LM_HEAD = "lm_head.weight"
+EMBEDDING_SUFFIX = "embed_tokens.weight"
 RECIPE_FILE = "merge_recipe.yaml"
 DEFAULT_MEMORY_BUDGET = 1_500_000_000  # bytes of estimated working memory for tensors in flight
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -89,6 +98,7 @@ class Merge:
         self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
         self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
         self.merged_models = ([self.base] if self.base else []) + self.inputs
+        self._read_missing_lm_heads_from_embeddings()
         self.out_dtype = TORCH_DTYPES[dtype or recipe.dtype] if (dtype or recipe.dtype) else None
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
@@ -100,6 +110,21 @@ class Merge:
         if not folder.is_dir():
             raise MergeError(f"model {name!r}: folder not found: {folder}")
         return Checkpoint(name, folder)
+
+    def _read_missing_lm_heads_from_embeddings(self) -> None:
+        """Where some model stores an lm_head, a tied model (none stored) reads its embedding."""
+        if not any(LM_HEAD in ckpt.tensors for ckpt in self.checkpoints.values()):
+            return
+        for ckpt in self.checkpoints.values():
+            if LM_HEAD in ckpt.tensors:
+                continue
+            embeddings = [name for name in ckpt.tensors if name.endswith(EMBEDDING_SUFFIX)]
+            if len(embeddings) != 1:
+                continue  # not one embedding to read: the tensor check names what is missing
+            if ckpt.config.get("tie_word_embeddings") is False:
+                raise MergeError(f"model {ckpt.name!r} has no {LM_HEAD} although its config says "
+                                 "tie_word_embeddings: false")
+            ckpt.alias(LM_HEAD, embeddings[0])
 
     def _check_architectures(self) -> None:
         def architecture(ckpt: Checkpoint) -> str:
@@ -427,6 +452,13 @@ def working_bytes(merge: Merge, job: TensorJob) -> int:
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 
+def estimated_peak_bytes(merge: Merge, threads: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """The most estimated working memory (`working_bytes`) of tensors in flight at once: at most
+    `threads` run side by side, only while their sum fits the budget, and a bigger one runs alone."""
+    sizes = sorted((working_bytes(merge, job) for job in merge.jobs), reverse=True)
+    return max(sizes[0], min(memory_budget, sum(sizes[:threads]))) if sizes else 0
+
+
 def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
@@ -451,7 +483,8 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
             bar.update(1)
 
     total_bytes = sum(job.out.nbytes for job in merge.jobs)
-    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out)"
+    peak = estimated_peak_bytes(merge, threads, memory_budget)
+    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out, ~{peak / 1e9:.2f} GB working memory)"
     # Big tensors first, so the pool does not end waiting on one large tensor.
     jobs = sorted(merge.jobs, key=lambda job: -job.out.nbytes)
     with tqdm(total=len(jobs), desc=desc, unit="tensor", disable=not progress) as bar:
@@ -481,6 +514,7 @@ def _write_side_files(merge: Merge, folder: Path) -> None:
     if embeddings:
         vocab_size = embeddings[0].out.shape[0]
     floats = [job.out.dtype for job in merge.jobs if job.out.dtype.is_floating_point]
-    write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size)
+    untied = any(job.name == LM_HEAD for job in merge.jobs)
+    write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size, untied)
     copy_tokenizer_files(merge.vocab_source, folder)
     (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")

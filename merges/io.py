@@ -62,6 +62,7 @@ class Checkpoint:
             raise MergeError(f"model {name!r}: {config_path} is not valid JSON ({err})") from None
         self.files = self._tensor_files()
         self.tensors: dict[str, TensorInfo] = {}
+        self.aliases: dict[str, str] = {}  # tensor name -> the stored tensor it reads (see `alias`)
         for file in sorted(set(self.files.values())):
             self._read_header(file)
         missing = sorted(set(self.files) - set(self.tensors))
@@ -111,11 +112,17 @@ class Checkpoint:
                 if self.files.get(tensor) == file:
                     self.tensors[tensor] = TensorInfo(tuple(piece.get_shape()), dtype)
 
+    def alias(self, tensor: str, stored: str) -> None:
+        """Make `tensor` read the stored tensor `stored` (a tied lm_head reads the embedding)."""
+        self.aliases[tensor] = stored
+        self.files[tensor] = self.files[stored]
+        self.tensors[tensor] = self.tensors[stored]
+
     def read(self, tensor: str) -> torch.Tensor:
         file = self.files[tensor]
         try:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
-                return handle.get_tensor(tensor)
+                return handle.get_tensor(self.aliases.get(tensor, tensor))
         except (SafetensorError, OSError) as err:
             raise MergeError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
 
@@ -239,9 +246,13 @@ class ShardedWriter:
         (self.folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
-def write_config(config_source: Checkpoint, dest: Path, dtype: torch.dtype, vocab_size: int | None) -> None:
-    """The output config: the source's, with the output dtype and (extended) vocabulary size."""
+def write_config(config_source: Checkpoint, dest: Path, dtype: torch.dtype, vocab_size: int | None,
+                 untied: bool = False) -> None:
+    """The output config: the source's, with the output dtype and (extended) vocabulary size, and
+    `tie_word_embeddings: false` when the output stores an lm_head of its own (`untied`)."""
     config = dict(config_source.config)
+    if untied:
+        config["tie_word_embeddings"] = False
     dtype_key = "torch_dtype" if "torch_dtype" in config and "dtype" not in config else "dtype"
     config[dtype_key] = str(dtype).removeprefix("torch.")
     if vocab_size is not None and "vocab_size" in config:
