@@ -306,7 +306,7 @@ def test_disk_full_or_read_only_on_a_real_tmpfs(options, message, small_recipe, 
 
 @pytest.mark.parametrize("options, message", [
     ("size=8k", r"cannot write the merged model {home}/merges/ties-\S+: No space left on device: "
-                r"{home}/merges/\.ties-\S+\.partial-\d+/model-00001-of-00001\.safetensors"),
+                r"{home}/merges/\.ties-\S+\.partial-\d+/\S+"),  # the shard or the file written before it
     ("ro", r"cannot write the merge cache {home}/merges: Read-only file system"),
 ])
 def test_a_full_or_read_only_merge_cache_is_one_line(options, message, tmp_path):
