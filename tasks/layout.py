@@ -13,8 +13,9 @@ The layouts are the ones people actually download (paths relative to the data fo
 eng_Latn for the English control; MLiC-Eval has no English, and only the zoo writes an `en`
 folder there. CMiLBench keeps one JSON list per task and language, named by its code: `git clone
 https://github.com/4real3000/CMiLBench <data-dir>/cmilbench` is all it takes.) The test fixtures
-(`tests/fixtures/data`, real SIB-200, MGSM and CMiLBench excerpts) follow this layout, and `harness zoo build` writes a synthetic data folder in it
-for the seven languages and English.
+(`tests/fixtures/data`: real SIB-200 and MGSM excerpts, CMiLBench's schema with no CMiLBench text)
+follow this layout, and `harness zoo build` writes a synthetic data folder in it for the seven
+languages and English.
 """
 
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Fixtures for the task tests: a local data folder in the real layouts, a TaskManager, a tiny model.
 
-SIB-200, MGSM and CMiLBench are the committed excerpts of the real files (tests/fixtures/data), English included. Belebele and MLiC-Eval are not
-available as files, so small fixtures are written in their real schemas: Belebele rows as the
+SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data), English included;
+CMiLBench is a fixture in its real schema with no CMiLBench text (tests/fixtures/data/make_cmilbench.py).
+Belebele and MLiC-Eval are not available as files, so small fixtures are written in their real schemas: Belebele rows as the
 hub exports them (link, question_number, flores_passage, question, mc_answer1-4,
 correct_answer_num), MLiC-Eval JSON lists in data/<task>/<lang>/{train_1..3,dev,test}.json.
 """
