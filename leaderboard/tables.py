@@ -175,18 +175,19 @@ def language_cells(scores: pd.DataFrame) -> Cells:
 def _language_column(per_task: dict[str, pd.DataFrame], full_items: pd.Series, expected: list[str]) -> dict[str, list]:
     column = {"value": [], "stderr": [], "items": [], "limit": []}
     for model in per_task["value"].index:
-        average = language_average(expected, per_task["value"].loc[model].to_dict()).value
-        if average is None:
-            for values in column.values():
-                values.append(float("nan"))
-            continue
-        stderr = per_task["stderr"].loc[model, expected].astype(float)
         items = per_task["n"].loc[model, expected]
         short = items < full_items[expected]
+        # A short task flags the cell even when the average is missing: the row is a --limit run.
+        column["limit"].append(float(items[short].max()) if short.any() else float("nan"))
+        average = language_average(expected, per_task["value"].loc[model].to_dict()).value
+        if average is None:
+            for field in ("value", "stderr", "items"):
+                column[field].append(float("nan"))
+            continue
+        stderr = per_task["stderr"].loc[model, expected].astype(float)
         column["value"].append(average * 100)
         column["stderr"].append(100 * math.sqrt((stderr**2).sum()) / len(expected) if stderr.notna().all() else float("nan"))
         column["items"].append(float(items.sum()))
-        column["limit"].append(float(items[short].max()) if short.any() else float("nan"))
     return column
 
 

@@ -17,12 +17,20 @@ from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
 from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
 
 # The split selector's options: test, the split the paper reports, first and the default.
 SPLIT_CHOICES = tuple(sorted(SPLITS, key=lambda split: split != "test"))
+# One colour per kind label in every chart (a fixed domain, so a chart showing fewer kinds keeps them).
+KIND_COLOURS = alt.Scale(
+    domain=[*(tables.KIND_LABELS[k] for k in KINDS if k != "merge"),
+            *(f"{tables.KIND_LABELS['merge']} ({spec.label})" for spec in METHODS.values()), "unknown"],
+    scheme="tableau20",
+)
+ROWS_FAMILIES, ROWS_MODELS = "Recipe families (Table 3)", "Models"
 
 
 @dataclass
@@ -99,11 +107,18 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         hint = f"; results exist for: {', '.join(others)} (choose it under Split)" if others else ""
         st.info(f"No results on the {split} split yet{hint}.")
         return None
+    with st.sidebar:
+        hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
+                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
+    if hide_trials:
+        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
     kinds = tables.model_kinds(scores, snapshot.models)
-    present = [k for k in KINDS if k in set(kinds["kind"])] + sorted(set(kinds["kind"]) - set(KINDS))
+    # The same options on every split (every kind the store knows), so a choice survives a split change.
+    known = set(snapshot.models["kind"]) | set(kinds["kind"])
+    options = [k for k in KINDS if k in known] + sorted(known - set(KINDS))
     with st.sidebar:
         shown = st.multiselect(
-            "Kinds", present, default=present, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
+            "Kinds", options, default=options, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
         )
     return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown)
 
@@ -113,17 +128,24 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
 
 def overview(ctx: Context) -> None:
     st.header(f"Overview ({ctx.split})")
-    table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    rows = st.radio("Rows", [ROWS_FAMILIES, ROWS_MODELS], key="overview-rows", horizontal=True)
+    if rows == ROWS_MODELS:
+        table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    else:
+        table = tables.family_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+        st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
+                   "sweep trials and multi-language merges are in the Models table only.")
     _score_table(table)
     st.caption(
-        "Each language column: the unweighted mean of the main metric (accuracy, or exact match for math) "
+        "n = items scored (⚠ limit N: a run on at most N items per task; listed last and never bold or underlined, "
+        "as it is not comparable with the full test set). Each language column: the unweighted mean of the main metric (accuracy, or exact match for math) "
         "over the language's default-suite tasks that any model has on this split, missing where a model "
         "lacks one of them. Average = mean over the target languages shown (not the English control after "
         "it), only where a model has all of them. – = not evaluated (or some of the language's tasks not "
         "evaluated)."
     )
     _partial_note(ctx.scores)
-    _downloads(table, f"leaderboard_{ctx.split}")
+    _downloads(table)
 
 
 def _partial_note(scores: pd.DataFrame) -> None:
@@ -142,7 +164,7 @@ def per_language(ctx: Context) -> None:
     table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
     _partial_note(ctx.scores[ctx.scores["lang"] == lang])
-    _downloads(table, f"leaderboard_{lang}_{ctx.split}")
+    _downloads(table)
     # No Average column where the store holds none of the language's default-suite tasks.
     averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()
     if not averages.empty:
@@ -234,9 +256,10 @@ def _plain_table(frame: pd.DataFrame, hide_index: bool = False) -> None:
     st.table(frame.style.format(precision=2, na_rep="–"), hide_index=hide_index)
 
 
-def _downloads(table: tables.ScoreTable, stem: str) -> None:
+def _downloads(table: tables.ScoreTable) -> None:
     if table.frame.empty:
         return
+    stem = f"leaderboard_{table.name}"
     csv_col, md_col, tex_col = st.columns(3)
     csv_col.download_button("CSV", export.to_csv(table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
     md_col.download_button("Markdown", export.to_markdown(table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
@@ -251,7 +274,7 @@ def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
         .encode(
             x=alt.X("model:N", sort="-y", title=None),
             y=alt.Y("score:Q", title="score (%)"),
-            color=alt.Color("kind:N", title="kind"),
+            color=alt.Color("kind:N", title="kind", scale=KIND_COLOURS),
             tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
         )
     )
