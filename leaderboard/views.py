@@ -201,9 +201,10 @@ def compare(ctx: Context) -> None:
     if not rows:
         st.info(f"{model_a} and {model_b} share no task on the {ctx.split} split.")
         return
-    _plain_table(pd.DataFrame(rows).set_index("Task"))
+    _plain_table(_with_language_rows(pd.DataFrame(rows)).set_index("Task"))
     st.caption(
-        f"Δ = B − A in points on the documents both models answered (from the per-sample logs); "
+        f"A, B and Δ = B − A in points, all on the documents both models answered (from the per-sample logs); "
+        "a language row is the mean over its shared tasks, Average the mean of the language rows (no CI). "
         f"95% CI: paired bootstrap over those documents ({stats.DEFAULT_RESAMPLES} resamples, seed "
         f"{stats.DEFAULT_SEED}). A CI that excludes 0 marks a real difference. Without sample logs "
         "the stored scores are compared and there is no CI."
@@ -353,31 +354,44 @@ def _sample_browser(ctx: Context, model: str) -> None:
 
 def _shared_tasks(ctx: Context, model_a: str, model_b: str) -> list[str]:
     tasks_of = ctx.scores.groupby("model")["task"].apply(set)
-    return sorted(tasks_of[model_a] & tasks_of[model_b])
+    return sorted(tasks_of[model_a] & tasks_of[model_b], key=tables.family_rank)
 
 
 def _compare_task(ctx: Context, model_a: str, model_b: str, task: str) -> dict:
     row_a = ctx.scores[(ctx.scores["model"] == model_a) & (ctx.scores["task"] == task)].iloc[0]
     row_b = ctx.scores[(ctx.scores["model"] == model_b) & (ctx.scores["task"] == task)].iloc[0]
     diff = _bootstrap(row_a["run_dir"], row_b["run_dir"], task, row_a["metric"], row_a["filter"])
-    base = {
-        "Task": task,
-        "A (%)": round(100 * row_a["value"], 2),
-        "B (%)": round(100 * row_b["value"], 2),
-    }
+    base = {"Task": task, "lang": row_a["lang"]}
     if diff is None:  # no sample logs on one side: the stored scores, without a CI
         return base | {
+            "A (%)": round(100 * row_a["value"], 2),
+            "B (%)": round(100 * row_b["value"], 2),
             "Δ (points)": round(100 * (row_b["value"] - row_a["value"]), 2),
             "95% CI": "–",
             "n shared": "–",
             "CI excludes 0": "–",
         }
     return base | {
+        "A (%)": round(100 * diff.mean_a, 2),
+        "B (%)": round(100 * diff.mean_b, 2),
         "Δ (points)": round(100 * diff.diff, 2),
         "95% CI": f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}]",
         "n shared": str(diff.n),
         "CI excludes 0": "yes" if diff.significant else "no",
     }
+
+
+def _with_language_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The per-task rows, then per language the mean of its shared tasks, then the mean of those."""
+    numbers = ["A (%)", "B (%)", "Δ (points)"]
+    by_lang = rows.groupby("lang", sort=False)[numbers].mean()
+    order = [code for code in LANGUAGES if code in by_lang.index] + sorted(set(by_lang.index) - set(LANGUAGES))
+    by_lang = by_lang.loc[order]
+    names = [f"{LANGUAGES[c].name if c in LANGUAGES else c} (mean of {int((rows['lang'] == c).sum())} tasks)" for c in order]
+    summary = pd.concat([by_lang.assign(Task=names),
+                         pd.DataFrame([{**by_lang.mean().to_dict(), "Task": f"{tables.AVERAGE} ({len(order)} languages)"}])])
+    summary = summary.round(2).assign(**{"95% CI": "–", "n shared": "–", "CI excludes 0": "–"})
+    return pd.concat([rows.drop(columns="lang"), summary], ignore_index=True)
 
 
 def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str,

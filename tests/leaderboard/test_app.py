@@ -226,3 +226,17 @@ def test_kinds_filter_survives_a_split_change_and_sweep_trials_can_be_hidden(sto
     app.sidebar.selectbox(key="split").set_value("test").run()
     app.sidebar.checkbox(key="hide-trials").check().run()
     assert list(app.table[0].value.index) == ["base", "ties-uig-flan", "ties-sv-uig-flan"]
+
+
+def test_compare_scores_a_and_b_on_the_shared_items_with_language_and_average_rows(store_url, monkeypatch, tmp_path, log_writers):
+    app = show(open_app(store_url, monkeypatch), "Compare")
+    app.selectbox(key="compare-a").set_value("ties-uig-flan").run()
+    app.selectbox(key="compare-b").set_value("ties-sv-uig-flan").run()
+    table = app.table[0].value
+    assert list(table.index) == ["lrm_mlic_tc_uig_test", "lrm_mlic_math_uig_test", "Uyghur (mean of 2 tasks)",
+                                 "Average (1 languages)"]  # the paper's task order: TC before Math
+    tc = table.loc["lrm_mlic_tc_uig_test"]
+    assert [tc["A (%)"], tc["B (%)"], tc["Δ (points)"]] == pytest.approx([80.0, 82.0, 2.0])  # 40 and 41 of 50 shared
+    uyghur = table.loc["Uyghur (mean of 2 tasks)"]
+    assert [uyghur["A (%)"], uyghur["B (%)"], uyghur["Δ (points)"]] == pytest.approx([60.0, 61.0, 1.0])
+    assert table.loc["Average (1 languages)", "Δ (points)"] == pytest.approx(1.0)
