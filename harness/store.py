@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.lm_eval_run import DEFAULT_BATCH_SIZE
-from harness.paths import default_store_url
+from harness.paths import default_store_url, harness_home
 
 # `harness leaderboard --store URL` hands the URL to the app through this variable (not the command
 # line, where a database password would show in the process list).
@@ -67,7 +67,9 @@ results_table = sa.Table(
     sa.Column("vllm_args", sa.Text, nullable=False, default=""),  # extra server arguments, shell-quoted
     sa.Column("harness_version", sa.String(32), nullable=False),
     sa.Column("lm_eval_version", sa.String(32), nullable=False),
-    sa.Column("run_dir", sa.Text),  # raw lm-eval results JSON and per-sample logs
+    # The raw lm-eval results JSON and per-sample logs: relative to $HARNESS_HOME when under it, so a
+    # moved home keeps them (`stored_run_dir`); rows written before that hold absolute paths.
+    sa.Column("run_dir", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_results_lookup", "model_hash", "task", "split", "task_version"),
 )
@@ -208,7 +210,7 @@ class ResultStore:
         with self.engine.begin() as conn:
             for key in {r.key for r in rows}:
                 conn.execute(results_table.delete().where(key.matches(results_table)))
-            conn.execute(results_table.insert(), [asdict(r) for r in rows])
+            conn.execute(results_table.insert(), [asdict(r) | {"run_dir": stored_run_dir(r.run_dir)} for r in rows])
 
     def record_model(self, record: ModelRecord) -> None:
         values = {
@@ -237,6 +239,7 @@ class ResultStore:
         if latest_only and not frame.empty:
             newest = frame.sort_values("created_at").groupby("model")["model_hash"].last()
             frame = _newest_runs(frame[frame["model_hash"] == frame["model"].map(newest)])
+        frame["run_dir"] = frame["run_dir"].map(resolved_run_dir)
         return frame.reset_index(drop=True)
 
     def models(self) -> pd.DataFrame:
@@ -254,6 +257,25 @@ class ResultStore:
             path = sa.engine.make_url(self.url).database
             return bool(path) and Path(path).exists()
         return True
+
+
+def stored_run_dir(run_dir: str | None) -> str | None:
+    """A run folder as the store records it: relative to $HARNESS_HOME when under it."""
+    if not run_dir:
+        return run_dir
+    try:
+        return Path(run_dir).resolve().relative_to(harness_home().resolve()).as_posix()
+    except ValueError:  # outside the home (e.g. a test's folder): kept absolute
+        return run_dir
+
+
+def resolved_run_dir(run_dir: str | None) -> str | None:
+    """A stored run folder as a path to read: a relative one under the current $HARNESS_HOME; an
+    absolute one (outside the home, or from a row written before paths were relative) as it is."""
+    if not isinstance(run_dir, str) or not run_dir:
+        return None
+    path = Path(run_dir)
+    return str(path if path.is_absolute() else harness_home() / path)
 
 
 def _driver_message(err: Exception) -> str:
