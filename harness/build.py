@@ -19,6 +19,7 @@ a hub model, its repo id and resolved commit; for a merge, its cache key.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -81,11 +82,19 @@ def folder_hash(folder: Path) -> str:
     for file in files:
         combined.update(f"{file.name}\0{_file_digest(file, cache)}\n".encode())
     if len(cache) != before:
+        _save_hash_cache(cache_path, cache)
+    return combined.hexdigest()
+
+
+def _save_hash_cache(cache_path: Path, cache: dict) -> None:
+    """Best effort: on a full or read-only disk the hashes are computed again next time."""
+    temp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+    try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        temp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
         temp.write_text(json.dumps(cache, indent=0), encoding="utf-8")
         os.replace(temp, cache_path)
-    return combined.hexdigest()
+    except OSError:
+        temp.unlink(missing_ok=True)
 
 
 def merge_key(recipe_json: str, input_hashes: dict[str, str]) -> str:
@@ -152,15 +161,29 @@ class _Builder:
         inputs = {name: self.build(name) for name in recipe.referenced_models()}
         key = merge_key(recipe.canonical_json(), {name: built.model_hash for name, built in inputs.items()})
         folder = merges_dir() / f"{entry.id}-{key[:12]}"
-        folder.parent.mkdir(parents=True, exist_ok=True)
         # One builder per cache entry: a second process asking for the same merge waits, then
         # reuses the folder the first one published.
-        with FileLock(str(folder.parent / f".{folder.name}.lock")):
+        with _cache_entry_lock(folder):
             if folder.is_dir():
                 return BuiltModel(entry, folder, key, merges.load_stats(folder))
             result = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
                                       device=self.device, progress=self.progress)
         return BuiltModel(entry, folder, key, result.stats)
+
+
+@contextlib.contextmanager
+def _cache_entry_lock(folder: Path):
+    """Hold the file lock of a merge cache entry; a cache that cannot be written is one line."""
+    lock = FileLock(str(folder.parent / f".{folder.name}.lock"))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:
+        raise HarnessError(f"cannot write the merge cache {folder.parent}: {err.strerror or err}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def materialize(registry: Registry, model_id: str, device: str = "cpu", progress: bool = True) -> BuiltModel:

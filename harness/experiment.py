@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
+from harness.evaluate import add_eval_options
 from harness.lm_eval_run import BACKENDS
 from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
 
@@ -83,19 +84,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_eval_options(parser)
 
 
 def run(args) -> int:
-    from harness.evaluate import default_data_dir
+    from harness.evaluate import default_data_dir, eval_options
     from harness.evaluation import EvalSettings
     from harness.registry import load_registry
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
+    options = eval_options(args)
+    EvalSettings(backend=args.backend, **options)  # bad evaluation options fail before anything is built
     registry = load_registry(args.registry)
     langs = list(dict.fromkeys(args.lang or TARGET_LANGUAGES))
     settings = EvalSettings(split="test", limit=args.limit, backend=args.backend, store_url=args.store,
-                            data_dir=default_data_dir(args.data_dir, registry), device=args.device)
+                            data_dir=default_data_dir(args.data_dir, registry), device=args.device, **options)
     table = run_experiment(registry, langs, settings)
     print()
     print(format_table(table, langs, "Table 3 (test split, language averages in %, 95% intervals)"))

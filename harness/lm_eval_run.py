@@ -6,6 +6,12 @@ Backends and what they are for:
 - a server URL: the same client against a server someone already started.
 - `hf`: lm-eval's in-process transformers backend (the paper's setup; the parity reference).
 
+With `--apply-chat-template` lm-eval renders each prompt with the tokenizer's chat template on the
+harness side for both backends (`local-completions` with token-id requests renders through the
+same Hugging Face tokenizer as `hf`), so the vLLM server still scores token ids and the two
+backends see identical prompts; `local-chat-completions` would let the server render them and
+cannot score log-likelihoods at all.
+
 lm-eval, transformers and vLLM are imported inside the functions: `harness --help` stays fast.
 """
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:  # the types only; harness.evaluation imports this module
     from harness.evaluation import EvalSettings, ModelUnderTest
 
 BACKENDS = ("vllm", "hf")
+DEFAULT_BATCH_SIZE = 8  # every result stored before the batch size was an option was scored with it
 
 
 # ---- tasks -------------------------------------------------------------------------------------
@@ -111,6 +118,9 @@ class Backend:
                 # lm-eval's own `limit` takes the first N items; `samples` scores exactly these.
                 samples={name: items} if len(items) < len(task.eval_docs) else None,
                 log_samples=True,
+                apply_chat_template=self.settings.apply_chat_template,
+                system_instruction=self.settings.system_instruction,
+                fewshot_as_multiturn=self.settings.multiturn_fewshot,
                 evaluation_tracker=tracker,
                 verbosity="WARNING",
                 # Without one, lm-eval indexes its thousands of built-in tasks on every call (10 s).
@@ -228,6 +238,8 @@ def publish_run_files(staging: Path, run_dir: Path, task: str) -> None:
 
 @contextmanager
 def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
+    if settings.apply_chat_template:
+        check_chat_template(model, settings.system_instruction)  # before a server starts
     if settings.backend == "hf":
         yield Backend(hf_model(model, settings), model, settings, run_dir)
     elif settings.server_url:
@@ -240,26 +252,30 @@ def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
         from harness.server import ServerConfig, VLLMServer
 
         config = ServerConfig(model_dir=model.path, served_name=model.id, log_path=run_dir / SERVER_LOG,
-                              device=settings.device)
+                              device=settings.device, max_model_len=settings.max_model_len,
+                              extra_args=list(settings.vllm_args))
         with VLLMServer(config) as server:
             lm = completions_model(model, settings, server.completions_url, model.id)
             yield Backend(lm, model, settings, run_dir, server=server)
 
 
 def completions_model(model: ModelUnderTest, settings: EvalSettings, completions_url: str, served_name: str):
-    """lm-eval's `local-completions` client; token-id requests so the harness tokenizes, as hf does."""
+    """lm-eval's `local-completions` client; token-id requests so the harness tokenizes, as hf does.
+    A chat template that writes BOS itself gets no second one: lm-eval's hf backend adds none to a
+    prompt that starts with BOS, the client would."""
     from lm_eval.api.registry import get_model
 
     from harness.server import model_context_length
 
+    template_bos = settings.apply_chat_template and chat_template_writes_bos(model.path)
     return get_model("local-completions")(
         model=served_name,
         base_url=completions_url,
         tokenizer_backend="huggingface",
         tokenizer=str(model.path),
         tokenized_requests=True,
-        add_bos_token=tokenizer_adds_bos(model.path),
-        max_length=model_context_length(model.path),
+        add_bos_token=tokenizer_adds_bos(model.path) and not template_bos,
+        max_length=settings.max_model_len or model_context_length(model.path),
         num_concurrent=settings.num_concurrent,
         batch_size=settings.batch_size,
         max_retries=settings.max_retries,
@@ -288,3 +304,32 @@ def tokenizer_adds_bos(model_dir: Path) -> bool:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     ids = tokenizer("x").input_ids
     return tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
+
+
+def check_chat_template(model: ModelUnderTest, system_instruction: str | None) -> None:
+    """One line naming the model when its tokenizer has no chat template, or when the template
+    refuses the system message asked for (lm-eval's hf backend would drop it silently, its
+    completions client would fail the task: both backends refuse it here)."""
+    from jinja2.exceptions import TemplateError
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
+    if not tokenizer.chat_template:
+        raise HarnessError(f"model {model.id} has no chat template in its tokenizer ({model.path}); "
+                           "leave out --apply-chat-template")
+    if system_instruction:
+        try:
+            tokenizer.apply_chat_template([{"role": "system", "content": system_instruction},
+                                           {"role": "user", "content": "x"}], tokenize=False)
+        except TemplateError as err:
+            raise HarnessError(f"the chat template of model {model.id} takes no system message ({one_line(err)}); "
+                               "leave out --system-instruction") from None
+
+
+def chat_template_writes_bos(model_dir: Path) -> bool:
+    """Whether the tokenizer's chat template starts a prompt with the BOS text (Llama 3's does)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
+    return tokenizer.bos_token is not None and prompt.startswith(tokenizer.bos_token)

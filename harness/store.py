@@ -6,14 +6,15 @@ PostgreSQL database with `--store postgresql://...`. The leaderboard opens the s
 Tables
 - `results`: a metric value of one evaluated task, with everything needed to trust and reproduce it.
   A stored result stands for one `ResultKey`: the model build, the task and its version, the data
-  it was scored on, the few-shot count and the backend. A run that differs in any of them
-  evaluates again (harness.results.needs_evaluation).
+  it was scored on, the few-shot count, the backend and the evaluation options (chat template,
+  system instruction, few-shot turns, batch size, the vLLM server's context length and extra
+  arguments). A run that differs in any of them evaluates again (harness.results.needs_evaluation).
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
 - `sweep_trials`: one scored grid point of a `harness sweep`.
 
 A store written by an older harness (metric and filter in one string "metric,filter"; a sweep named
-"<model>:<grid>"; results without their data fingerprint and few-shot count; trials without their
-scoring identity) is upgraded in place when it is opened for writing; see `_upgrade_schema`.
+"<model>:<grid>"; results without their data fingerprint and few-shot count, or without their
+evaluation options; trials without their scoring identity) is upgraded in place when it is opened for writing; see `_upgrade_schema`.
 """
 
 import json
@@ -28,7 +29,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from harness import HarnessError
-from harness.paths import default_store_url
+from harness.lm_eval_run import DEFAULT_BATCH_SIZE
+from harness.paths import default_store_url, harness_home
 
 # `harness leaderboard --store URL` hands the URL to the app through this variable (not the command
 # line, where a database password would show in the process list).
@@ -56,9 +58,18 @@ results_table = sa.Table(
     sa.Column("backend", sa.String(32), nullable=False),  # vllm | hf | server
     sa.Column("data_hash", sa.String(64), nullable=False),  # tasks.fingerprint.data_fingerprint of the docs scored
     sa.Column("num_fewshot", sa.Integer),  # few-shot examples per prompt (NULL only in rows from before the column)
+    # The evaluation options (ResultKey); rows from before these columns get the defaults they were scored with.
+    sa.Column("apply_chat_template", sa.Boolean, nullable=False, default=False),
+    sa.Column("system_instruction", sa.Text, nullable=False, default=""),  # "": none
+    sa.Column("fewshot_as_multiturn", sa.Boolean, nullable=False, default=False),
+    sa.Column("batch_size", sa.Integer, nullable=False, default=DEFAULT_BATCH_SIZE),
+    sa.Column("max_model_len", sa.Integer, nullable=False, default=0),  # 0: the model's own (vLLM), or hf
+    sa.Column("vllm_args", sa.Text, nullable=False, default=""),  # extra server arguments, shell-quoted
     sa.Column("harness_version", sa.String(32), nullable=False),
     sa.Column("lm_eval_version", sa.String(32), nullable=False),
-    sa.Column("run_dir", sa.Text),  # raw lm-eval results JSON and per-sample logs
+    # The raw lm-eval results JSON and per-sample logs: relative to $HARNESS_HOME when under it, so a
+    # moved home keeps them (`stored_run_dir`); rows written before that hold absolute paths.
+    sa.Column("run_dir", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_results_lookup", "model_hash", "task", "split", "task_version"),
 )
@@ -87,6 +98,20 @@ class ResultKey:
     data_hash: str  # a fingerprint of the items scored and the few-shot exemplars
     num_fewshot: int  # as lm-eval applied it (the task's default when none was asked for)
     backend: str  # vllm | hf | server
+    # The evaluation options (harness.evaluation.EvalSettings); the defaults are how every result
+    # was scored before they were options, so those results stand in for runs with the defaults.
+    apply_chat_template: bool = False
+    system_instruction: str = ""  # "": none
+    fewshot_as_multiturn: bool = False  # as applied: never without the chat template
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_model_len: int = 0  # the vLLM server's context length; 0: the model's own (capped), or not a vLLM run
+    vllm_args: str = ""  # the extra vLLM server arguments, shell-quoted (shlex.join)
+
+    def identity(self) -> dict:
+        """The key's fields, less the evaluation options at their defaults: a sweep's scoring
+        identity (harness.evaluation.scoring_identity) taken before the options existed stays valid."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in EVAL_OPTIONS or value != ResultKey.__dataclass_fields__[name].default}
 
     def matches(self, table: sa.Table):
         """The SQL condition selecting this key's rows. A server the user started (`server`) is a
@@ -98,6 +123,8 @@ class ResultKey:
 
 
 VLLM_BACKENDS = ("vllm", "server")
+EVAL_OPTIONS = ("apply_chat_template", "system_instruction", "fewshot_as_multiturn", "batch_size", "max_model_len",
+                "vllm_args")
 
 
 @dataclass
@@ -120,11 +147,16 @@ class ResultRow:
     filter: str = NO_FILTER  # the lm-eval filter the metric was computed after
     run_dir: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    apply_chat_template: bool = False  # the evaluation options: ResultKey
+    system_instruction: str = ""
+    fewshot_as_multiturn: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_model_len: int = 0
+    vllm_args: str = ""
 
     @property
     def key(self) -> ResultKey:
-        return ResultKey(self.model_hash, self.task, self.split, self.task_version, self.data_hash,
-                         self.num_fewshot, self.backend)
+        return ResultKey(**{name: getattr(self, name) for name in ResultKey.__dataclass_fields__})
 
 
 @dataclass
@@ -178,7 +210,7 @@ class ResultStore:
         with self.engine.begin() as conn:
             for key in {r.key for r in rows}:
                 conn.execute(results_table.delete().where(key.matches(results_table)))
-            conn.execute(results_table.insert(), [asdict(r) for r in rows])
+            conn.execute(results_table.insert(), [asdict(r) | {"run_dir": stored_run_dir(r.run_dir)} for r in rows])
 
     def record_model(self, record: ModelRecord) -> None:
         values = {
@@ -207,6 +239,7 @@ class ResultStore:
         if latest_only and not frame.empty:
             newest = frame.sort_values("created_at").groupby("model")["model_hash"].last()
             frame = _newest_runs(frame[frame["model_hash"] == frame["model"].map(newest)])
+        frame["run_dir"] = frame["run_dir"].map(resolved_run_dir)
         return frame.reset_index(drop=True)
 
     def models(self) -> pd.DataFrame:
@@ -226,6 +259,25 @@ class ResultStore:
         return True
 
 
+def stored_run_dir(run_dir: str | None) -> str | None:
+    """A run folder as the store records it: relative to $HARNESS_HOME when under it."""
+    if not run_dir:
+        return run_dir
+    try:
+        return Path(run_dir).resolve().relative_to(harness_home().resolve()).as_posix()
+    except ValueError:  # outside the home (e.g. a test's folder): kept absolute
+        return run_dir
+
+
+def resolved_run_dir(run_dir: str | None) -> str | None:
+    """A stored run folder as a path to read: a relative one under the current $HARNESS_HOME; an
+    absolute one (outside the home, or from a row written before paths were relative) as it is."""
+    if not isinstance(run_dir, str) or not run_dir:
+        return None
+    path = Path(run_dir)
+    return str(path if path.is_absolute() else harness_home() / path)
+
+
 def _driver_message(err: Exception) -> str:
     """The database driver's own words on one line, without SQLAlchemy's statement and help link."""
     original = getattr(err, "orig", None) or err
@@ -234,8 +286,8 @@ def _driver_message(err: Exception) -> str:
 
 def _newest_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model, task and split, the rows of the newest run only: a task stored from several data
-    folders, few-shot counts or backends shows once, as last evaluated."""
-    run = ["model", "task", "split", "data_hash", "num_fewshot", "backend"]
+    folders, few-shot counts, backends or evaluation options shows once, as last evaluated."""
+    run = ["model", "task", "split", "data_hash", "num_fewshot", "backend", *EVAL_OPTIONS]
     newest = frame.sort_values("created_at").drop_duplicates(["model", "task", "split"], keep="last")[run]
     return frame.merge(newest, on=run)  # pandas matches NULL num_fewshot (rows from before the column) to NULL
 
@@ -418,7 +470,8 @@ def _is_sweep(sweep: SweepId):
 # filters and the bare name for one reported under one filter, and a sweep trial named its sweep
 # "<model id>:<grid name>" in a column `sweep`. Every task of this project reports its metrics
 # unfiltered, so a bare name's filter is `none`. Later, results gained the data fingerprint and the
-# few-shot count of their key (`ResultKey`), and sweep trials the identity of what they were scored on.
+# few-shot count of their key (`ResultKey`), sweep trials the identity of what they were scored on,
+# and results the evaluation options of their key.
 # Each upgrade adds one column; a table lacking the column still needs that upgrade.
 
 @dataclass(frozen=True)
@@ -477,11 +530,26 @@ def _add_trial_scoring_hash(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE sweep_trials ADD COLUMN scoring_hash VARCHAR(64) NOT NULL DEFAULT ''"))
 
 
+def _add_eval_options(conn: sa.Connection) -> None:
+    """Old results were all scored without a chat template or system instruction, with batch size
+    DEFAULT_BATCH_SIZE and the vLLM server's default context and arguments: the columns' defaults
+    say exactly that, so an old result still stands in for a run with the default options (and for
+    no other)."""
+    for column in ("apply_chat_template BOOLEAN NOT NULL DEFAULT false",
+                   "system_instruction TEXT NOT NULL DEFAULT ''",
+                   "fewshot_as_multiturn BOOLEAN NOT NULL DEFAULT false",
+                   f"batch_size INTEGER NOT NULL DEFAULT {DEFAULT_BATCH_SIZE}",
+                   "max_model_len INTEGER NOT NULL DEFAULT 0",
+                   "vllm_args TEXT NOT NULL DEFAULT ''"):
+        conn.execute(sa.text(f"ALTER TABLE results ADD COLUMN {column}"))
+
+
 UPGRADES = [
     Upgrade("results", "filter", _upgrade_results),
     Upgrade("sweep_trials", "grid", _upgrade_sweep_trials),
     Upgrade("results", "data_hash", _add_result_identity),
     Upgrade("sweep_trials", "scoring_hash", _add_trial_scoring_hash),
+    Upgrade("results", "apply_chat_template", _add_eval_options),
 ]
 
 

@@ -14,6 +14,7 @@ The sweep's modules (and with them pandas, SQLAlchemy, lm-eval) are imported by 
 from pathlib import Path
 
 from harness import HarnessError
+from harness.evaluate import add_eval_options
 from harness.grids import BUILTIN_GRIDS, builtin_grid_of, load_grid_file, point_label
 from harness.lm_eval_run import BACKENDS
 
@@ -33,10 +34,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--no-test", action="store_true", help="stop after choosing the best; no test evaluation")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_eval_options(parser)
 
 
 def run(args) -> int:
-    from harness.evaluate import default_data_dir
+    from harness.evaluate import default_data_dir, eval_options
     from harness.evaluation import EvalSettings
     from harness.registry import load_registry
     from harness.store import ResultStore
@@ -44,12 +46,14 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
+    options = eval_options(args)
+    EvalSettings(backend=args.backend, **options)  # bad evaluation options fail before anything is built
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     grid = load_grid_file(args.grid_file) if args.grid_file is not None else builtin_grid_of(args.grid, registry, entry)
     ResultStore(args.store).engine.dispose()  # an unusable store fails now, before a trial is built
     settings = EvalSettings(split="dev", limit=args.limit, backend=args.backend, store_url=args.store,
-                            data_dir=default_data_dir(args.data_dir, registry), device=args.device)
+                            data_dir=default_data_dir(args.data_dir, registry), device=args.device, **options)
     result = run_sweep(registry, entry.id, grid, settings, server_mode=args.server_mode, evaluate_test=not args.no_test)
     print_result(result)
     return 0

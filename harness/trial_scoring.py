@@ -71,7 +71,8 @@ class TrialEvaluator:
             return
         self._stop()
         config = ServerConfig(model_dir=model.path, served_name=SERVED_NAME, device=self.settings.device,
-                              log_path=self.log_dir / f"vllm-server-{self.server_starts}.log")
+                              log_path=self.log_dir / f"vllm-server-{self.server_starts}.log",
+                              max_model_len=self.settings.max_model_len, extra_args=list(self.settings.vllm_args))
         with patched_environ(DEV_MODE_ENV if self.server_mode == "reload" else {}):
             self.server = VLLMServer(config).start()
         self.server_starts += 1

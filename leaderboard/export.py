@@ -2,7 +2,8 @@
 
 The Markdown and LaTeX files come from the jinja2 templates in `templates/`: model and kind
 columns, one column per score, best value bold and second underlined, a dash where missing, and
-(LaTeX) a rule between groups of models of one kind.
+(LaTeX) a rule between groups of models of one kind (not between merge methods), the split in the
+caption and a \\label. Rows scored on fewer items than a column's full set are flagged and unranked.
 """
 
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from leaderboard.tables import DISPLAY_DECIMALS, KIND, ScoreTable, rank_marks
+from leaderboard.tables import DISPLAY_DECIMALS, ITEMS, KIND, ScoreTable, rank_marks
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -19,13 +20,20 @@ TEMPLATES = jinja2.Environment(
     keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined,
 )
+CSV_DECIMALS = 2  # scores and stderr in points: finer digits are float noise, not precision
 MISSING = "–"
 LATEX_MISSING = "--"
 
 
 def to_csv(table: ScoreTable) -> str:
-    """The table's numbers (percentage points, full precision); missing cells are empty."""
-    return table.frame.to_csv()
+    """The table's numbers in points: per score column its value, stderr and items (n); the row's
+    items or "limit N"; missing cells empty."""
+    columns = {KIND: table.frame[KIND], ITEMS: table.frame[ITEMS]}
+    for column in table.score_columns:
+        columns[column] = table.cells.values[column].round(CSV_DECIMALS)
+        columns[f"{column} stderr"] = table.cells.stderr[column].round(CSV_DECIMALS)
+        columns[f"{column} n"] = table.cells.items[column].astype("Int64")
+    return pd.DataFrame(columns, index=table.frame.index).to_csv()
 
 
 def to_markdown(table: ScoreTable) -> str:
@@ -33,11 +41,11 @@ def to_markdown(table: ScoreTable) -> str:
     wrap = {"best": "**{}**", "second": "<u>{}</u>", "": "{}"}
     rows = []
     for model, row in table.frame.iterrows():
-        cells = [_markdown_escape(str(model)), _markdown_escape(str(row[KIND]))]
+        cells = [_markdown_escape(str(model)), _markdown_escape(str(row[KIND])), _markdown_escape(str(row[ITEMS]))]
         cells += [_cell(row[c], wrap[marks.at[model, c]], MISSING) for c in table.score_columns]
         rows.append({"cells": cells})
-    header = ["Model", KIND, *table.score_columns]
-    aligns = [":--", ":--"] + ["--:"] * len(table.score_columns)
+    header = ["Model", KIND, ITEMS, *table.score_columns]
+    aligns = [":--", ":--", "--:"] + ["--:"] * len(table.score_columns)
     return TEMPLATES.get_template("table.md.j2").render(
         title=_markdown_escape(table.title), header=header, aligns=aligns, rows=rows
     )
@@ -46,17 +54,20 @@ def to_markdown(table: ScoreTable) -> str:
 def to_latex(table: ScoreTable) -> str:
     marks = rank_marks(table)
     wrap = {"best": r"\textbf{{{}}}", "second": r"\underline{{{}}}", "": "{}"}
-    rows, previous_kind = [], None
+    rows, previous_group = [], None
     for model, row in table.frame.iterrows():
-        cells = [_latex_escape(str(model)), _latex_escape(str(row[KIND]))]
+        cells = [_latex_escape(str(model)), _latex_escape(str(row[KIND])), _latex_escape(str(row[ITEMS]))]
         cells += [_cell(row[c], wrap[marks.at[model, c]], LATEX_MISSING) for c in table.score_columns]
-        rows.append({"cells": cells, "group_start": previous_kind is not None and row[KIND] != previous_kind})
-        previous_kind = row[KIND]
-    header = ["Model", KIND, *(_latex_escape(c) for c in table.score_columns)]
+        # A rule before each kind (merges of every method are one group) and before the limited rows.
+        group = (bool(table.limited[model]), table.kind_codes[model])
+        rows.append({"cells": cells, "group_start": previous_group is not None and group != previous_group})
+        previous_group = group
+    header = ["Model", KIND, ITEMS, *(_latex_escape(c) for c in table.score_columns)]
     return TEMPLATES.get_template("table.tex.j2").render(
         title=table.title,
         caption=_latex_escape(table.title),
-        column_spec="ll" + "c" * len(table.score_columns),
+        label=f"tab:{table.name}",
+        column_spec="llr" + "c" * len(table.score_columns),
         header=header,
         rows=rows,
     )

@@ -19,6 +19,8 @@ Missing values stay NaN here and are drawn as a dash, never as zero:
 """
 
 import json
+import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -27,28 +29,63 @@ import pandas as pd
 from harness.kinds import KINDS
 from harness.store import main_metric_rows, metric_label
 from merges import method_label
-from tasks.averages import language_average
+from tasks.averages import language_average, language_tasks
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import FAMILIES, in_default_suite, parse_task_name
 
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
+# The paper's order of merge methods within the merges: WAVG, TIES, TIES-SV (others after, by name).
+MERGE_METHOD_ORDER = ("linear", "ties", "ties_sv")
+# The paper names merges over the English-instruction SFT model (sft-flan) by their method alone (TIES-X).
+PAPER_SFT_DATA = "flan"
 AVERAGE = "Average"
 KIND = "Kind"
+ITEMS = "n"  # items scored per row, or "limit N" for a row scored on fewer than the column's full set
+SWEEP_TRIAL_MARK = "@"  # `ties-uig-flan@sft-flan.density=0.2`, `ties-uig-flan@best`: a sweep's models
 DISPLAY_DECIMALS = 1  # percentage points, as in the paper
 
 
 @dataclass
-class ScoreTable:
-    """A models-by-columns table of scores in percentage points (NaN = missing)."""
+class Cells:
+    """Models (or families) x columns: score and stderr (points), items scored, and the `--limit`
+    of a cell scored on fewer items than the column's full set (NaN: the full set)."""
 
-    frame: pd.DataFrame  # index: model id; columns: KIND, then score_columns
+    values: pd.DataFrame
+    stderr: pd.DataFrame
+    items: pd.DataFrame
+    limit: pd.DataFrame
+
+    def columns(self, names: list) -> "Cells":
+        return Cells(*(frame[names] for frame in self._frames()))
+
+    def rows(self, index: list) -> "Cells":
+        return Cells(*(frame.loc[index] for frame in self._frames()))
+
+    def _frames(self) -> tuple[pd.DataFrame, ...]:
+        return self.values, self.stderr, self.items, self.limit
+
+
+@dataclass
+class ScoreTable:
+    """A rows-by-columns table of scores in percentage points (NaN = missing). Rows scored on fewer
+    items than a column's full set (a `--limit` run) come last, flagged, and are never ranked."""
+
+    frame: pd.DataFrame  # index: model id or family; columns: KIND, ITEMS, then score_columns
     score_columns: list[str]
-    title: str
+    title: str  # names the split
+    name: str  # a slug for file names and the LaTeX \label
+    cells: Cells  # the score columns' stderr, items and limits
+    kind_codes: pd.Series  # per row: base | ct | sft | ctsft | merge | unknown (LaTeX rules between kinds)
 
     @property
     def scores(self) -> pd.DataFrame:
         return self.frame[self.score_columns]
+
+    @property
+    def limited(self) -> pd.Series:
+        """Per row: scored on fewer items than some column's full set."""
+        return self.cells.limit.notna().any(axis=1)
 
 
 def task_label(task: str) -> str:
@@ -69,19 +106,45 @@ def main_scores(results: pd.DataFrame, split: str, main_metric: Callable[[str], 
 
 
 def model_kinds(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """Per model id: kind code and its label ("Merge (TIES-SV)" for merges), from the models table."""
+    """Per model id, from the models table: kind code, its label ("Merge (TIES-SV)" for merges), the
+    merge method, and the recipe family it belongs to with the language it fills (`family_of`)."""
     by_hash = models.drop_duplicates("model_hash", keep="last").set_index("model_hash")
     info = {}
     for model, model_hash in results.drop_duplicates("model")[["model", "model_hash"]].itertuples(index=False):
-        kind, method = "unknown", None
+        kind, method, langs = "unknown", None, ()
         if model_hash in by_hash.index:
             kind = by_hash.at[model_hash, "kind"]
             method = merge_method(by_hash.at[model_hash, "recipe_json"])
+            langs = tuple(code for code in str(by_hash.at[model_hash, "langs"] or "").split(",") if code)
         label = KIND_LABELS.get(kind, kind)
         if kind == "merge" and method:
             label = f"{label} ({method_label(method)})"
-        info[model] = {"kind": kind, "label": label}
-    return pd.DataFrame.from_dict(info, orient="index", columns=["kind", "label"])
+        family, family_lang = family_of(model, kind, method, langs)
+        info[model] = {"kind": kind, "label": label, "method": method, "family": family, "family_lang": family_lang}
+    return pd.DataFrame.from_dict(info, orient="index", columns=["kind", "label", "method", "family", "family_lang"])
+
+
+def family_of(model: str, kind: str, method: str | None, langs: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The paper's Table 3 row a model belongs to, and the language it fills there.
+
+    A one-language CT, CT-then-SFT or merge model is one cell of its recipe family: its id with the
+    language slot as X, the head named by kind or merge method (`ct-uig` -> CT-X, `ctsft-uig-mt` ->
+    CTSFT-X-mt, `ties-sv-uig-flan` -> TIES-SV-X). Models without a language slot (base, the SFT
+    models) are rows of their own. Sweep trials and multi-language merges belong to no family (None).
+    """
+    if SWEEP_TRIAL_MARK in model:
+        return None, None
+    if kind in ("base", "sft") or not langs:
+        return model, None
+    if len(langs) > 1 or f"-{langs[0]}" not in f"-{model}-":
+        return None, None
+    suffix = f"-{model}-".split(f"-{langs[0]}-", 1)[1].strip("-")
+    if kind == "merge":
+        head = method_label(method) if method else model.split(f"-{langs[0]}", 1)[0].upper()
+        suffix = "" if suffix == PAPER_SFT_DATA else suffix
+    else:
+        head = kind.upper()
+    return f"{head}-X" + (f"-{suffix}" if suffix else ""), langs[0]
 
 
 def merge_method(recipe_json: str | None) -> str | None:
@@ -90,20 +153,66 @@ def merge_method(recipe_json: str | None) -> str | None:
     return json.loads(recipe_json).get("merge_method")
 
 
-def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
-    """Models x language codes, in %: each language's average over its default-suite tasks that any
-    model has in `scores` (tasks.averages: missing when the model lacks one of them); a language
-    with none of them has no column."""
-    per_task = scores.pivot_table(index="model", columns="task", values="value", aggfunc="last")
-    averages = {}
+def language_cells(scores: pd.DataFrame) -> Cells:
+    """Models x language codes: each language's average over its default-suite tasks that any model
+    has in `scores` (tasks.averages: missing when the model lacks one of them), with its stderr (of
+    the mean of independent task scores), items and limit; a language with none of them has no column."""
+    per_task = {field: scores.pivot_table(index="model", columns="task", values=field, aggfunc="last")
+                for field in ("value", "stderr", "n")}
+    full_items = per_task["n"].max()  # per task: the most items any model was scored on
+    columns: dict[str, dict[str, list]] = {}
     for lang, tasks in scores.groupby("lang")["task"]:
         expected = sorted(task for task in set(tasks) if _averaged(task))
-        if not expected:
+        if expected:
+            columns[lang] = _language_column(per_task, full_items, expected)
+    present = [code for code in LANGUAGES if code in columns] + sorted(set(columns) - set(LANGUAGES))
+    index = per_task["value"].index
+    frames = [pd.DataFrame({lang: columns[lang][field] for lang in present}, index=index, columns=present, dtype=float)
+              for field in ("value", "stderr", "items", "limit")]
+    return Cells(*frames)
+
+
+def _language_column(per_task: dict[str, pd.DataFrame], full_items: pd.Series, expected: list[str]) -> dict[str, list]:
+    column = {"value": [], "stderr": [], "items": [], "limit": []}
+    for model in per_task["value"].index:
+        items = per_task["n"].loc[model, expected]
+        short = items < full_items[expected]
+        # A short task flags the cell even when the average is missing: the row is a --limit run.
+        column["limit"].append(float(items[short].max()) if short.any() else float("nan"))
+        average = language_average(expected, per_task["value"].loc[model].to_dict()).value
+        if average is None:
+            for field in ("value", "stderr", "items"):
+                column[field].append(float("nan"))
             continue
-        values = [language_average(expected, per_task.loc[model].to_dict()).value for model in per_task.index]
-        averages[lang] = [float("nan") if value is None else value * 100 for value in values]
-    present = [code for code in LANGUAGES if code in averages] + sorted(set(averages) - set(LANGUAGES))
-    return pd.DataFrame(averages, index=per_task.index)[present]
+        stderr = per_task["stderr"].loc[model, expected].astype(float)
+        column["value"].append(average * 100)
+        column["stderr"].append(100 * math.sqrt((stderr**2).sum()) / len(expected) if stderr.notna().all() else float("nan"))
+        column["items"].append(float(items.sum()))
+    return column
+
+
+def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
+    """Models x language codes, in %: the values of `language_cells`."""
+    return language_cells(scores).values
+
+
+def partial_averages(scores: pd.DataFrame) -> dict[str, list[str]]:
+    """Language code -> its default-suite tasks on the split that no model has in `scores`, for every
+    language whose column averages fewer tasks than `harness eval` would (tasks.averages.language_tasks):
+    the leaderboard states these instead of hiding the column."""
+    partial = {}
+    for lang, tasks in scores.groupby("lang")["task"]:
+        present = {task for task in set(tasks) if _averaged(task)}
+        if not present or lang not in LANGUAGES:
+            continue
+        try:
+            split = parse_task_name(sorted(present)[0])[2]
+        except TaskError:
+            continue
+        absent = [task for task in language_tasks(lang, split, present) if task not in present]
+        if absent:
+            partial[lang] = absent
+    return partial
 
 
 def _averaged(task: str) -> bool:
@@ -115,16 +224,66 @@ def _averaged(task: str) -> bool:
 
 
 def overview_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
-    """The paper's Table 3: models x languages (by name) + Average, with each model's kind; the
-    control's column (English) and extra languages' after the Average, outside it."""
-    by_lang = language_averages(scores)
-    outside = [code for code in by_lang.columns if code in LANGUAGES and code not in TARGET_LANGUAGES]
-    targets = by_lang[[code for code in by_lang.columns if code not in outside]]
-    if not targets.columns.empty:
-        targets = targets.assign(**{AVERAGE: targets.mean(axis=1, skipna=False)})
-    table = pd.concat([targets, by_lang[outside]], axis=1)
-    table.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in table.columns]
-    return _with_kinds(table, list(table.columns), kinds, shown_kinds, "Average score per language (%)")
+    """Models x languages (by name) + Average, with each model's kind; the control's column
+    (English) and extra languages' after the Average, outside it."""
+    cells = _with_average(language_cells(scores))
+    return _with_kinds(cells, kinds, shown_kinds, f"Average score per language (%), {_split(scores)} split",
+                       f"models-{_split(scores)}")
+
+
+def family_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
+    """The paper's Table 3: recipe families (CT-X, CTSFT-X-flan, TIES-X, ...) x languages + Average.
+    A family's language cell is its member for that language (`family_of`); base and the SFT models
+    are rows of their own; models in no family (sweep trials, multi-language merges) are left out."""
+    by_model = language_cells(scores)
+    members = kinds.loc[kinds.index.intersection(by_model.values.index)].dropna(subset=["family"])
+    frames = {field: {} for field in ("values", "stderr", "items", "limit")}
+    for model, member in members.iterrows():
+        langs = list(by_model.values.columns) if pd.isna(member["family_lang"]) else [member["family_lang"]]
+        for field, rows in frames.items():
+            rows.setdefault(member["family"], {}).update(getattr(by_model, field).loc[model, langs].to_dict())
+    columns = list(by_model.values.columns)
+    cells = Cells(*(pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).astype(float)
+                    for rows in frames.values()))
+    family_kinds = members.drop_duplicates("family").set_index("family")
+    return _with_kinds(_with_average(cells), family_kinds, shown_kinds,
+                       f"Average score per language (%), by recipe family, {_split(scores)} split", f"table3-{_split(scores)}")
+
+
+def _with_average(by_lang: Cells) -> Cells:
+    """Target languages, their Average (only where a row has them all), then the control's and extra
+    languages' columns; codes renamed to language names."""
+    outside = [code for code in by_lang.values.columns if code in LANGUAGES and code not in TARGET_LANGUAGES]
+    targets = [code for code in by_lang.values.columns if code not in outside]
+    frames = []
+    for frame, combine in zip(by_lang._frames(), (_mean, _stderr_of_mean, _total, _max_limit)):
+        part = frame[targets]
+        if targets:
+            part = part.assign(**{AVERAGE: combine(frame[targets])})
+        part = pd.concat([part, frame[outside]], axis=1)
+        part.columns = [LANGUAGES[c].name if c in LANGUAGES else c for c in part.columns]
+        frames.append(part)
+    return Cells(*frames)
+
+
+def _mean(values: pd.DataFrame) -> pd.Series:
+    return values.mean(axis=1, skipna=False)
+
+
+def _stderr_of_mean(stderr: pd.DataFrame) -> pd.Series:
+    return (stderr**2).sum(axis=1, skipna=False) ** 0.5 / stderr.shape[1]
+
+
+def _total(items: pd.DataFrame) -> pd.Series:
+    return items.sum(axis=1, skipna=False)
+
+
+def _max_limit(limit: pd.DataFrame) -> pd.Series:
+    return limit.max(axis=1)
+
+
+def _split(scores: pd.DataFrame) -> str:
+    return str(scores["split"].iloc[0]) if "split" in scores and not scores.empty else "?"
 
 
 def language_table(
@@ -132,21 +291,25 @@ def language_table(
 ) -> ScoreTable:
     """The paper's Tables 7-13: for one language, models x its tasks + the language average."""
     rows = scores[scores["lang"] == lang]
-    per_task = rows.pivot_table(index="model", columns="task", values="value", aggfunc="last") * 100
-    tasks = sorted(per_task.columns, key=_family_rank)
-    per_task = per_task[tasks]
-    per_task.columns = [task_label(t) for t in tasks]
-    score_columns = list(per_task.columns)
-    averages = language_averages(rows)
-    if score_columns and lang in averages.columns:
-        per_task[AVERAGE] = averages[lang]
-        score_columns.append(AVERAGE)
+    tasks = sorted(set(rows["task"]), key=family_rank)
+    fields = {field: rows.pivot_table(index="model", columns="task", values=column, aggfunc="last").reindex(columns=tasks)
+              for field, column in (("values", "value"), ("stderr", "stderr"), ("items", "n"))}
+    full_items = fields["items"].max()
+    limit = fields["items"].where(fields["items"] < full_items)
+    cells = Cells(100 * fields["values"], 100 * fields["stderr"].astype(float), fields["items"].astype(float), limit)
+    for frame in cells._frames():
+        frame.columns = [task_label(t) for t in tasks]
+    averages = language_cells(rows)
+    if tasks and lang in averages.values.columns:
+        for frame, average in zip(cells._frames(), averages.columns([lang])._frames()):
+            frame[AVERAGE] = average[lang]
     name = LANGUAGES[lang].name if lang in LANGUAGES else lang
-    return _with_kinds(per_task, score_columns, kinds, shown_kinds, f"{name}: score per task (%)")
+    return _with_kinds(cells, kinds, shown_kinds, f"{name}: score per task (%), {_split(scores)} split",
+                       f"{lang}-{_split(scores)}")
 
 
-def _family_rank(task: str) -> tuple[int, str]:
-    """The paper's column order (FAMILIES' order); names outside the scheme last, by name."""
+def family_rank(task: str) -> tuple[int, str]:
+    """The paper's task order (FAMILIES' order), used by every view; names outside the scheme last, by name."""
     families = list(FAMILIES)
     try:
         return families.index(parse_task_name(task)[0]), task
@@ -155,38 +318,57 @@ def _family_rank(task: str) -> tuple[int, str]:
 
 
 def _with_kinds(
-    scores: pd.DataFrame,
-    score_columns: list[str],
-    kinds: pd.DataFrame,
-    shown_kinds: Iterable[str] | None,
-    title: str,
+    cells: Cells, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None, title: str, name: str
 ) -> ScoreTable:
-    frame = scores.copy()
-    frame.insert(0, KIND, [kinds.at[m, "label"] if m in kinds.index else "unknown" for m in frame.index])
-    kind_codes = pd.Series([kinds.at[m, "kind"] if m in kinds.index else "unknown" for m in frame.index], frame.index)
+    kind_codes = pd.Series([kinds.at[m, "kind"] if m in kinds.index else "unknown" for m in cells.values.index],
+                           cells.values.index, dtype=object)
     if shown_kinds is not None:
-        frame = frame[kind_codes.isin(list(shown_kinds))]
-        kind_codes = kind_codes[frame.index]
-    # Rows grouped by kind in the paper's order, then by id.
-    order = sorted(frame.index, key=lambda m: (_kind_rank(kind_codes[m]), m))
-    frame = frame.loc[order]
+        kind_codes = kind_codes[kind_codes.isin(list(shown_kinds))]
+    cells = cells.rows(list(kind_codes.index))
+    limited = cells.limit.notna().any(axis=1)
+    # Full rows first, then rows scored on fewer items; each grouped by kind in the paper's order,
+    # merges by method (WAVG, TIES, TIES-SV), then by id.
+    order = sorted(kind_codes.index, key=lambda m: (bool(limited[m]), _kind_rank(kind_codes[m]), _method_rank(kinds, m), m))
+    cells = cells.rows(order)
+    frame = cells.values.copy()
+    frame.insert(0, ITEMS, [_items_label(cells, m) for m in order])
+    frame.insert(0, KIND, [kinds.at[m, "label"] if m in kinds.index else "unknown" for m in order])
     frame.index.name = "Model"
-    return ScoreTable(frame=frame, score_columns=score_columns, title=title)
+    return ScoreTable(frame=frame, score_columns=list(cells.values.columns), title=title, name=name, cells=cells,
+                      kind_codes=kind_codes[order])
+
+
+def _items_label(cells: Cells, row: str) -> str:
+    """"limit N" for a row scored on at most N items of some task, else its items over all shown cells."""
+    limit = cells.limit.loc[row].max()
+    if pd.notna(limit):
+        return f"limit {int(limit)}"
+    items = cells.items.loc[row].drop(AVERAGE, errors="ignore").sum()
+    return str(int(items))
 
 
 def _kind_rank(kind: str) -> int:
     return KINDS.index(kind) if kind in KINDS else len(KINDS)
 
 
+def _method_rank(kinds: pd.DataFrame, row: str) -> tuple[int, str]:
+    method = kinds.at[row, "method"] if row in kinds.index and "method" in kinds.columns else None
+    if not isinstance(method, str):
+        return len(MERGE_METHOD_ORDER), ""
+    return (MERGE_METHOD_ORDER.index(method) if method in MERGE_METHOD_ORDER else len(MERGE_METHOD_ORDER)), method
+
+
 def rank_marks(table: ScoreTable) -> pd.DataFrame:
-    """"best" / "second" / "" per score cell: the highest and second-highest value of each column.
+    """"best" / "second" / "" per score cell: the highest and second-highest value of each column
+    among the rows scored on the column's full item set (a `--limit` row is never ranked).
 
     Values are compared as displayed (rounded), so two cells that read the same get the same mark;
     missing cells get no mark.
     """
     marks = pd.DataFrame("", index=table.frame.index, columns=table.score_columns)
+    ranked = ~table.limited
     for column in table.score_columns:
-        shown = table.frame[column].round(DISPLAY_DECIMALS)
+        shown = table.frame[column].round(DISPLAY_DECIMALS).where(ranked)
         distinct = sorted(shown.dropna().unique(), reverse=True)
         if distinct:
             marks.loc[shown == distinct[0], column] = "best"
@@ -196,26 +378,40 @@ def rank_marks(table: ScoreTable) -> pd.DataFrame:
 
 
 MARK_CSS = {"best": "font-weight: bold", "second": "text-decoration: underline", "": ""}
+LIMITED_CSS = "color: #a05a00; font-style: italic"  # a row scored on fewer items: shown apart, not ranked
 
 
 def styled(table: ScoreTable) -> "pd.io.formats.style.Styler":
-    """The table as a pandas Styler: one decimal, a dash for missing, best bold, second underlined."""
+    """The table as a pandas Styler: one decimal, a dash for missing, best bold, second underlined,
+    rows scored on fewer items flagged; ids and labels escaped so Streamlit's Markdown cells show
+    them as typed (an id with '@' is otherwise drawn as a mailto: link)."""
     marks = rank_marks(table)
     css = pd.DataFrame("", index=table.frame.index, columns=table.frame.columns)
     css[table.score_columns] = marks.apply(lambda column: column.map(MARK_CSS))
+    css.loc[table.limited, ITEMS] = LIMITED_CSS
     return (
         table.frame.style.format(precision=DISPLAY_DECIMALS, na_rep="–", subset=table.score_columns)
+        .format(markdown_text, subset=[KIND, ITEMS])
+        .format(lambda flagged: f"⚠ {flagged}" if flagged.startswith("limit") else flagged, subset=[ITEMS])
+        .format_index(markdown_text, axis=0)
         .apply(lambda _: css, axis=None)
         # Streamlit draws each cell's text in an inline-block, which a td's underline does not reach.
         .set_table_styles([{"selector": "td *", "props": "text-decoration: inherit"}])
     )
 
 
+def markdown_text(text) -> str:
+    """Text as a Markdown literal: every ASCII punctuation character backslash-escaped (CommonMark)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", str(text))
+
+
 def task_scores_table(scores: pd.DataFrame, model: str) -> pd.DataFrame:
     """One model's per-task scores of a split: task, language, metric, score and stderr (%), n."""
     rows = scores[scores["model"] == model]
     language_order = {code: i for i, code in enumerate(LANGUAGES)}
-    rows = rows.assign(_order=rows["lang"].map(language_order)).sort_values(["_order", "task"])
+    order = sorted(range(len(rows)), key=lambda i: (language_order.get(rows["lang"].iloc[i], len(LANGUAGES)),
+                                                    family_rank(rows["task"].iloc[i])))
+    rows = rows.iloc[order]
     return pd.DataFrame(
         {
             "Task": rows["task"].to_numpy(),

@@ -17,12 +17,20 @@ from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
 from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
 
 # The split selector's options: test, the split the paper reports, first and the default.
 SPLIT_CHOICES = tuple(sorted(SPLITS, key=lambda split: split != "test"))
+# One colour per kind label in every chart (a fixed domain, so a chart showing fewer kinds keeps them).
+KIND_COLOURS = alt.Scale(
+    domain=[*(tables.KIND_LABELS[k] for k in KINDS if k != "merge"),
+            *(f"{tables.KIND_LABELS['merge']} ({spec.label})" for spec in METHODS.values()), "unknown"],
+    scheme="tableau20",
+)
+ROWS_FAMILIES, ROWS_MODELS = "Recipe families (Table 3)", "Models"
 
 
 @dataclass
@@ -99,11 +107,18 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         hint = f"; results exist for: {', '.join(others)} (choose it under Split)" if others else ""
         st.info(f"No results on the {split} split yet{hint}.")
         return None
+    with st.sidebar:
+        hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
+                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
+    if hide_trials:
+        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
     kinds = tables.model_kinds(scores, snapshot.models)
-    present = [k for k in KINDS if k in set(kinds["kind"])] + sorted(set(kinds["kind"]) - set(KINDS))
+    # The same options on every split (every kind the store knows), so a choice survives a split change.
+    known = set(snapshot.models["kind"]) | set(kinds["kind"])
+    options = [k for k in KINDS if k in known] + sorted(known - set(KINDS))
     with st.sidebar:
         shown = st.multiselect(
-            "Kinds", present, default=present, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
+            "Kinds", options, default=options, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
         )
     return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown)
 
@@ -113,15 +128,33 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
 
 def overview(ctx: Context) -> None:
     st.header(f"Overview ({ctx.split})")
-    table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    rows = st.radio("Rows", [ROWS_FAMILIES, ROWS_MODELS], key="overview-rows", horizontal=True)
+    if rows == ROWS_MODELS:
+        table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    else:
+        table = tables.family_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+        st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
+                   "sweep trials and multi-language merges are in the Models table only.")
     _score_table(table)
     st.caption(
-        f"Each language column: {averages.RULE} (main metric: accuracy, or exact match for math); its tasks "
-        "are the language's tasks that any model has on this split. Average = mean over the target languages "
-        "shown (not the English control after it), only where a model has all of them. – = not evaluated "
-        "(or some of the language's tasks not evaluated)."
+        "n = items scored (⚠ limit N: a run on at most N items per task; listed last and never bold or underlined, "
+        "as it is not comparable with the full test set). Each language column: the unweighted mean of the main metric (accuracy, or exact match for math) "
+        "over the language's default-suite tasks that any model has on this split, missing where a model "
+        "lacks one of them. Average = mean over the target languages shown (not the English control after "
+        "it), only where a model has all of them. – = not evaluated (or some of the language's tasks not "
+        "evaluated)."
     )
-    _downloads(table, f"leaderboard_{ctx.split}")
+    _partial_note(ctx.scores)
+    _downloads(table)
+
+
+def _partial_note(scores: pd.DataFrame) -> None:
+    """Say which columns average fewer tasks than `harness eval` would (no model has the others)."""
+    partial = tables.partial_averages(scores)
+    if partial:
+        names = "; ".join(f"{LANGUAGES[lang].name} lacks {', '.join(tasks)}" for lang, tasks in partial.items())
+        st.warning(f"Partial averages, not comparable with full ones ({averages.RULE}): no model here has "
+                   f"every default-suite task of these languages, so their columns average the tasks present: {names}.")
 
 
 def per_language(ctx: Context) -> None:
@@ -130,7 +163,8 @@ def per_language(ctx: Context) -> None:
     st.header(f"{LANGUAGES[lang].name} ({ctx.split})")
     table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
     _score_table(table)
-    _downloads(table, f"leaderboard_{lang}_{ctx.split}")
+    _partial_note(ctx.scores[ctx.scores["lang"] == lang])
+    _downloads(table)
     # No Average column where the store holds none of the language's default-suite tasks.
     averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()
     if not averages.empty:
@@ -167,9 +201,10 @@ def compare(ctx: Context) -> None:
     if not rows:
         st.info(f"{model_a} and {model_b} share no task on the {ctx.split} split.")
         return
-    _plain_table(pd.DataFrame(rows).set_index("Task"))
+    _plain_table(_with_language_rows(pd.DataFrame(rows)).set_index("Task"))
     st.caption(
-        f"Δ = B − A in points on the documents both models answered (from the per-sample logs); "
+        f"A, B and Δ = B − A in points, all on the documents both models answered (from the per-sample logs); "
+        "a language row is the mean over its shared tasks, Average the mean of the language rows (no CI). "
         f"95% CI: paired bootstrap over those documents ({stats.DEFAULT_RESAMPLES} resamples, seed "
         f"{stats.DEFAULT_SEED}). A CI that excludes 0 marks a real difference. Without sample logs "
         "the stored scores are compared and there is no CI."
@@ -222,9 +257,10 @@ def _plain_table(frame: pd.DataFrame, hide_index: bool = False) -> None:
     st.table(frame.style.format(precision=2, na_rep="–"), hide_index=hide_index)
 
 
-def _downloads(table: tables.ScoreTable, stem: str) -> None:
+def _downloads(table: tables.ScoreTable) -> None:
     if table.frame.empty:
         return
+    stem = f"leaderboard_{table.name}"
     csv_col, md_col, tex_col = st.columns(3)
     csv_col.download_button("CSV", export.to_csv(table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
     md_col.download_button("Markdown", export.to_markdown(table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
@@ -239,7 +275,7 @@ def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
         .encode(
             x=alt.X("model:N", sort="-y", title=None),
             y=alt.Y("score:Q", title="score (%)"),
-            color=alt.Color("kind:N", title="kind"),
+            color=alt.Color("kind:N", title="kind", scale=KIND_COLOURS),
             tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
         )
     )
@@ -318,31 +354,44 @@ def _sample_browser(ctx: Context, model: str) -> None:
 
 def _shared_tasks(ctx: Context, model_a: str, model_b: str) -> list[str]:
     tasks_of = ctx.scores.groupby("model")["task"].apply(set)
-    return sorted(tasks_of[model_a] & tasks_of[model_b])
+    return sorted(tasks_of[model_a] & tasks_of[model_b], key=tables.family_rank)
 
 
 def _compare_task(ctx: Context, model_a: str, model_b: str, task: str) -> dict:
     row_a = ctx.scores[(ctx.scores["model"] == model_a) & (ctx.scores["task"] == task)].iloc[0]
     row_b = ctx.scores[(ctx.scores["model"] == model_b) & (ctx.scores["task"] == task)].iloc[0]
     diff = _bootstrap(row_a["run_dir"], row_b["run_dir"], task, row_a["metric"], row_a["filter"])
-    base = {
-        "Task": task,
-        "A (%)": round(100 * row_a["value"], 2),
-        "B (%)": round(100 * row_b["value"], 2),
-    }
+    base = {"Task": task, "lang": row_a["lang"]}
     if diff is None:  # no sample logs on one side: the stored scores, without a CI
         return base | {
+            "A (%)": round(100 * row_a["value"], 2),
+            "B (%)": round(100 * row_b["value"], 2),
             "Δ (points)": round(100 * (row_b["value"] - row_a["value"]), 2),
             "95% CI": "–",
             "n shared": "–",
             "CI excludes 0": "–",
         }
     return base | {
+        "A (%)": round(100 * diff.mean_a, 2),
+        "B (%)": round(100 * diff.mean_b, 2),
         "Δ (points)": round(100 * diff.diff, 2),
         "95% CI": f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}]",
         "n shared": str(diff.n),
         "CI excludes 0": "yes" if diff.significant else "no",
     }
+
+
+def _with_language_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The per-task rows, then per language the mean of its shared tasks, then the mean of those."""
+    numbers = ["A (%)", "B (%)", "Δ (points)"]
+    by_lang = rows.groupby("lang", sort=False)[numbers].mean()
+    order = [code for code in LANGUAGES if code in by_lang.index] + sorted(set(by_lang.index) - set(LANGUAGES))
+    by_lang = by_lang.loc[order]
+    names = [f"{LANGUAGES[c].name if c in LANGUAGES else c} (mean of {int((rows['lang'] == c).sum())} tasks)" for c in order]
+    summary = pd.concat([by_lang.assign(Task=names),
+                         pd.DataFrame([{**by_lang.mean().to_dict(), "Task": f"{tables.AVERAGE} ({len(order)} languages)"}])])
+    summary = summary.round(2).assign(**{"95% CI": "–", "n shared": "–", "CI excludes 0": "–"})
+    return pd.concat([rows.drop(columns="lang"), summary], ignore_index=True)
 
 
 def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str,

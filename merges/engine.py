@@ -7,9 +7,14 @@
    error naming the tensor and the models;
 3. merges the tensors on a thread pool (a tensor is read from each input, merged on the chosen
    device, written at its place in the output shard, and dropped; TIES on the CPU writes each
-   slab of a tensor as the fused kernel finishes it), with a progress bar;
+   slab of a tensor as the fused kernel finishes it), with a progress bar; every merged tensor
+   is checked finite (`all_finite`, or the kernel as it computes), and one that is not, from
+   finite inputs, is an error naming the recipe parameter likely at fault (`overflow_culprit`);
 4. writes config, generation config, tokenizer, the recipe and, for methods that elect signs,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
+
+An error, Ctrl-C or SIGTERM stops the merge at once (queued tensors are dropped, running ones
+stop at their next write) and removes the temporary folder.
 
 Extended vocabularies. A CT model may have more embedding / lm_head rows than the others
 (`*embed_tokens.weight`, `lm_head.weight`). The rows every model has are merged as usual; the
@@ -17,6 +22,13 @@ extra rows come unchanged from the vocabulary source: `tokenizer_source` if the 
 one, else the first model with the most rows (base first, then recipe order). Its tokenizer and
 generation config are copied, and the output config's `vocab_size` is its row count. A model
 with more rows than the vocabulary source is an error (its extra tokens would be unreachable).
+
+Tied embeddings. A model saved with tied embeddings stores no `lm_head.weight`: its output layer
+is its embedding. When some model of the merge stores an `lm_head.weight` (say a CT model saved
+untied over a tied base), a model without one reads its embedding in its place, unless its config
+says `tie_word_embeddings: false` (then its lm_head is missing: an error). The output then stores
+the merged lm_head, and its config says `tie_word_embeddings: false`. When no model stores one,
+neither does the output.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +54,8 @@ from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
 
 VOCAB_TENSOR_SUFFIXES = ("embed_tokens.weight", "lm_head.weight")
+LM_HEAD = "lm_head.weight"
+EMBEDDING_SUFFIX = "embed_tokens.weight"
 RECIPE_FILE = "merge_recipe.yaml"
 DEFAULT_MEMORY_BUDGET = 1_500_000_000  # bytes of estimated working memory for tensors in flight
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -83,6 +98,7 @@ class Merge:
         self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
         self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
         self.merged_models = ([self.base] if self.base else []) + self.inputs
+        self._read_missing_lm_heads_from_embeddings()
         self.out_dtype = TORCH_DTYPES[dtype or recipe.dtype] if (dtype or recipe.dtype) else None
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
@@ -94,6 +110,21 @@ class Merge:
         if not folder.is_dir():
             raise MergeError(f"model {name!r}: folder not found: {folder}")
         return Checkpoint(name, folder)
+
+    def _read_missing_lm_heads_from_embeddings(self) -> None:
+        """Where some model stores an lm_head, a tied model (none stored) reads its embedding."""
+        if not any(LM_HEAD in ckpt.tensors for ckpt in self.checkpoints.values()):
+            return
+        for ckpt in self.checkpoints.values():
+            if LM_HEAD in ckpt.tensors:
+                continue
+            embeddings = [name for name in ckpt.tensors if name.endswith(EMBEDDING_SUFFIX)]
+            if len(embeddings) != 1:
+                continue  # not one embedding to read: the tensor check names what is missing
+            if ckpt.config.get("tie_word_embeddings") is False:
+                raise MergeError(f"model {ckpt.name!r} has no {LM_HEAD} although its config says "
+                                 "tie_word_embeddings: false")
+            ckpt.alias(LM_HEAD, embeddings[0])
 
     def _check_architectures(self) -> None:
         def architecture(ckpt: Checkpoint) -> str:
@@ -212,7 +243,10 @@ class Merge:
         merged = output.tensor
         if extra_rows is not None:
             merged = torch.cat([merged, extra_rows])
-        return output.counts, merged.to(job.out.dtype)
+        merged = merged.to(job.out.dtype)
+        if not all_finite(merged):  # the inputs are: the recipe's parameters overflowed
+            raise self.overflow_error(job)
+        return output.counts, merged
 
     def _uses_cpu_kernel(self, name: str, out: PlannedTensor) -> bool:
         """Whether a tensor goes through the fused CPU kernel for TIES (`ties_cpu`) rather than
@@ -232,12 +266,21 @@ class Merge:
         itemsize = job.out.dtype.itemsize
         counts, bad = ties_cpu.merge(inputs[0], inputs[1:], self.method_params(name), job.out.dtype,
                                      lambda first, slab: writer.write(name, slab, first * itemsize))
+        if bad == len(self.merged_models):
+            raise self.overflow_error(job)
         if bad is not None:
             raise MergeError(f"tensor {name} of model {self.merged_models[bad].name!r} has NaN or infinite values")
         if rows is not None:
             extra = self._load(self.vocab_source, name)[rows:].to(job.out.dtype)
+            if not all_finite(extra):
+                raise self.overflow_error(job)
             writer.write(name, extra, inputs[0].numel() * itemsize)
         return counts
+
+    def overflow_error(self, job: TensorJob) -> MergeError:
+        """The error for a merged tensor that is not finite although every input is."""
+        return MergeError(f"tensor {job.name}: the merged values are NaN or infinite although every input is "
+                          f"finite; likely culprit: {overflow_culprit(self.recipe, job.out.dtype)}")
 
     def _copy_non_float(self, job: TensorJob) -> tuple[None, torch.Tensor]:
         tensors = [ckpt.read(job.name) for ckpt in self.merged_models]
@@ -254,6 +297,46 @@ def tensor_seed(seed: int, tensor: str, model_index: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite: a sum is finite only if every term is, so the exact (and
+    slower: it allocates a mask) check runs only when the sum is not, say when it overflowed."""
+    if not tensor.dtype.is_floating_point:
+        return True
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+# How much a float16 output amplifies the risk of overflow: it holds values up to 65504 only.
+FLOAT16_GAIN = 1e4
+
+
+def overflow_culprit(recipe: Recipe, out_dtype: torch.dtype) -> str:
+    """The recipe parameter that most amplifies the task vectors (so that finite inputs can merge
+    into infinite values), named as the recipe spells it: a heuristic for the error message."""
+    spec, models = recipe.spec, recipe.models
+    suspects: list[tuple[float, str]] = []
+    if spec.parameter("lambda"):
+        suspects.append((abs(recipe.lambda_), f"parameters.lambda = {recipe.lambda_}"))
+    if spec.parameter("weight"):
+        weights = [model.weight for model in models]
+        biggest = max(range(len(weights)), key=lambda i: abs(weights[i]))
+        suspects.append((abs(weights[biggest]), f"models[{biggest}].parameters.weight = {weights[biggest]}"))
+        total = sum(weights)
+        if spec.parameter("normalize") and recipe.normalize and total != 0:
+            suspects.append((sum(abs(w) for w in weights) / abs(total),
+                             f"the models' weights {weights}, which sum to {total:g} (normalize: true divides by it)"))
+    if spec.parameter("rescale") and recipe.rescale and spec.takes_density:
+        kept = [i for i in range(len(models)) if models[i].density > 0]
+        if kept:
+            thinnest = min(kept, key=lambda i: models[i].density)
+            suspects.append((1 / models[thinnest].density, f"models[{thinnest}].parameters.density = "
+                                                           f"{models[thinnest].density} (rescale: true divides by it)"))
+    if out_dtype == torch.float16:
+        suspects.append((FLOAT16_GAIN, "dtype float16 (its largest value is 65504)"))
+    gain, culprit = max(suspects, default=(0.0, ""), key=lambda suspect: suspect[0])
+    dtype_name = str(out_dtype).removeprefix("torch.")
+    return culprit if gain > 1 else f"dtype {dtype_name} (the merged values exceed its range)"
+
+
 def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path], out_dir: Path,
               device: str = "cpu", threads: int | None = None, progress: bool = True,
               dtype: str | None = None, max_shard_bytes: int | None = None) -> MergeResult:
@@ -266,7 +349,7 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
         raise MergeError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
     merge = Merge(recipe, resolve, device, dtype)
     out_dir = Path(out_dir)
-    with atomic_folder(out_dir) as temp:
+    with sigterm_interrupts(), atomic_folder(out_dir) as temp:
         plan = [job.out for job in merge.jobs]
         writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
         try:
@@ -280,6 +363,26 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
             stats = conflict_stats(recipe, counts)
             write_stats(stats, temp / STATS_FILE)
     return MergeResult(out_dir, stats)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that a terminated
+    merge removes its partial folder on the way out (SIGTERM's default ends the process on the
+    spot). Only where SIGTERM has its default action and in the main thread (the only one that
+    may set signal handlers): a program that handles SIGTERM itself keeps its handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def merge(recipe: Recipe | dict | str | Path, models: Mapping[str, str | Path] | Callable[[str], Path] | None,
@@ -349,6 +452,13 @@ def working_bytes(merge: Merge, job: TensorJob) -> int:
     return count * 4 * (2 * len(merge.inputs) + 5)
 
 
+def estimated_peak_bytes(merge: Merge, threads: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """The most estimated working memory (`working_bytes`) of tensors in flight at once: at most
+    `threads` run side by side, only while their sum fits the budget, and a bigger one runs alone."""
+    sizes = sorted((working_bytes(merge, job) for job in merge.jobs), reverse=True)
+    return max(sizes[0], min(memory_budget, sum(sizes[:threads]))) if sizes else 0
+
+
 def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
@@ -360,25 +470,40 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
 
     def work(job: TensorJob) -> None:
         with budget.reserve(working_bytes(merge, job)):
-            tensor_counts = merge.merge_into(job, writer)
+            if writer.cancelled:  # the merge stopped while this tensor waited its turn
+                return
+            try:
+                tensor_counts = merge.merge_into(job, writer)
+            except BaseException:
+                writer.cancel()  # at once: this thread would otherwise take the next tensor
+                raise
         with lock:
             if tensor_counts is not None:
                 counts[job.name] = tensor_counts
             bar.update(1)
 
     total_bytes = sum(job.out.nbytes for job in merge.jobs)
-    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out)"
+    peak = estimated_peak_bytes(merge, threads, memory_budget)
+    desc = f"{merge.recipe.merge_method} merge ({total_bytes / 1e9:.2f} GB out, ~{peak / 1e9:.2f} GB working memory)"
     # Big tensors first, so the pool does not end waiting on one large tensor.
     jobs = sorted(merge.jobs, key=lambda job: -job.out.nbytes)
     with tqdm(total=len(jobs), desc=desc, unit="tensor", disable=not progress) as bar:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
+        pool = ThreadPoolExecutor(max_workers=threads)
+        try:
             futures = [pool.submit(work, job) for job in jobs]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in done if f.exception() is not None), None)
             if failed is not None:
-                for future in futures:
-                    future.cancel()
                 raise failed.exception()
+        except BaseException:
+            # An error, Ctrl-C or SIGTERM stops the merge at once: queued tensors are dropped and
+            # running ones stop at their next write (leaving the pool's `with` would first finish
+            # the whole queue). The wait is for the running threads only: they write into files
+            # that the caller closes and removes next.
+            writer.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
     return {job.name: counts[job.name] for job in merge.jobs if job.name in counts}
 
 
@@ -389,6 +514,7 @@ def _write_side_files(merge: Merge, folder: Path) -> None:
     if embeddings:
         vocab_size = embeddings[0].out.shape[0]
     floats = [job.out.dtype for job in merge.jobs if job.out.dtype.is_floating_point]
-    write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size)
+    untied = any(job.name == LM_HEAD for job in merge.jobs)
+    write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size, untied)
     copy_tokenizer_files(merge.vocab_source, folder)
     (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")

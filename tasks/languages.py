@@ -2,7 +2,7 @@
 
 Two tables. A language is one row of LANGUAGES: its code (the paper's id, used in model and task
 names), name, script, and its codes in the benchmarks' own schemes (FLORES-200 `tam_Taml` for
-SIB-200 and Belebele, MGSM's `te`, MLiC-Eval's `ug`). A benchmark (BENCHMARKS) declares the
+SIB-200 and Belebele, MGSM's `te`, MLiC-Eval's and CMiLBench's `ug`). A benchmark (BENCHMARKS) declares the
 languages it has data for, by its own codes, as its real release lists them; every (task family,
 language) pair whose benchmark has the language's code gets tasks (tasks/suite.py). Adding a
 language is one row here plus its data.
@@ -14,7 +14,7 @@ A language's role:
     extra     any other language a benchmark has (Khalkha Mongolian `khk`): evaluated only
 
 The paper evaluates each target on some of the benchmarks that have it (`paper_suite`: Tibetan on
-MLiC-Eval, although SIB-200 and Belebele have Tibetan too). That is the language's default suite
+MLiC-Eval, although SIB-200, Belebele and CMiLBench have Tibetan too). That is the language's default suite
 (`harness eval --model X`, its lrm_<lang>_<split> group, lrm_all); `--suite all` adds every other
 benchmark that has the language. A language without a paper suite (an extra) defaults to all.
 
@@ -29,6 +29,7 @@ SIB200 = "sib200"
 BELEBELE = "belebele"
 MGSM = "mgsm"
 MLIC = "mlic"
+CMILBENCH = "cmilbench"
 
 # The roles of a language.
 TARGET = "target"
@@ -50,7 +51,7 @@ class Language:
     script: str  # ISO 15924
     flores: str | None = None  # FLORES-200 code, SIB-200's and Belebele's name for it: tam_Taml
     mgsm: str | None = None  # MGSM's code: te
-    mlic: str | None = None  # MLiC-Eval's code: ug
+    mlic: str | None = None  # MLiC-Eval's and CMiLBench's code: ug
     role: str = TARGET
     paper_suite: tuple[str, ...] = ()  # the benchmarks the paper evaluates it on; () = all it has
     # Benchmarks in its paper suite with no real data for it: only the zoo's synthetic data has them.
@@ -62,6 +63,7 @@ class Benchmark:
     key: str
     code_field: str  # the Language field holding the benchmark's code for a language
     languages: frozenset[str]  # the benchmark's codes of the languages it has data for
+    on_hub: bool = True  # False: no hub copy to download; its tasks read only a local --data-dir
 
 
 def _codes(text: str) -> frozenset[str]:
@@ -111,6 +113,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(MGSM, "mgsm", _codes("bn de en es fr ja ru sw te th zh")),
         # Tibetan, Uyghur, Kazakh (Arabic script), Mongolian (traditional script): the hub card of pkupie/mlic-eval.
         Benchmark(MLIC, "mlic", _codes("bo ug kk mn")),
+        # Tibetan, Uyghur, Mongolian (traditional script): the file names of data/Foundation_Tasks/<task>/
+        # in GitHub 4real3000/CMiLBench, the only place it is published.
+        Benchmark(CMILBENCH, "mlic", _codes("bo ug mn"), on_hub=False),
     ]
 }
 

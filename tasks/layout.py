@@ -7,12 +7,15 @@ The layouts are the ones people actually download (paths relative to the data fo
     mgsm/mgsm_<bn|te|en>.tsv               MGSM GitHub TSV: question, answer (no header)
     belebele/<flores>.jsonl                Belebele as exported from the hub, one question a line
     mlic-eval/data/<task>/<bo|ug|mn>/{train_1,train_2,train_3,dev,test}.json   MLiC-Eval, JSON lists
+    cmilbench/data/Foundation_Tasks/<Task>/<bo|ug|mn>.json   CMiLBench: a clone of its GitHub repository
 
 (<flores> is the benchmark's own code for the language, e.g. tam_Taml, bod_Tibt, khk_Cyrl, or
 eng_Latn for the English control; MLiC-Eval has no English, and only the zoo writes an `en`
-folder there.) The test fixtures (`tests/fixtures/data`, real SIB-200
-and MGSM excerpts) follow this layout, and `harness zoo build` writes a synthetic data folder in it
-for the seven languages and English.
+folder there. CMiLBench keeps one JSON list per task and language, named by its code: `git clone
+https://github.com/4real3000/CMiLBench <data-dir>/cmilbench` is all it takes.) The test fixtures
+(`tests/fixtures/data`: real SIB-200 and MGSM excerpts, CMiLBench's schema with no CMiLBench text)
+follow this layout, and `harness zoo build` writes a synthetic data folder in it for the seven
+languages and English.
 """
 
 from pathlib import Path
@@ -63,3 +66,17 @@ def mlic_dir(data_dir: Path, task: str, mlic_lang: str) -> Path:
     """
     candidates = [Path(data_dir) / "mlic-eval" / "data" / name / mlic_lang for name in mlic_task_folders(task)]
     return next((folder for folder in candidates if folder.is_dir()), candidates[0])
+
+
+# CMiLBench's folder under data/Foundation_Tasks/ for each task family the harness runs (GitHub
+# 4real3000/CMiLBench; the other foundation tasks and the knowledge and safety tasks are not used).
+CMILBENCH_TASKS = {
+    "tc": "Text_Classification",
+    "mrc": "Machine_Reading_Comprehension",
+    "math": "Math_Reasoning",
+}
+
+
+def cmilbench_file(data_dir: Path, task: str, cmil_lang: str) -> Path:
+    """The JSON list of one CMiLBench task in one language; `task` is a key of CMILBENCH_TASKS."""
+    return Path(data_dir) / "cmilbench" / "data" / "Foundation_Tasks" / CMILBENCH_TASKS[task] / f"{cmil_lang}.json"

@@ -2,7 +2,8 @@
 
 The paper's SFT-flan model follows English prompts, so instructions stay English whatever the
 language of the text. Multiple-choice tasks are scored by the log-likelihood of each answer
-continuation (" <label>" or " <letter>"); math generates and the final number is extracted.
+continuation (" <label>" or " <letter>"); math generates and the final number is extracted;
+extractive reading comprehension generates the answer text.
 The zoo's task-format training data is rendered with these same functions.
 """
 
@@ -46,3 +47,12 @@ def math_prompt(question: str) -> str:
 def math_target(answer: int | float | str) -> str:
     """How a worked answer ends; the math tasks extract the number after 'The answer is'."""
     return f" The answer is {answer}."
+
+
+def extractive_reading_prompt(passage: str, question: str) -> str:
+    """CMiLBench reading comprehension: the answer is free text (a span of the passage), generated."""
+    return f"Read the passage and answer the question with words from the passage.\nPassage: {passage}\nQuestion: {question}\nAnswer:"
+
+
+def extractive_reading_target(answer: str) -> str:
+    return f" {answer}"

@@ -7,11 +7,15 @@ paper's (§4, Tables 2 and 6); `all` adds every other benchmark that has the lan
               default suite                                         also in `all`
     tam ory   sib (SIB-200 topics, 7 labels), belebele (4 options)
     tel ben   sib, belebele, mgsm
-    bod       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math   sib, belebele
-    uig       mlic_tc, mlic_mrc, mlic_rs, mlic_math                               sib
-    mvf       mlic_tc, mlic_mrc, mlic_rs, mlic_math
+    bod       mlic_tc, mlic_mrc, mlic_rs (MLiC-Eval, multiple choice), mlic_math   sib, belebele, cmil_*
+    uig       mlic_tc, mlic_mrc, mlic_rs, mlic_math                               sib, cmil_*
+    mvf       mlic_tc, mlic_mrc, mlic_rs, mlic_math                               cmil_*
     eng       all seven (control); its MLiC-style four exist only in the zoo's synthetic data
     khk       sib, belebele (extra: no paper suite, so all it has)
+
+cmil_* is CMiLBench's three foundation tasks with a fixed answer: cmil_tc (topics, multiple choice),
+cmil_mrc (extractive reading comprehension, generated and scored by ROUGE-L and exact match) and
+cmil_math; it is read only from a local clone of its GitHub repository (`on_hub` False).
 
 Task `lrm_<family>_<lang>_<split>` for every family of the `all` suite; group `lrm_<lang>_<split>`
 over the language's default suite (the plain mean of its tasks' main metric, reported as the
@@ -28,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import TaskError
-from tasks.languages import (ALL_SUITE, BELEBELE, DEFAULT_SUITE, LANGUAGES, MGSM, MLIC, SIB200, SUITES,
-                             TARGET_LANGUAGES, Language, benchmarks_of)
+from tasks.languages import (ALL_SUITE, BELEBELE, BENCHMARKS, CMILBENCH, DEFAULT_SUITE, LANGUAGES, MGSM, MLIC,
+                             SIB200, SUITES, TARGET_LANGUAGES, Language, benchmarks_of)
 
 PREFIX = "lrm"
 SPLITS = ("dev", "test")
@@ -47,7 +51,7 @@ class Family:
     dataset: str
     source: str  # the benchmark's key in tasks.languages.BENCHMARKS
     label: str  # the column heading in the leaderboard's per-language tables (as in the paper)
-    main_metric: str  # "acc" (multiple choice, log-likelihood) or "exact_match" (generation)
+    main_metric: str  # "acc" (multiple choice, log-likelihood), "exact_match" (math) or "rougeL" (extractive answers)
     template: str  # the YAML template folder under tasks/
     fewshot: bool  # whether the dataset gives few-shot exemplars (train split)
 
@@ -63,6 +67,10 @@ FAMILIES: dict[str, Family] = {
         Family("mlic_mrc", "MLiC-Eval reading comprehension (dialogues)", MLIC, "MRC", "acc", "mlic_mrc", True),
         Family("mlic_rs", "MLiC-Eval response selection", MLIC, "RS", "acc", "mlic_rs", True),
         Family("mlic_math", "MLiC-Eval math", MLIC, "Math", "exact_match", "mlic_math", True),
+        Family("cmil_tc", "CMiLBench text classification (SIB-200 topics)", CMILBENCH, "CMiL TC", "acc", "cmil_tc", False),
+        Family("cmil_mrc", "CMiLBench extractive reading comprehension", CMILBENCH, "CMiL MRC", "rougeL",
+               "cmil_mrc", False),
+        Family("cmil_math", "CMiLBench math", CMILBENCH, "CMiL Math", "exact_match", "cmil_math", False),
     ]
 }
 
@@ -80,6 +88,11 @@ def families_of(lang: str, suite: str = DEFAULT_SUITE) -> list[str]:
 def synthetic_only(family: str, lang: str) -> bool:
     """Whether the task has no real dataset behind it, only the zoo's synthetic data (English MLiC-Eval)."""
     return FAMILIES[family].source in _language(lang).synthetic_only
+
+
+def on_hub(family: str) -> bool:
+    """Whether the family's data can be downloaded; False: only a local --data-dir has it (CMiLBench)."""
+    return BENCHMARKS[FAMILIES[family].source].on_hub
 
 
 def task_name(family: str, lang: str, split: str) -> str:
@@ -118,7 +131,8 @@ def parse_task_name(name: str) -> tuple[str, str, str]:
 
 
 def main_metric(task_name: str) -> str:
-    """The metric a task is reported by: 'acc' (multiple choice) or 'exact_match' (math).
+    """The metric a task is reported by: 'acc' (multiple choice), 'exact_match' (math) or 'rougeL'
+    (CMiLBench's extractive reading comprehension).
 
     For a group name (`lrm_tam_test`, `lrm_all_test`) it is 'acc', the group's mean of main metrics.
     """

@@ -6,10 +6,11 @@ when that is set (layouts in `tasks/layout.py`), cuts the dev or test side, and 
 into one small schema per family so the prompt functions below stay one-liners over
 `tasks/prompts.py`:
 
-    classification (sib, mlic_tc)   id, text, labels (the label set), answer (index into labels)
-    reading (belebele, mlic_mrc)    id, passage, question, options, answer (index into options)
-    response (mlic_rs)              id, dialogue, options, answer (index into options)
-    math (mgsm, mlic_math)          id, question, answer (the number, as text)
+    classification (sib, mlic_tc, cmil_tc)   id, text, labels (the label set), answer (index into labels)
+    reading (belebele, mlic_mrc)             id, passage, question, options, answer (index into options)
+    extractive reading (cmil_mrc)            id, passage, question, answer (the answer text)
+    response (mlic_rs)                       id, dialogue, options, answer (index into options)
+    math (mgsm, mlic_math, cmil_math)        id, question, answer (the number, as text)
 
 The loader returns a DatasetDict with `test` (the items the task scores, dev or test side) and
 `train` (few-shot exemplars: SIB-200 train, MLiC-Eval train_1..3; empty where the dataset has
@@ -31,7 +32,7 @@ from pathlib import Path
 from tasks import layout, prompts
 from tasks.errors import MissingTaskData, TaskError
 from tasks.languages import LANGUAGES, data_code
-from tasks.suite import DATA_DIR_ENV, FAMILIES, synthetic_only, task_name
+from tasks.suite import DATA_DIR_ENV, FAMILIES, on_hub, synthetic_only, task_name
 
 SIB_HUB = "Davlan/sib200"
 BELEBELE_HUB = "facebook/belebele"
@@ -47,6 +48,21 @@ BELEBELE_DEV_PERCENT = 10
 # MGSM has only a test split of 250: a fifth of the rows (50), chosen by a hash of the row
 # number and so the same problems in every language, form dev; the other 200 are test.
 MGSM_DEV_FRACTION = 0.2
+# CMiLBench has one list per task and language, no dev: as for Belebele, the items whose id hashes
+# into CMILBENCH_DEV_PERCENT of the buckets form dev. The hash is of the id less its language code
+# (foundation_tasks_math_reasoning_bo_55 -> ..._reasoning_55), so parallel items fall on the same side.
+CMILBENCH_DEV_PERCENT = 10
+
+# CMiLBench's Chinese topic labels are SIB-200's seven topics: the tasks show the English names.
+CMILBENCH_TOPICS = {
+    "科技": "science/technology",
+    "旅游": "travel",
+    "政治": "politics",
+    "体育": "sports",
+    "健康": "health",
+    "娱乐": "entertainment",
+    "地理": "geography",
+}
 
 BELEBELE_COLUMNS = ("link", "question_number", "flores_passage", "question",
                     "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4", "correct_answer_num")
@@ -55,6 +71,11 @@ MLIC_COLUMNS = {
     "mrc": ("context", "question", "options", "answer"),
     "rs": ("context", "options", "answer"),
     "math": ("question", "answer"),
+}
+CMILBENCH_COLUMNS = {
+    "tc": ("id", "text", "label"),
+    "mrc": ("id", "context_text", "query_text", "answer"),
+    "math": ("id", "question", "answer"),
 }
 
 
@@ -89,6 +110,8 @@ def read_task_docs(family: str, lang: str, split: str, data_dir: Path | None) ->
         reader = readers[family]
     elif family.startswith("mlic_") and family[5:] in layout.MLIC_TASKS:
         reader = _mlic
+    elif family.startswith("cmil_") and family[5:] in layout.CMILBENCH_TASKS:
+        reader = _cmilbench
     else:
         raise TaskError(f"unknown task family {family!r}")
     eval_docs, exemplars, where = reader(task, family, _data_code(task, family, lang, data_dir), split, data_dir)
@@ -107,6 +130,9 @@ def _data_code(task: str, family: str, lang: str, data_dir: Path | None) -> str:
         # Checked before any download: the hub has nothing to give.
         raise MissingTaskData(f"{task}: {FAMILIES[family].dataset} has no real {language.name} split; "
                         f"only the zoo's synthetic data has this task (give --data-dir)")
+    if data_dir is None and not on_hub(family):
+        raise MissingTaskData(f"{task}: {FAMILIES[family].dataset} is not on the hub; give --data-dir "
+                              f"holding a clone of its repository (tasks/layout.py)")
     return code
 
 
@@ -130,6 +156,44 @@ def response_text(doc: dict) -> str:
 
 def letter_choices(doc: dict) -> list[str]:
     return prompts.letter_choices(len(doc["options"]))
+
+
+def extractive_reading_text(doc: dict) -> str:
+    return prompts.extractive_reading_prompt(doc["passage"], doc["question"])
+
+
+def extractive_reading_target(doc: dict) -> str:
+    return prompts.extractive_reading_target(doc["answer"])
+
+
+def extractive_reading_results(doc: dict, results: list[str]) -> dict[str, float]:
+    """Score one generated answer against the reference: ROUGE-L F1 (`rougeL`, the main metric,
+    CMiLBench's own) and lm-eval's `exact_match`, both on the answer with outer whitespace stripped."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    prediction, reference = results[0].strip(), doc["answer"].strip()
+    exact = exact_match_hf_evaluate(predictions=[prediction], references=[reference])["exact_match"]
+    return {"rougeL": rouge_l(prediction, reference), "exact_match": float(exact)}
+
+
+# ROUGE-L's tokens: runs between whitespace and Tibetan syllable and clause marks (tsheg U+0F0B-0C,
+# shad U+0F0D-12). rouge_score's own tokenizer keeps only [a-z0-9], which would erase every
+# Tibetan, Uyghur and Mongolian word; CMiLBench's scorer splits Uyghur and Mongolian at whitespace
+# too, and Tibetan into botok words, where this uses syllables (no extra dependency).
+_ROUGE_TOKEN_BREAK = re.compile(r"[\s\u0f0b-\u0f12]+")
+
+
+class _RougeTokenizer:
+    def tokenize(self, text: str) -> list[str]:
+        return [token for token in _ROUGE_TOKEN_BREAK.split(text) if token]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 of a prediction against one reference, by rouge_score (an lm-eval dependency)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RougeTokenizer())
+    return scorer.score(reference, prediction)["rougeL"].fmeasure
 
 
 def math_text(doc: dict) -> str:
@@ -226,8 +290,13 @@ def _belebele(task, family, flores, split, data_dir):
 
 def belebele_side(link: str) -> str:
     """'dev' or 'test': all questions about one article (its link) fall on the same side."""
-    bucket = int(hashlib.sha256(link.encode("utf-8")).hexdigest(), 16) % 100
-    return "dev" if bucket < BELEBELE_DEV_PERCENT else "test"
+    return _hashed_side(link, BELEBELE_DEV_PERCENT)
+
+
+def _hashed_side(key: str, dev_percent: int) -> str:
+    """'dev' for the keys whose SHA-256 falls in the first dev_percent of 100 buckets, else 'test'."""
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
+    return "dev" if bucket < dev_percent else "test"
 
 
 def _belebele_doc(task, row, where) -> dict:
@@ -366,6 +435,52 @@ def _mlic_choice_docs(task, kind, rows, where) -> list[dict]:
 
 def _mlic_math_docs(task, kind, rows, where) -> list[dict]:
     return [_math_doc(task, row, where, str(row.get("id", i))) for i, row in enumerate(rows)]
+
+
+# ---- CMiLBench ----------------------------------------------------------------------------------
+
+def _cmilbench(task, family, cmil_lang, split, data_dir):
+    """One task of CMiLBench's foundation tasks, read from the repository's own JSON list (no hub copy:
+    _data_code refuses data_dir None). Every row is checked, then the split's side is kept."""
+    kind = family[len("cmil_"):]
+    where = layout.cmilbench_file(data_dir, kind, cmil_lang)
+    rows = _read_json_list(task, where)
+    _require_columns(task, rows, where, CMILBENCH_COLUMNS[kind])
+    to_doc = {"tc": _cmil_tc_doc, "mrc": _cmil_mrc_doc, "math": _cmil_math_doc}[kind]
+    docs = [to_doc(task, row, where, number) for number, row in enumerate(rows, start=1)]
+    return [doc for doc in docs if cmilbench_side(doc["id"], cmil_lang) == split], [], where
+
+
+def cmilbench_side(item_id: str, cmil_lang: str) -> str:
+    """'dev' or 'test' of a CMiLBench item, by its id less the language code (CMILBENCH_DEV_PERCENT)."""
+    return _hashed_side(item_id.replace(f"_{cmil_lang}_", "_"), CMILBENCH_DEV_PERCENT)
+
+
+def _cmil_tc_doc(task, row, where, number) -> dict:
+    label = row["label"]
+    if label not in CMILBENCH_TOPICS:
+        raise TaskError(f"{task}: {where} row {number} has label {label!r}, not one of {', '.join(CMILBENCH_TOPICS)}")
+    return {"id": _cmil_text(task, row, where, number, "id"), "text": _cmil_text(task, row, where, number, "text"),
+            "labels": list(SIB_LABELS), "answer": SIB_LABELS.index(CMILBENCH_TOPICS[label])}
+
+
+def _cmil_mrc_doc(task, row, where, number) -> dict:
+    return {"id": _cmil_text(task, row, where, number, "id"),
+            "passage": _cmil_text(task, row, where, number, "context_text"),
+            "question": _cmil_text(task, row, where, number, "query_text"),
+            "answer": _cmil_text(task, row, where, number, "answer")}
+
+
+def _cmil_math_doc(task, row, where, number) -> dict:
+    return _math_doc(task, row, where, _cmil_text(task, row, where, number, "id"))
+
+
+def _cmil_text(task, row, where, number, column) -> str:
+    """A column that must be non-empty text (an id, a passage, an answer); TaskError naming the row."""
+    value = row[column]
+    if not isinstance(value, str) or not value.strip():
+        raise TaskError(f"{task}: {where} row {number} has {column} {value!r}, not a non-empty text")
+    return value
 
 
 # ---- file and hub readers -----------------------------------------------------------------------

@@ -166,12 +166,13 @@ typedef struct {
    operations of ties.ties in its order. Inlined with constant `count` and `by_sum`, so that the
    loops over the models unroll and the loop over the entries vectorizes. Any NaN or infinity
    in an input makes the merged entry NaN or infinite (it reaches the sum through the product
-   with the mask), so one check of the output finds every bad input. `divide` is 0 where every
-   denominator is a power of two (see merge_pass). */
+   with the mask), so one check of the output finds every bad input, and every merged value that
+   the output dtype cannot hold (|result| >= `limit`). `divide` is 0 where every denominator is a
+   power of two (see merge_pass). */
 static inline __attribute__((always_inline)) void merge_range(
         int count, int by_sum, int divide, const float *restrict rows, const float *restrict base_block, int from, int to,
-        const float *thresholds, const float *keep_from, const float *weights, float lambda, int normalize,
-        float *restrict merged, Counts *restrict counts) {
+        const float *thresholds, const float *keep_from, const float *weights, float lambda, float limit,
+        int normalize, float *restrict merged, Counts *restrict counts) {
     Counts c = {0}; /* local, so that its fields live in registers */
     for (int j = from; j < to; j++) {
         float b = base_block[j], weighted[MAX_MODELS], score = 0.0f;
@@ -206,7 +207,7 @@ static inline __attribute__((always_inline)) void merge_range(
             quotient = total * reciprocal;
         }
         float result = quotient * lambda + b;
-        c.nonfinite += !(fabsf(result) < INFINITY);
+        c.nonfinite += !(fabsf(result) < limit);
         merged[j] = result;
     }
     for (int i = 0; i < count; i++) {
@@ -220,18 +221,18 @@ static inline __attribute__((always_inline)) void merge_range(
 /* merge_range compiled for each usual number of models, consensus and division, any other at run time */
 static void merge_range_for(int count, int by_sum, int divide, const float *rows, const float *base_block, int from,
                             int to, const float *thresholds, const float *keep_from, const float *weights,
-                            float lambda, int normalize, float *merged, Counts *counts) {
+                            float lambda, float limit, int normalize, float *merged, Counts *counts) {
 #define MERGE_RANGE(COUNT, BY_SUM, DIVIDE)                                                                   \
     case COUNT * 4 + BY_SUM * 2 + DIVIDE:                                                                \
         merge_range(COUNT, BY_SUM, DIVIDE, rows, base_block, from, to, thresholds, keep_from, weights, lambda, \
-                    normalize, merged, counts);                                                          \
+                    limit, normalize, merged, counts);                                                   \
         return;
 #define MERGE_RANGES(COUNT) MERGE_RANGE(COUNT, 0, 0) MERGE_RANGE(COUNT, 0, 1) MERGE_RANGE(COUNT, 1, 0) MERGE_RANGE(COUNT, 1, 1)
     switch (count * 4 + (by_sum != 0) * 2 + (divide != 0)) {
         MERGE_RANGES(1) MERGE_RANGES(2) MERGE_RANGES(3) MERGE_RANGES(4)
     }
-    merge_range(count, by_sum, divide, rows, base_block, from, to, thresholds, keep_from, weights, lambda, normalize,
-                merged, counts);
+    merge_range(count, by_sum, divide, rows, base_block, from, to, thresholds, keep_from, weights, lambda, limit,
+                normalize, merged, counts);
 #undef MERGE_RANGES
 #undef MERGE_RANGE
 }
@@ -278,7 +279,8 @@ static int blame(const void *base, int base_bf16, const void *const *models, int
 
 /* Entries begin..end of the merge into out[0:end - begin]. Adds to the per-model counts of
    trimmed (non-zero) and agreeing entries; sets nonfinite[0] (base) or nonfinite[i + 1] (model i)
-   where an input holds a NaN or an infinity, and then stops. Returns 0, -1 when out of memory, or
+   where an input holds a NaN or an infinity, or nonfinite[count + 1] where every input is finite
+   but a merged value is not (or overflows the output dtype), and then stops. Returns 0, -1 when out of memory, or
    -2 for more than MAX_MODELS models. */
 int merge_pass(const void *base, int base_bf16, const void *const *models, int model_bf16, int64_t count,
                int64_t begin, int64_t end, const float *thresholds, int64_t *ties_left, const float *weights,
@@ -291,6 +293,11 @@ int merge_pass(const void *base, int base_bf16, const void *const *models, int m
         return -1;
     float base_block[BLOCK], merged[BLOCK], keep_from[MAX_MODELS];
     int divide = must_divide(weights, count, normalize);
+    /* the smallest magnitude the output cannot hold: bfloat16 rounds 0x7F7F8000 and above up to infinity */
+    uint32_t overflow_bits = 0x7F7F8000u;
+    float limit = INFINITY;
+    if (out_bf16)
+        memcpy(&limit, &overflow_bits, sizeof limit);
     for (int64_t start = begin; start < end; start += BLOCK) {
         int size = block_size(start, end), ties_end[MAX_MODELS], cuts[MAX_MODELS + 2], ncuts = 0;
         Counts counts = {0};
@@ -317,11 +324,14 @@ int merge_pass(const void *base, int base_bf16, const void *const *models, int m
             for (int i = 0; i < count; i++)
                 keep_from[i] = cuts[k] < ties_end[i] ? thresholds[i] : nextafterf(thresholds[i], INFINITY);
             merge_range_for((int)count, by_sum, divide, rows, base_block, cuts[k], cuts[k + 1], thresholds, keep_from,
-                            weights, lambda, normalize, merged, &counts);
+                            weights, lambda, limit, normalize, merged, &counts);
         }
-        if (counts.nonfinite && blame(base, base_bf16, models, model_bf16, count, start, start + size, nonfinite)) {
-            blame(base, base_bf16, models, model_bf16, count, start + size, end, nonfinite); /* the rest, too */
-            break; /* (finite inputs can overflow to an infinite result, as in torch: that one is kept) */
+        if (counts.nonfinite) {
+            if (blame(base, base_bf16, models, model_bf16, count, start, start + size, nonfinite))
+                blame(base, base_bf16, models, model_bf16, count, start + size, end, nonfinite); /* the rest, too */
+            else /* finite inputs, merged beyond the output's range: the recipe's weights or lambda */
+                nonfinite[count + 1] = 1;
+            break;
         }
         for (int i = 0; i < count; i++) {
             ties_left[i] -= ties_left[i] >= size ? counts.tied[i] : 0;

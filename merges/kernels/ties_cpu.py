@@ -16,7 +16,8 @@ inputs. Here a tensor takes about two passes over its inputs, straight from the 
    bracket: the result is always exact.
 2. merge, block by block: trim (entries tied with the threshold are kept in index order, as
    `trim_in_place` does), weight, elect, disjoint mean, lambda, + base, rounded to the output
-   dtype, with the conflict counts and a check that every input is finite.
+   dtype, with the conflict counts and a check that every merged value is finite in the output
+   dtype (which finds every input that is not).
 
 Every entry sees the same float32 operations in the same order as in `ties.ties`, so the
 results are identical (tests/merges/test_ties_cpu.py holds the two to that). This is an execution
@@ -155,9 +156,10 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
           emit: Callable[[int, torch.Tensor], None]) -> tuple[list[ModelCounts], int | None]:
     """TIES of `tensors` over `base` (contiguous CPU tensors that `supports`), computed one slab
     of SLAB entries at a time and handed to `emit(first_entry, flat_slab)` in order; the slab's
-    memory is reused for the next one. Returns the conflict counts and the position of the
-    first input holding a NaN or an infinity (0 base, i + 1 model i; emitting stops there), or
-    None."""
+    memory is reused for the next one. Returns the conflict counts and, where some merged value
+    is not finite (emitting stops there), what made it so: the position of the first input
+    holding a NaN or an infinity (0 base, i + 1 model i), or `len(tensors) + 1` when every input
+    is finite and the merge itself overflowed the output dtype; else None."""
     if not all(t.is_contiguous() and t.device.type == "cpu" for t in (base, *tensors)):
         raise ValueError("ties_cpu.merge takes contiguous CPU tensors")
     n = base.numel()
@@ -172,7 +174,7 @@ def merge(base: torch.Tensor, tensors: list[torch.Tensor], params: MethodParams,
             thresholds[i], ties_left[i] = threshold, ties
     nonzero = np.zeros(len(tensors), np.int64)
     agreeing = np.zeros(len(tensors), np.int64)
-    nonfinite = np.zeros(len(tensors) + 1, np.uint8)
+    nonfinite = np.zeros(len(tensors) + 2, np.uint8)  # base, each model, the merge itself
     weights = np.asarray(params.weights, np.float32)
     slab = torch.empty(min(n, SLAB), dtype=out_dtype)
     models, kernel = _addresses(tensors), library()

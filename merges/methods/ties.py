@@ -1,8 +1,12 @@
-"""TIES (Yadav et al. 2023), with mergekit's semantics.
+"""TIES (Yadav et al. 2023), with mergekit's semantics except where the trim threshold is tied.
 
 1. Task vectors tau_i = theta_i - base.
 2. Trim: keep the k_i = max(1, int(density_i * numel)) entries of tau_i largest in magnitude,
-   per tensor (density >= 1 keeps all, density <= 0 none); zero the rest.
+   per tensor (density >= 1 keeps all, density <= 0 none); zero the rest. Where several entries
+   have exactly the k-th largest magnitude (common with Adam updates and bfloat16), the first in
+   index order are kept, so exactly k_i are: the stated density holds, and the set depends on
+   no device, thread count or kernel. mergekit picks among them with an unstable argsort, which
+   no rule can reproduce; everywhere else the two agree.
 3. Elect a sign per parameter from the weighted trimmed vectors w_i * tau_i: the sign of their
    sum ("sum", the paper's) or of the count of positive minus negative entries ("count");
    a tie elects +.

@@ -81,6 +81,25 @@ def test_served_and_in_process_scores_agree(vllm_server, tiny_model, tiny_tasks,
     assert ResultStore(served_store).models()["model"].tolist() == ["tiny"]
 
 
+def test_chat_template_prompts_score_alike_on_both_backends(vllm_server, tiny_model, tiny_tasks, tmp_path):
+    """--apply-chat-template with a system instruction, on a tokenizer that adds BOS and a template
+    that writes it: the client renders and tokenizes the prompts as hf does (the server scores the
+    tiny model's weights; the copy differs only in its tokenizer's template and BOS rule)."""
+    from tests.eval.test_eval_options import CHAT_TEMPLATE, adding_bos, model_with_template
+
+    chat_model = model_with_template(tiny_model, tmp_path / "chat", CHAT_TEMPLATE)
+    adding_bos(chat_model.path)
+    options = dict(split="dev", task_dir=tiny_tasks, apply_chat_template=True, system_instruction="Be brief.")
+    tasks = [MC_TASK, GEN_TASK]
+    served = evaluate(chat_model, tasks, EvalSettings(server_url=vllm_server.url,
+                                                      store_url=f"sqlite:///{tmp_path / 'served.db'}", **options))
+    local = evaluate(chat_model, tasks, EvalSettings(backend="hf", store_url=f"sqlite:///{tmp_path / 'local.db'}",
+                                                     **options))
+    assert_backends_agree(served.run_dir, local.run_dir, [MC_TASK], [GEN_TASK])
+    prompt = samples(served.run_dir, MC_TASK)[0]["arguments"]["gen_args_0"]["arg_0"]
+    assert prompt.startswith("<s><<SYS>>Be brief.<</SYS>>[INST] ")
+
+
 def test_server_dying_mid_run_fails_cleanly_and_a_rerun_resumes(vllm_server, tiny_model, tiny_tasks, tmp_path, monkeypatch):
     store_url = f"sqlite:///{tmp_path / 'r.db'}"
     settings = EvalSettings(split="dev", store_url=store_url, task_dir=tiny_tasks, max_retries=2)

@@ -28,6 +28,13 @@ def show(app: AppTest, view: str) -> AppTest:
     return app
 
 
+def models_rows(app: AppTest) -> AppTest:
+    """The overview's per-model table (the default is Table 3's recipe families)."""
+    app.radio(key="overview-rows").set_value("Models").run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def marks(table) -> dict[tuple[str, str], str]:
     """(model, column) -> "best" | "second", read from the Styler CSS the table carries."""
     frame = table.value
@@ -44,12 +51,12 @@ def shown_text(table):
     return convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
 
 
-def test_overview_is_table3_on_test_by_default(store_url, monkeypatch):
-    app = open_app(store_url, monkeypatch)
+def test_overview_per_model_on_test_by_default(store_url, monkeypatch):
+    app = models_rows(open_app(store_url, monkeypatch))
     assert app.sidebar.selectbox(key="split").value == "test"
     table = app.table[0].value
-    assert list(table.columns) == ["Kind", "Tamil", "Telugu", "Uyghur", "Average"]
-    assert list(table.index) == ["base", "ct-uig", "sft-flan", "ties-sv-uig-flan", "ties-uig-flan"]
+    assert list(table.columns) == ["Kind", "n", "Tamil", "Telugu", "Uyghur", "Average"]
+    assert list(table.index) == ["base", "ct-uig", "sft-flan", "ties-uig-flan", "ties-sv-uig-flan"]  # merges: TIES, then TIES-SV
     assert table.loc["base", ["Tamil", "Telugu", "Uyghur", "Average"]].tolist() == pytest.approx([35.0, 10.0, 30.0, 25.0])
     assert table.loc["sft-flan", "Average"] == pytest.approx(125 / 3)
     # The acc_norm row (not the main metric) and the old build of ties-sv (TC 10%) are not used.
@@ -58,8 +65,17 @@ def test_overview_is_table3_on_test_by_default(store_url, monkeypatch):
     assert table.loc["ct-uig", "Kind"] == "CT"
 
 
+def test_overview_states_partial_averages(store_url, monkeypatch):
+    # The store has no Belebele for Telugu and no MRC/RS for Uyghur: their columns average what is there, and say so.
+    app = open_app(store_url, monkeypatch)
+    warning = " ".join(w.value for w in app.warning)
+    assert "Telugu lacks lrm_belebele_tel_test" in warning
+    assert "Uyghur lacks lrm_mlic_mrc_uig_test, lrm_mlic_rs_uig_test" in warning
+    assert "Tamil" not in warning  # SIB-200 and Belebele: all of its default suite
+
+
 def test_overview_marks_best_bold_and_second_underlined(store_url, monkeypatch):
-    found = marks(open_app(store_url, monkeypatch).table[0])
+    found = marks(models_rows(open_app(store_url, monkeypatch)).table[0])
     assert {cell for cell, mark in found.items() if mark == "best"} == {
         ("sft-flan", "Tamil"),
         ("sft-flan", "Telugu"),
@@ -75,7 +91,7 @@ def test_overview_marks_best_bold_and_second_underlined(store_url, monkeypatch):
 
 
 def test_missing_cells_show_a_dash_never_zero(store_url, monkeypatch):
-    table = open_app(store_url, monkeypatch).table[0]
+    table = models_rows(open_app(store_url, monkeypatch)).table[0]
     # ties-uig-flan has Tamil SIB but not Belebele: its Tamil average is missing, not 50 or 25.
     assert math.isnan(table.value.loc["ties-uig-flan", "Tamil"])
     text = shown_text(table)
@@ -86,10 +102,10 @@ def test_missing_cells_show_a_dash_never_zero(store_url, monkeypatch):
 
 
 def test_kind_filter_keeps_chosen_kinds_and_ranks_among_them(store_url, monkeypatch):
-    app = open_app(store_url, monkeypatch)
+    app = models_rows(open_app(store_url, monkeypatch))
     app.sidebar.multiselect(key="kinds").set_value(["base", "merge"]).run()
     table = app.table[0]
-    assert list(table.value.index) == ["base", "ties-sv-uig-flan", "ties-uig-flan"]
+    assert list(table.value.index) == ["base", "ties-uig-flan", "ties-sv-uig-flan"]
     found = marks(table)
     assert found[("base", "Tamil")] == "best"  # sft-flan filtered out
     assert found[("ties-sv-uig-flan", "Uyghur")] == "best"
@@ -97,19 +113,19 @@ def test_kind_filter_keeps_chosen_kinds_and_ranks_among_them(store_url, monkeypa
 
 
 def test_split_selector_shows_dev_results(store_url, monkeypatch):
-    app = open_app(store_url, monkeypatch)
+    app = models_rows(open_app(store_url, monkeypatch))
     app.sidebar.selectbox(key="split").set_value("dev").run()
     table = app.table[0].value
     assert list(table.index) == ["base"]
     assert table.loc["base", "Tamil"] == pytest.approx(90.0)
-    assert list(table.columns) == ["Kind", "Tamil", "Average"]
+    assert list(table.columns) == ["Kind", "n", "Tamil", "Average"]
 
 
 def test_per_language_breakdown_with_bar_chart(store_url, monkeypatch):
     app = show(open_app(store_url, monkeypatch), "Per language")
     app.selectbox(key="language").set_value("uig").run()
     table = app.table[0].value
-    assert list(table.columns) == ["Kind", "TC", "Math", "Average"]
+    assert list(table.columns) == ["Kind", "n", "TC", "Math", "Average"]
     assert table.loc["ties-sv-uig-flan", ["TC", "Math", "Average"]].tolist() == pytest.approx([82.0, 40.0, 61.0])
     assert marks(app.table[0])[("ties-sv-uig-flan", "TC")] == "best"
     (chart,) = app.get("vega_lite_chart")
@@ -179,3 +195,48 @@ def test_absent_store_gets_a_message_not_a_traceback(tmp_path, monkeypatch):
     app = open_app(f"sqlite:///{tmp_path / 'nothing-here.db'}", monkeypatch)
     assert "no results store at" in app.error[0].value
     assert not (tmp_path / "nothing-here.db").exists()  # reading never creates the file
+
+
+def test_overview_defaults_to_table3_recipe_families_with_n(store_url, monkeypatch):
+    app = open_app(store_url, monkeypatch)
+    assert app.radio(key="overview-rows").value == "Recipe families (Table 3)"
+    table = app.table[0].value
+    assert list(table.index) == ["base", "CT-X", "sft-flan", "TIES-X", "TIES-SV-X"]
+    assert table.loc["TIES-SV-X", "Uyghur"] == pytest.approx(61.0)
+    assert table.loc["TIES-X", "n"] == "70"  # TC 50 + Math 20 items
+    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX"]
+
+
+def test_kinds_filter_survives_a_split_change_and_sweep_trials_can_be_hidden(store_url, monkeypatch):
+    from harness.store import ResultStore
+    from tests.leaderboard.conftest import result_row
+
+    store = ResultStore(store_url)
+    store.write_task_results([result_row("ties-uig-flan@best", "hash-trial", "mlic_tc_uig", 0.95, n=5)])
+    store.engine.dispose()
+    app = models_rows(open_app(store_url, monkeypatch))
+    table = app.table[0]
+    assert list(table.value.index)[-1] == "ties-uig-flan@best"  # scored on 5 items: last, flagged, unranked
+    assert table.value.loc["ties-uig-flan@best", "n"] == "limit 5"
+    assert shown_text(table).loc["ties-uig-flan@best", "n"] == "⚠ limit 5"
+    assert ("ties-uig-flan@best", "Uyghur") not in marks(table)
+    app.sidebar.multiselect(key="kinds").set_value(["base", "merge"]).run()
+    app.sidebar.selectbox(key="split").set_value("dev").run()
+    assert app.sidebar.multiselect(key="kinds").value == ["base", "merge"]
+    app.sidebar.selectbox(key="split").set_value("test").run()
+    app.sidebar.checkbox(key="hide-trials").check().run()
+    assert list(app.table[0].value.index) == ["base", "ties-uig-flan", "ties-sv-uig-flan"]
+
+
+def test_compare_scores_a_and_b_on_the_shared_items_with_language_and_average_rows(store_url, monkeypatch, tmp_path, log_writers):
+    app = show(open_app(store_url, monkeypatch), "Compare")
+    app.selectbox(key="compare-a").set_value("ties-uig-flan").run()
+    app.selectbox(key="compare-b").set_value("ties-sv-uig-flan").run()
+    table = app.table[0].value
+    assert list(table.index) == ["lrm_mlic_tc_uig_test", "lrm_mlic_math_uig_test", "Uyghur (mean of 2 tasks)",
+                                 "Average (1 languages)"]  # the paper's task order: TC before Math
+    tc = table.loc["lrm_mlic_tc_uig_test"]
+    assert [tc["A (%)"], tc["B (%)"], tc["Δ (points)"]] == pytest.approx([80.0, 82.0, 2.0])  # 40 and 41 of 50 shared
+    uyghur = table.loc["Uyghur (mean of 2 tasks)"]
+    assert [uyghur["A (%)"], uyghur["B (%)"], uyghur["Δ (points)"]] == pytest.approx([60.0, 61.0, 1.0])
+    assert table.loc["Average (1 languages)", "Δ (points)"] == pytest.approx(1.0)

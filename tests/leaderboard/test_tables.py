@@ -39,9 +39,21 @@ MODELS = pd.DataFrame(
         "model_hash": ["a-hash", "b-hash", "c-hash"],
         "model": ["a", "b", "c"],
         "kind": ["merge", "sft", "base"],
+        "langs": ["uig", "", ""],
         "recipe_json": [json.dumps({"merge_method": "ties_sv"}), None, None],
     }
 )
+
+
+def score_table(values: pd.DataFrame, limit: pd.DataFrame | None = None) -> tables.ScoreTable:
+    """A table of base models with these scores, 100 items per cell, `limit` marking limited cells."""
+    limit = limit if limit is not None else values * float("nan")
+    cells = tables.Cells(values, values * 0 + 1.0, values * 0 + 100, limit)
+    frame = values.copy()
+    frame.insert(0, "n", "100")
+    frame.insert(0, "Kind", "Base")
+    return tables.ScoreTable(frame=frame, score_columns=list(values.columns), title="t", name="t", cells=cells,
+                             kind_codes=pd.Series("base", index=values.index))
 
 
 def overview(shown=None) -> tables.ScoreTable:
@@ -66,7 +78,7 @@ def test_language_average_is_missing_when_a_task_is_missing():
 
 def test_average_needs_every_shown_language():
     table = overview().frame
-    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average"]
+    assert list(table.columns) == ["Kind", "n", "Telugu", "Uyghur", "Average"]
     assert table.loc["a", "Average"] == pytest.approx(35.0)
     assert math.isnan(table.loc["b", "Average"]) and math.isnan(table.loc["c", "Average"])
 
@@ -76,7 +88,7 @@ def test_the_english_control_comes_after_the_average_and_is_not_in_it():
                                             ("b", "lrm_sib_eng_test", "eng", "acc", 0.80))])
     scores = tables.main_scores(with_english, "test", main_metric)
     table = tables.overview_table(scores, tables.model_kinds(scores, MODELS)).frame
-    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average", "English"]
+    assert list(table.columns) == ["Kind", "n", "Telugu", "Uyghur", "Average", "English"]
     assert table.loc["a", "Average"] == pytest.approx(35.0)  # Telugu and Uyghur only, as without English
     assert table.loc["a", "English"] == pytest.approx(90.0)
     assert math.isnan(table.loc["c", "English"]) and math.isnan(table.loc["c", "Average"])
@@ -91,7 +103,7 @@ def test_tasks_outside_a_languages_default_suite_are_shown_but_not_averaged():
     scores = tables.main_scores(more, "test", main_metric)
     kinds = tables.model_kinds(scores, MODELS)
     table = tables.overview_table(scores, kinds).frame
-    assert list(table.columns) == ["Kind", "Telugu", "Uyghur", "Average", "Khalkha Mongolian"]  # no Tibetan average
+    assert list(table.columns) == ["Kind", "n", "Telugu", "Uyghur", "Average", "Khalkha Mongolian"]  # no Tibetan average
     assert table.loc["a", "Uyghur"] == pytest.approx(40.0) and table.loc["b", "Uyghur"] == pytest.approx(40.0)
     assert table.loc["a", "Average"] == pytest.approx(35.0) and table.loc["a", "Khalkha Mongolian"] == pytest.approx(60.0)
     uyghur = tables.language_table(scores, "uig", kinds)
@@ -114,14 +126,9 @@ def test_model_missing_from_models_table_is_unknown_kind():
 
 
 def test_marks_compare_displayed_values_and_skip_missing():
-    table = tables.ScoreTable(
-        frame=pd.DataFrame(
-            {"Kind": ["Base"] * 4, "X": [40.04, 39.96, 38.0, float("nan")], "Y": [1.0, float("nan"), float("nan"), float("nan")]},
-            index=["m1", "m2", "m3", "m4"],
-        ),
-        score_columns=["X", "Y"],
-        title="t",
-    )
+    values = pd.DataFrame({"X": [40.04, 39.96, 38.0, float("nan")], "Y": [1.0, float("nan"), float("nan"), float("nan")]},
+                          index=["m1", "m2", "m3", "m4"])
+    table = score_table(values)
     marks = tables.rank_marks(table)
     assert marks["X"].tolist() == ["best", "best", "second", ""]  # 40.04 and 39.96 both read 40.0
     assert marks["Y"].tolist() == ["best", "", "", ""]
@@ -150,3 +157,68 @@ def test_metric_stored_per_filter_is_found():
     assert scores.loc["b", "value"] == 0.35  # the unfiltered value wins
     shown = tables.task_scores_table(scores.reset_index(), "a")
     assert shown["Metric"].tolist() == ["exact_match (flexible-extract)"]
+
+
+def test_partial_averages_name_the_default_suite_tasks_no_model_has():
+    from leaderboard.tables import partial_averages
+
+    scores = pd.DataFrame({
+        "model": ["a", "a", "b", "a", "a"],
+        "task": ["lrm_sib_tel_dev", "lrm_mgsm_tel_dev", "lrm_belebele_tel_dev", "lrm_sib_tam_dev", "lrm_belebele_tam_dev"],
+        "lang": ["tel", "tel", "tel", "tam", "tam"],
+        "value": [0.1, 0.2, 0.3, 0.4, 0.5],
+    })
+    assert partial_averages(scores) == {}
+    assert partial_averages(scores[scores["model"] == "a"]) == {"tel": ["lrm_belebele_tel_dev"]}
+
+
+FAMILY_RESULTS = rows(
+    ("base", "lrm_mlic_tc_uig_test", "uig", "acc", 0.30), ("base", "lrm_mlic_tc_bod_test", "bod", "acc", 0.20),
+    ("ct-uig", "lrm_mlic_tc_uig_test", "uig", "acc", 0.50), ("ct-bod", "lrm_mlic_tc_bod_test", "bod", "acc", 0.40),
+    ("ties-uig-flan", "lrm_mlic_tc_uig_test", "uig", "acc", 0.70), ("ties-bod-flan", "lrm_mlic_tc_bod_test", "bod", "acc", 0.60),
+    ("wavg-uig-flan", "lrm_mlic_tc_uig_test", "uig", "acc", 0.65), ("wavg-bod-flan", "lrm_mlic_tc_bod_test", "bod", "acc", 0.55),
+    ("ctsft-uig-mt", "lrm_mlic_tc_uig_test", "uig", "acc", 0.90),
+    ("ties-uig-flan@best", "lrm_mlic_tc_uig_test", "uig", "acc", 0.95),
+)
+FAMILY_MODELS = pd.DataFrame({
+    "model_hash": [f"{m}-hash" for m in ("base", "ct-uig", "ct-bod", "ties-uig-flan", "ties-bod-flan", "wavg-uig-flan",
+                                          "wavg-bod-flan", "ctsft-uig-mt", "ties-uig-flan@best")],
+    "model": ["base", "ct-uig", "ct-bod", "ties-uig-flan", "ties-bod-flan", "wavg-uig-flan", "wavg-bod-flan", "ctsft-uig-mt",
+              "ties-uig-flan@best"],
+    "kind": ["base", "ct", "ct", "merge", "merge", "merge", "merge", "ctsft", "merge"],
+    "langs": ["", "uig", "bod", "uig", "bod", "uig", "bod", "uig", "uig"],
+    "recipe_json": [None, None, None] + [json.dumps({"merge_method": m}) for m in ("ties", "ties", "linear", "linear")]
+                   + [None, json.dumps({"merge_method": "ties"})],
+})
+
+
+def test_table3_rows_are_recipe_families_averaged_over_languages():
+    scores = tables.main_scores(FAMILY_RESULTS, "test", main_metric)
+    table = tables.family_table(scores, tables.model_kinds(scores, FAMILY_MODELS))
+    # Kind order, merges WAVG before TIES; the CT-then-SFT family keeps its data suffix; no sweep trial.
+    assert list(table.frame.index) == ["base", "CT-X", "CTSFT-X-mt", "WAVG-X", "TIES-X"]
+    assert table.frame.loc["TIES-X", ["Tibetan", "Uyghur", "Average"]].tolist() == pytest.approx([60.0, 70.0, 65.0])
+    assert table.frame.loc["CT-X", "Average"] == pytest.approx(45.0)
+    assert math.isnan(table.frame.loc["CTSFT-X-mt", "Average"])  # no Tibetan member
+    assert table.frame.loc["TIES-X", "n"] == "200"
+    assert "test split" in table.title
+    assert tables.rank_marks(table).loc["TIES-X", "Average"] == "best"
+
+
+def test_a_row_scored_on_fewer_items_is_flagged_last_and_never_ranked():
+    limited = pd.concat([RESULTS, rows(("d", "lrm_mlic_tc_uig_test", "uig", "acc", 0.95))])
+    limited.loc[limited["model"] == "d", "n"] = 5
+    scores = tables.main_scores(limited, "test", main_metric)
+    table = tables.overview_table(scores, tables.model_kinds(scores, MODELS))
+    assert list(table.frame.index)[-1] == "d"
+    assert table.frame.loc["d", "n"] == "limit 5"
+    assert table.frame.loc["a", "n"] == "300"  # SIB, MGSM and TC: 100 items each
+    marks = tables.rank_marks(table)
+    assert marks.at["d", "Uyghur"] == "" and marks.at["a", "Uyghur"] == "best"  # 95 on 5 items outranks nothing
+    assert table.cells.stderr.at["a", "Telugu"] == pytest.approx(100 * (2 * 0.01**2) ** 0.5 / 2)
+
+
+def test_markdown_cells_show_ids_as_typed():
+    assert tables.markdown_text("ties-uig-flan@sft-flan.density=0.2") == r"ties\-uig\-flan\@sft\-flan\.density\=0\.2"
+    html = tables.styled(score_table(pd.DataFrame({"X": [1.0]}, index=["a@b.c"]))).to_html()
+    assert r"a\@b\.c" in html

@@ -151,12 +151,25 @@ def test_reports_the_first_input_that_is_not_finite(culprit, poison):
 
 
 @needs_compiler
-def test_finite_inputs_that_overflow_give_what_torch_gives_and_are_not_blamed():
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_finite_inputs_that_overflow_are_reported_as_the_merge_s_not_an_input_s(out_dtype):
     base, tensors = checkpoints((300, 10), 2, torch.float32, seed=7)
     base[0, :5], tensors[0][0, :5] = -3e38, 3e38  # the task vector overflows to infinity there
     params = MethodParams(weights=(1.0, 1.0), densities=(1.0, 0.5), normalize=True)
     assert not torch.isfinite(ties(base, tensors, params).tensor).all()
-    assert_same_as_torch(base, tensors, params, torch.float32)
+    _, _, bad = kernel_merge(base, tensors, params, out_dtype)
+    assert bad == 3  # len(tensors) + 1: every input is finite
+
+
+@needs_compiler
+def test_a_float32_result_that_rounds_to_infinity_in_bfloat16_is_reported():
+    base, tensors = checkpoints((300, 10), 1, torch.float32, seed=7)
+    base[1, 3], tensors[0][1, 3] = 3.4e38, 3.4e38  # no task vector: the merged value is the base's
+    params = MethodParams(weights=(1.0,), densities=(1.0,))
+    assert torch.isfinite(ties(base, tensors, params).tensor).all()
+    assert not torch.isfinite(ties(base, tensors, params).tensor.to(torch.bfloat16)).all()
+    assert kernel_merge(base, tensors, params, torch.float32)[2] is None
+    assert kernel_merge(base, tensors, params, torch.bfloat16)[2] == 2
 
 
 @needs_compiler

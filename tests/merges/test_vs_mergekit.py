@@ -1,4 +1,6 @@
-"""Our linear, task_arithmetic and ties equal mergekit 0.1.5's output tensor for tensor (fp32, atol 1e-6)."""
+"""Our linear, task_arithmetic and ties equal mergekit 0.1.5's output tensor for tensor (fp32, atol 1e-6);
+TIES wherever no trim threshold is tied (where one is, mergekit's choice among the tied entries is
+arbitrary)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import torch
 
 from merges import run_merge
 
-from .conftest import load_folder
+from .conftest import load_folder, random_weights, save_checkpoint
 
 mergekit = pytest.importorskip("mergekit")
 
@@ -92,3 +94,64 @@ def test_ties_count_consensus_matches_mergekit(densities, weights, tiny_models, 
     summed = dict(recipe, parameters={"consensus_method": "sum", "normalize": True})
     by_sum = load_folder(run_merge(summed, lambda name: tiny_models[name], tmp_path / "sum", progress=False).path)
     assert any(not torch.equal(by_sum[k], ours[k]) for k in ours)
+
+
+@pytest.fixture(scope="module")
+def tied_models(tmp_path_factory) -> dict:
+    """Task vectors of a few exact values (multiples of 2^-8 over a base on a 2^-12 grid, so
+    theta - base is exact in float32): thousands of entries tie with each trim threshold."""
+    root = tmp_path_factory.mktemp("tied-models")
+    base = {name: (t * 4096).round() / 4096 for name, t in random_weights(0).items()}
+    models = {"base": save_checkpoint(root / "base", base)}
+    for seed, name in enumerate(["sft", "ct-a", "ct-b"], start=1):
+        generator = torch.Generator().manual_seed(seed)
+        models[name] = save_checkpoint(root / name, {
+            tensor: value + torch.randint(-3, 4, value.shape, generator=generator) / 256
+            for tensor, value in base.items()})
+    return models
+
+
+def tied_positions(models: dict, recipe: dict) -> dict[str, torch.Tensor]:
+    """Per tensor: where some model's task-vector magnitude equals its trim threshold (the
+    k-th largest, k = max(1, int(density * numel))), the only places the kept set is a choice."""
+    base = load_folder(models["base"])
+    tied = {name: torch.zeros(t.shape, dtype=torch.bool) for name, t in base.items()}
+    for spec in recipe["models"]:
+        tuned = load_folder(models[spec["model"]])
+        for name, value in base.items():
+            magnitude = (tuned[name] - value).abs()
+            k = max(1, int(spec["parameters"]["density"] * magnitude.numel()))
+            threshold = torch.kthvalue(magnitude.reshape(-1), magnitude.numel() - k + 1).values
+            tied[name] |= magnitude == threshold
+    return tied
+
+
+@pytest.mark.parametrize("recipe", [
+    {"merge_method": "ties", "base_model": "base", "models": model_list(["sft", "ct-a"], [1.0, 1.0], [0.3, 0.5]),
+     "parameters": {"normalize": True}},
+    {"merge_method": "ties", "base_model": "base", "models": model_list(["sft", "ct-a", "ct-b"], [1.0, 0.5, 0.7],
+                                                                        [0.5, 0.3, 0.6]),
+     "parameters": {"normalize": False, "lambda": 1.3}},
+], ids=["2models", "3models"])
+def test_ties_with_tied_thresholds_matches_mergekit_off_the_tied_positions(recipe, tied_models, tmp_path):
+    """mergekit picks among magnitudes equal to the threshold with an unstable argsort, so no
+    rule equals it there; everywhere else the results are the same."""
+    ours = load_folder(run_merge(recipe, lambda name: tied_models[name], tmp_path / "ours", progress=False).path)
+    theirs = mergekit_merge(recipe, tied_models, tmp_path / "theirs")
+    tied = tied_positions(tied_models, recipe)
+    assert sorted(ours) == sorted(theirs)
+    assert sum(int(mask.sum()) for mask in tied.values()) > 0.1 * sum(mask.numel() for mask in tied.values())
+    for name in ours:
+        assert tied[name].any() and not tied[name].all(), name  # the test exercises both kinds of position
+        torch.testing.assert_close(ours[name][~tied[name]], theirs[name][~tied[name]], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_tied_base_and_sft_with_an_untied_ct_match_mergekit(method, tmp_path):
+    """The tied models store no lm_head; mergekit reads their embedding in its place, as we do."""
+    from .test_tied_embeddings import RECIPES, tied_base_untied_ct
+
+    tied, _ = tied_base_untied_ct(tmp_path)
+    ours = load_folder(run_merge(RECIPES[method], tied.get, tmp_path / "ours", progress=False).path)
+    assert "lm_head.weight" in ours
+    assert_same_tensors(ours, mergekit_merge(RECIPES[method], tied, tmp_path / "theirs"))

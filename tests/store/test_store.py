@@ -6,6 +6,7 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.store import ModelRecord, ResultKey, ResultRow, ResultStore
@@ -15,7 +16,7 @@ def row(task="lrm_sib_uig_dev", metric="acc", value=0.5, model="ties-uig", model
     return ResultRow(
         model=model, model_hash=model_hash, task=task, lang="uig", split="dev", task_version=version,
         metric=metric, value=value, stderr=0.1, n=10, backend="vllm", harness_version="0.1.0",
-        lm_eval_version="0.4.13", data_hash="d1", num_fewshot=0, run_dir="/runs/1", **extra,
+        lm_eval_version="0.4.13", data_hash="d1", num_fewshot=0, **({"run_dir": "/runs/1"} | extra),
     )
 
 
@@ -140,3 +141,20 @@ def test_an_in_memory_store_is_refused_because_its_results_would_be_lost(url):
     for readonly in (False, True):
         with pytest.raises(HarnessError, match="in-memory SQLite database: results written there are lost"):
             ResultStore(url, readonly=readonly)
+
+
+def test_run_folders_under_the_home_are_stored_relative_so_a_moved_home_keeps_them(tmp_path, monkeypatch):
+    old_home, new_home = tmp_path / "old-home", tmp_path / "new-home"
+    monkeypatch.setenv("HARNESS_HOME", str(old_home))
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    store = ResultStore(url)
+    store.write_task_results([row(run_dir=str(old_home / "results" / "ties-uig" / "run1")),
+                              row(task="lrm_sib_tam_dev", run_dir="/elsewhere/run2")])
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT task, run_dir FROM results")).all())
+    assert stored["lrm_sib_uig_dev"] == "results/ties-uig/run1"
+    assert stored["lrm_sib_tam_dev"] == "/elsewhere/run2"  # outside the home: kept absolute
+    monkeypatch.setenv("HARNESS_HOME", str(new_home))  # the home moved
+    read = store.results().set_index("task")["run_dir"]
+    assert read["lrm_sib_uig_dev"] == str(new_home / "results" / "ties-uig" / "run1")
+    assert read["lrm_sib_tam_dev"] == "/elsewhere/run2"

@@ -1,6 +1,7 @@
 """A store written by the harness before typed columns ("metric,filter" in one string, sweeps named
 "<model>:<grid>") is upgraded when opened for writing and shows the same leaderboard."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from harness import HarnessError
-from harness.store import ResultKey, ResultRow, ResultStore, SweepId, TrialRow, sweep_trials, write_sweep_trial
+from harness.store import EVAL_OPTIONS, ResultKey, ResultRow, ResultStore, SweepId, TrialRow, sweep_trials, write_sweep_trial
 from leaderboard import data, sweeps, tables
 
 # The tables as the harness wrote them before the upgrade (SQLAlchemy's DDL of the old schema).
@@ -133,3 +134,27 @@ def test_upgraded_results_never_stand_in_for_a_new_run(old_store):
     for num_fewshot in (0, 5):
         assert store.stored_items(ResultKey("hash-base", "lrm_mlic_tc_uig_test", "test", "1.0", "d", num_fewshot,
                                             "vllm")) is None
+
+
+def test_results_from_before_the_evaluation_options_stand_in_for_runs_with_the_defaults_only(store_url):
+    """They were all scored with the defaults (no chat template or system instruction, batch size 8,
+    the vLLM server's own context and arguments); the upgrade records exactly that."""
+    store = ResultStore(store_url)
+    row = ResultRow(model="ct-uig", model_hash="hash-ct", task="lrm_mlic_tc_uig_test", lang="uig", split="test",
+                    task_version="1.0", metric="acc", value=0.7, stderr=None, n=50, backend="vllm",
+                    harness_version="t", lm_eval_version="t", data_hash="d", num_fewshot=0)
+    store.write_task_results([row])
+    with store.engine.begin() as conn:  # back to the layout before the options
+        for option in EVAL_OPTIONS:
+            conn.execute(sa.text(f"ALTER TABLE results DROP COLUMN {option}"))
+    store.engine.dispose()
+
+    upgraded = ResultStore(store_url)
+    assert upgraded.stored_items(row.key) == 50
+    for option in (dict(apply_chat_template=True), dict(system_instruction="Be brief."),
+                   dict(apply_chat_template=True, fewshot_as_multiturn=True), dict(batch_size=4),
+                   dict(max_model_len=512), dict(vllm_args="--swap-space 2")):
+        assert upgraded.stored_items(dataclasses.replace(row.key, **option)) is None, option
+    stored = upgraded.results().iloc[0]
+    assert (not stored["apply_chat_template"], stored["system_instruction"], stored["batch_size"],
+            stored["max_model_len"], stored["vllm_args"]) == (True, "", 8, 0, "")

@@ -1,7 +1,8 @@
 """Fixtures for the task tests: a local data folder in the real layouts, a TaskManager, a tiny model.
 
-SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data), English included. Belebele and MLiC-Eval are not
-available as files, so small fixtures are written in their real schemas: Belebele rows as the
+SIB-200 and MGSM are the committed excerpts of the real files (tests/fixtures/data), English included;
+CMiLBench is a fixture in its real schema with no CMiLBench text (tests/fixtures/data/make_cmilbench.py).
+Belebele and MLiC-Eval are not available as files, so small fixtures are written in their real schemas: Belebele rows as the
 hub exports them (link, question_number, flores_passage, question, mc_answer1-4,
 correct_answer_num), MLiC-Eval JSON lists in data/<task>/<lang>/{train_1..3,dev,test}.json.
 """
@@ -59,7 +60,7 @@ def write_fixture_data(root: Path, real_data: Path) -> Path:
     """A full local data folder for every language and benchmark that has it (English MLiC-Eval as the
     zoo writes it); returns root."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("sib200", "mgsm"):
+    for name in ("sib200", "mgsm", "cmilbench"):
         (root / name).symlink_to(real_data / name, target_is_directory=True)
     for lang in LANGUAGES:
         flores = data_code(lang, BELEBELE)

@@ -35,11 +35,16 @@ def test_real_sib200_tibetan_evaluates_into_the_store_and_the_leaderboard(tiny_m
 def test_suite_all_adds_the_benchmarks_a_language_has_data_for(real_data, capsys):
     default = ["lrm_mlic_tc_bod_test", "lrm_mlic_mrc_bod_test", "lrm_mlic_rs_bod_test", "lrm_mlic_math_bod_test"]
     assert choose_tasks(("bod",), None, None, "test", "ct-bod", real_data) == default
-    # --suite all: SIB-200 (its bod_Tibt files are here); Belebele has no local file, so it is left out with a note
-    assert choose_tasks(("bod",), None, None, "test", "ct-bod", real_data, "all") == ["lrm_sib_bod_test", *default]
+    cmilbench = ["lrm_cmil_tc_bod_test", "lrm_cmil_mrc_bod_test", "lrm_cmil_math_bod_test"]
+    # --suite all: SIB-200 and CMiLBench (their files are here); Belebele has no local file, so it is left out with a note
+    assert choose_tasks(("bod",), None, None, "test", "ct-bod", real_data, "all") == ["lrm_sib_bod_test", *default, *cmilbench]
     assert "left out lrm_belebele_bod_test: missing data file" in capsys.readouterr().err
-    # from the hub (no data folder) every benchmark that has the language is kept
-    assert choose_tasks(("bod",), None, None, "test", "ct-bod", None, "all")[:2] == ["lrm_sib_bod_test", "lrm_belebele_bod_test"]
+    # from the hub (no data folder) every benchmark on the hub that has the language is kept; CMiLBench
+    # is not on the hub, so it is left out with a note
+    assert choose_tasks(("bod",), None, None, "test", "ct-bod", None, "all") == [
+        "lrm_sib_bod_test", "lrm_belebele_bod_test", *default]
+    assert "left out lrm_cmil_mrc_bod_test: CMiLBench extractive reading comprehension is not on the hub" \
+        in capsys.readouterr().err
 
 
 def test_lang_khk_evaluates_sib200_and_belebele(real_data, capsys):

@@ -50,6 +50,9 @@ def test_every_task_and_group_resolves_from_local_data(task_manager, local_data)
             assert task.OUTPUT_TYPE == "multiple_choice"
             choices = task.doc_to_choice(doc)
             assert 0 <= task.doc_to_target(doc) < len(choices) and all(c.startswith(" ") for c in choices)
+        elif main_metric(name) == "rougeL":  # CMiLBench's extractive reading comprehension
+            assert task.OUTPUT_TYPE == "generate_until"
+            assert task.doc_to_target(doc) == prompts.extractive_reading_target(doc["answer"])
         else:
             assert task.OUTPUT_TYPE == "generate_until"
             assert task.doc_to_target(doc) == prompts.math_target(doc["answer"])

@@ -59,8 +59,9 @@ def test_committed_yaml_files_are_the_generated_ones():
     committed = {p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.glob("*/lrm_*.yaml")}
     assert committed == set(rendered)
     # 44 tasks of the seven target languages' default suites, 14 of the English control, and the
-    # benchmarks outside the paper's suites: SIB-200 and Belebele for bod and khk, SIB-200 for uig
-    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4 + 7 + 5)
+    # benchmarks outside the paper's suites: SIB-200 and Belebele for bod and khk, SIB-200 for uig,
+    # CMiLBench's three for bod, uig and mvf
+    assert len([r for r in rendered if not r.startswith("groups/")]) == 2 * (4 * 2 + 2 + 3 * 4 + 7 + 5 + 3 * 3)
     assert len([r for r in rendered if r.startswith("groups/")]) == 2 * (7 + 1 + 1 + 1)
 
 
@@ -88,10 +89,13 @@ def test_the_whole_suite_group_holds_the_target_languages_only():
 
 def test_every_benchmark_that_has_a_language_gives_it_tasks():
     assert task_names("bod", "test", "all") == ["lrm_sib_bod_test", "lrm_belebele_bod_test", "lrm_mlic_tc_bod_test",
-                                                "lrm_mlic_mrc_bod_test", "lrm_mlic_rs_bod_test", "lrm_mlic_math_bod_test"]
+                                                "lrm_mlic_mrc_bod_test", "lrm_mlic_rs_bod_test", "lrm_mlic_math_bod_test",
+                                                "lrm_cmil_tc_bod_test", "lrm_cmil_mrc_bod_test", "lrm_cmil_math_bod_test"]
     assert task_names("uig", "dev", "all")[0] == "lrm_sib_uig_dev"  # Belebele has no Uyghur
     assert "lrm_belebele_uig_dev" not in task_names("uig", "dev", "all")
-    assert task_names("mvf", "test", "all") == task_names("mvf", "test")  # no other benchmark has traditional Mongolian
+    # CMiLBench is the only other benchmark with traditional Mongolian
+    assert task_names("mvf", "test", "all") == task_names("mvf", "test") + [
+        "lrm_cmil_tc_mvf_test", "lrm_cmil_mrc_mvf_test", "lrm_cmil_math_mvf_test"]
     assert parse_task_name("lrm_sib_uig_test") == ("sib", "uig", "test")
     assert main_metric("lrm_belebele_khk_test") == "acc" and lang_of("lrm_sib_bod_dev") == "bod"
 

@@ -69,9 +69,14 @@ def test_harness_tasks_lists_every_benchmark_of_a_language_with_suite_all(data_d
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "_<split>" in line}
     assert list(rows) == [f"lrm_{family}_bod_<split>" for family in
-                          ("sib", "belebele", "mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math")]
+                          ("sib", "belebele", "mlic_tc", "mlic_mrc", "mlic_rs", "mlic_math", "cmil_tc", "cmil_mrc", "cmil_math")]
     assert rows["lrm_sib_bod_<split>"] == ["21", "21"]  # the real SIB-200 bod_Tibt excerpt
     assert rows["lrm_mlic_tc_bod_<split>"] == ["4", "8"]
+    # the real CMiLBench excerpts (tests/fixtures/data/README.md)
+    assert rows["lrm_cmil_tc_bod_<split>"] == ["2", "7"] and rows["lrm_cmil_mrc_bod_<split>"] == ["2", "3"]
+    assert "CMiLBench extractive reading comprehension (not in the default suite)" in out
+    metric = {line.split()[0]: line.split()[3] for line in out.splitlines() if "_<split>" in line}
+    assert metric["lrm_cmil_mrc_bod_<split>"] == "rougeL" and metric["lrm_cmil_math_bod_<split>"] == "exact_match"
     assert "SIB-200 topic classification (not in the default suite)" in out and "not counted" not in out
 
 
@@ -79,7 +84,8 @@ def test_harness_tasks_default_suite_names_the_other_benchmarks(data_dir, capsys
     assert harness_tasks("--lang", "uig", "--data-dir", str(data_dir)) == 0
     out = capsys.readouterr().out
     assert "lrm_sib_uig_<split>   " not in out  # not a row of the default suite's table
-    assert "  with --suite all also: lrm_sib_uig_<split>\n" in out
+    assert ("  with --suite all also: lrm_sib_uig_<split>, lrm_cmil_tc_uig_<split>, lrm_cmil_mrc_uig_<split>, "
+            "lrm_cmil_math_uig_<split>\n") in out
 
 
 def test_harness_tasks_an_extra_language(real_data, capsys):
