@@ -47,10 +47,10 @@ def import_gguf(source: Path, out_dir: Path, dtype: str = "float32") -> Path:
     if dtype not in DTYPES:
         raise HarnessError(f"unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     gguf_file = gguf_file_in(source)
-    check_convertible(gguf_file)
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise HarnessError(f"output folder {out_dir} already exists: choose a new one or delete it")
+    check_convertible(gguf_file)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -91,9 +91,11 @@ def check_convertible(gguf_file: Path) -> None:
         raise HarnessError(f"{gguf_file}: no general.architecture in its metadata") from None
     except Exception as err:  # a truncated or damaged file: gguf raises whatever its parser hits
         raise HarnessError(f"{gguf_file}: cannot read it as GGUF ({one_line(err, 200)})") from None
-    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+    # transformers lists its metadata sections ("general", "tokenizer") among the architectures
+    supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    if architecture not in supported:
         raise HarnessError(f"{gguf_file}: architecture {architecture!r} cannot be converted "
-                           f"(transformers reads these from GGUF: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
+                           f"(transformers reads these from GGUF: {', '.join(supported)})")
     for tensor in reader.tensors:
         if not _can_dequantise(tensor.tensor_type):
             raise HarnessError(f"{gguf_file}: tensor {tensor.name} is quantised as {tensor.tensor_type.name}, "

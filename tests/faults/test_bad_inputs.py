@@ -202,6 +202,25 @@ def recipe(method: str, parameters: str) -> str:
             f"  - {{model: models/sft, parameters: {{{parameters}}}}}\n")
 
 
+def tiny_gguf(relative: str, architecture: str) -> Callable[[Path], None]:
+    """A valid GGUF file of one small float32 tensor, declaring `architecture`."""
+
+    def prepare(root: Path) -> None:
+        import gguf
+        import numpy as np
+
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = gguf.GGUFWriter(str(path), architecture)
+        writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    return prepare
+
+
 def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     def prepare(root: Path) -> None:
         for step in steps:
@@ -266,6 +285,18 @@ CASES = [
     BadInput("checkpoint-config-not-json", (*EVAL, "--model", "badconfig"), "config.json",
              copy_of_ct("badconfig", lambda folder: (folder / "config.json").write_text("{ not json"))),
     BadInput("checkpoint-no-tokenizer", (*EVAL, "--model", "notok"), "no tokenizer", copy_of_ct("notok", no_tokenizer)),
+    # GGUF checkpoints: `harness import`, and a registry path that needs it
+    BadInput("import-not-gguf", ("import", "models/ct/model.safetensors", "out"), "is not a GGUF file"),
+    BadInput("import-folder-without-gguf", ("import", "models/ct", "out"), "holds 0 .gguf files"),
+    BadInput("import-folder-with-two-gguf", ("import", "ggufs", "out"), "holds 2 .gguf files (a.gguf, b.gguf)",
+             both(tiny_gguf("ggufs/a.gguf", "llama"), tiny_gguf("ggufs/b.gguf", "llama"))),
+    BadInput("import-out-dir-exists", ("import", "tiny.gguf", "models/sft"), "models/sft already exists",
+             tiny_gguf("tiny.gguf", "llama")),
+    BadInput("import-unsupported-architecture", ("import", "tiny.gguf", "out"), "architecture 'nosucharch'",
+             tiny_gguf("tiny.gguf", "nosucharch")),
+    BadInput("registry-gguf-path", (*EVAL, "--model", "gguf"), "tiny.gguf is a GGUF checkpoint",
+             both(tiny_gguf("models/gguf/tiny.gguf", "llama"),
+                  add_models("  gguf: {kind: ct, langs: [uig], path: models/gguf}\n"))),
     # task data
     BadInput("data-not-utf8", (*EVAL, "--model", "ct-uig"), "is not UTF-8", latin1_data),
     BadInput("data-text-null", (*EVAL, "--model", "ct-uig"), "null", edit_data("tc/dev.json", set_first("text", None))),
