@@ -63,8 +63,9 @@ def harness_cli(capsys):
     return run
 
 
-# Fixtures that make a test slow: the zoo build (minutes on first use) and a vLLM server start-up.
-SLOW_FIXTURES = frozenset({"zoo_home", "use_zoo_home", "vllm_server"})
+# Fixtures that make a test slow: the zoo build (minutes on first use), a vLLM server start-up and
+# the real LM of tests/real_lm (a 93 MB download from the package registry on first use).
+SLOW_FIXTURES = frozenset({"zoo_home", "use_zoo_home", "vllm_server", "real_lm"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by `-m`

@@ -1,4 +1,4 @@
-"""The fast tier stays fast: no test reaches the zoo or a vLLM server without the `slow` mark."""
+"""The fast tier stays fast: no test reaches the zoo, a vLLM server or the real LM without the `slow` mark."""
 
 from .conftest import SLOW_FIXTURES
 

