@@ -9,8 +9,10 @@ import pytest
 
 from harness.store import ResultStore
 
-TASKS = ("lrm_sib_eng_test", "lrm_sib_bod_test")  # the committed SIB-200 excerpts: 21 items each
-LIMIT = 8
+# The committed SIB-200 excerpt of Tibetan (21 items). One task of a few items: Tibetan script takes
+# hundreds of tokens per item in SmolLM2's vocabulary, and each item is 7 options, scored twice.
+TASKS = ("lrm_sib_bod_test",)
+LIMIT = 4
 
 
 def samples(run_dir: Path, task: str) -> dict[int, dict]:
@@ -46,7 +48,7 @@ def test_harness_eval_equals_plain_lm_eval_per_sample(real_lm, real_data, tmp_pa
         monkeypatch.setenv(key, value)
     plain = simple_evaluate(model="hf", model_args=f"pretrained={real_lm.base},dtype=float32,device=cpu",
                             tasks=list(TASKS), samples={task: sorted(ours[task]) for task in TASKS},
-                            task_manager=TaskManager(include_path=str(TASKS_DIR)), batch_size=8, log_samples=True)
+                            task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False), batch_size=8, log_samples=True)
     for task in TASKS:
         theirs = {int(s["doc_id"]): s for s in plain["samples"][task]}
         assert sorted(theirs) == sorted(ours[task]) and len(theirs) == LIMIT
