@@ -136,12 +136,13 @@ def test_ties_equals_mergekit_and_follows_the_tie_rule_where_the_threshold_is_ti
         torch.testing.assert_close(ours[name][~tied[name]], theirs[name][~tied[name]], atol=1e-6, rtol=0, msg=name)
         torch.testing.assert_close(ours[name], by_rule[name], atol=1e-6, rtol=0, msg=name)
     tied_count, entries = sum(int(t.sum()) for t in tied.values()), sum(t.numel() for t in tied.values())
-    # The rule decides: ct's threshold in TIE_TENSOR falls inside the deliberately tied block.
+    # The rule decides somewhere: ct's threshold in TIE_TENSOR is tied (in float32 by conftest's
+    # deliberate block) and only some of the tied entries are kept.
     ct_delta = inputs["ct"][TIE_TENSOR].float() - inputs["base"][TIE_TENSOR].float()
     ct_kept = rule_kept(ct_delta, TIE_DENSITY)
     at_threshold = tied_at_threshold(ct_delta, ct_kept)
     assert 0 < int((ct_kept & at_threshold).sum()) < int(at_threshold.sum())
-    assert tied_count < MAX_TIED_FRACTION[dtype] * entries, (tied_count, entries)  # ... and ties stay rare
+    assert tied_count < MAX_TIED_FRACTION[dtype] * entries, (tied_count, entries)  # ties as few as measured
 
 
 def test_ties_sv_protects_sft_only_where_signs_conflict(real_lm, harness_cli, tmp_path):
