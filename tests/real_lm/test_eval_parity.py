@@ -26,6 +26,7 @@ def option_logliks(sample: dict) -> list[float]:
 
 def harness_eval(harness_cli, real_lm, real_data, tmp_path, backend: str) -> Path:
     """`harness eval --backend BACKEND` of the imported model; returns its run folder."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     registry = tmp_path / "registry.yaml"
     registry.write_text(f"name: real-lm\nmodels:\n  smollm2:\n    kind: base\n    langs: [bod]\n    path: {real_lm.base}\n")
     store = f"sqlite:///{tmp_path / f'{backend}.db'}"
