@@ -3,7 +3,7 @@
 Each case runs `python -m harness.cli ...` in a subprocess inside a small world (a registry of
 tiny random checkpoints, local task data, an empty results store in the harness home) after
 breaking one thing in it, and asserts what a user relies on:
-- the exit code is not 0;
+- the exit code is 2, as for every user error;
 - stderr ends with one line `harness <command>: error: ...` that names the culprit;
 - no "Traceback" anywhere in the output;
 - nothing new on disk (no run folder, merge, partial file), except the file-hash cache;
@@ -333,7 +333,7 @@ def test_bad_input_is_one_line_naming_the_culprit_and_changes_nothing(case: BadI
     before = snapshot(world)
     result = harness(world, *case.argv)
     output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    assert result.returncode == 2, output
     assert "Traceback" not in output
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"harness {case.argv[0]}: error: "), output
