@@ -6,9 +6,8 @@ import hashlib
 import json
 import math
 
+import optuna
 import pytest
-
-pytest.importorskip("optuna")
 
 import harness.trials
 from harness import HarnessError
@@ -69,7 +68,6 @@ def test_a_seeded_search_draws_the_same_points_twice_and_another_seed_others(tmp
 
 
 def test_a_seeded_cmaes_search_draws_the_same_points_twice(tmp_path, space_file):
-    pytest.importorskip("cmaes")  # Optuna's CMA-ES sampler needs it (the `search` extra installs it)
     first = seeded_points(tmp_path, space_file, 0, "cmaes", "a.db")
     assert len({json.dumps(p) for p in first}) == 7
     assert seeded_points(tmp_path, space_file, 0, "cmaes", "b.db") == first
@@ -93,8 +91,6 @@ def test_an_interrupted_search_resumes_its_study_without_rerunning_stored_trials
     assert [t.score for t in resumed] == [t.score for t in uninterrupted]
     rows = sweep_trials(ResultStore(store), sweep)
     assert len(rows) == 6 and rows["model_hash"].nunique() == 6 and set(rows["split"]) == {"dev"}
-
-    import optuna
 
     study = optuna.load_study(study_name=study_name(sweep, SCORING), storage=store)
     states = [t.state.name for t in study.trials]
