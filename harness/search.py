@@ -78,10 +78,17 @@ class Search:
 
 
 def check_search_settings(settings: SearchSettings) -> None:
+    """Bad settings, or a missing package, fail before anything is built."""
     if settings.trials < 1:
         raise HarnessError(f"--trials must be a positive number of trials, got {settings.trials}")
     if settings.sampler not in SAMPLERS:
         raise HarnessError(f"unknown sampler {settings.sampler!r}; samplers: {', '.join(SAMPLERS)}")
+    _optuna()
+    if settings.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401  Optuna's CMA-ES sampler needs it, and says so only when sampling
+        except ModuleNotFoundError:
+            raise HarnessError("--sampler cmaes needs the cmaes package: pip install .[search]") from None
 
 
 def space_of_grid(grid: Grid) -> SearchSpace:
@@ -182,10 +189,6 @@ def _sampler(settings: SearchSettings, done: int):
     seed = random.Random(f"{settings.seed}:{done}").randrange(2**31)
     if settings.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
-    try:
-        import cmaes  # noqa: F401  Optuna's CMA-ES sampler needs it, and says so only when sampling
-    except ModuleNotFoundError:
-        raise HarnessError("--sampler cmaes needs the cmaes package: pip install .[search]") from None
     return optuna.samplers.CmaEsSampler(seed=seed)
 
 

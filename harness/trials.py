@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +33,7 @@ from harness.build import materialize
 from harness.evaluation import EvalReport, EvalSettings, ModelUnderTest, language_averages, scoring_identity
 from harness.grids import Grid, apply_point, check_selection, point_label
 from harness.paths import harness_home
-from harness.search import Search, completed_points, open_study, run_study
+from harness.search import Search, check_search_settings, completed_points, open_study, run_study
 from harness.store import ResultStore, SweepId, TrialRow, mark_sweep_choice, stored_trial_scores, write_sweep_trial
 from harness.trial_scoring import TrialEvaluator
 from harness.tuned import register_best
@@ -177,9 +178,8 @@ class TrialScorer:
         return trial
 
 
-def score_grid(planner: TrialPlanner, grid: Grid, scorer: TrialScorer, progress: bool = True) -> list[Trial]:
-    """Every grid point, in grid order."""
-    trials = [planner.trial(point) for point in grid.points()]
+def score_grid(trials: list[Trial], scorer: TrialScorer, progress: bool = True) -> list[Trial]:
+    """Every grid point's trial (plan_trials), in grid order."""
     bar = tqdm(trials, desc=f"sweep {scorer.sweep.label}", unit="trial", disable=not progress)
     for trial in bar:
         bar.set_postfix_str(point_label(trial.point)[:60])
@@ -190,8 +190,7 @@ def score_grid(planner: TrialPlanner, grid: Grid, scorer: TrialScorer, progress:
 def score_search(planner: TrialPlanner, search: Search, scorer: TrialScorer, progress: bool = True) -> list[Trial]:
     """The study's points until it has `search.settings.trials` completed trials, in study order; the
     points of an earlier run of the same study are read back from the store (built from the merge
-    cache, not evaluated again)."""
-    planner.check_space(search)
+    cache, not evaluated again). The ranges were checked by `planner.check_space`."""
     study = open_study(scorer.store.url, study_name(scorer.sweep, scorer.scoring), search)
     scored = {}  # trial model id -> this run's trial
     bar = tqdm(total=search.settings.trials, desc=f"search {scorer.sweep.label}", unit="trial", disable=not progress)
@@ -206,6 +205,17 @@ def score_search(planner: TrialPlanner, search: Search, scorer: TrialScorer, pro
         run_study(study, search, score, progress=lambda done: bar.update(done - bar.n))
     trials = [planner.trial(point) for point in completed_points(study, search.space)]
     return [scored.get(trial.model_id) or scorer.score(trial) for trial in trials]
+
+
+def scoring_plan(planner: TrialPlanner, plan: Grid | Search, progress: bool) -> Callable[[TrialScorer], list[Trial]]:
+    """How a sweep's trials are scored. Every grid point, or every range of a search, is checked
+    here, before anything is built or stored."""
+    if isinstance(plan, Search):
+        check_search_settings(plan.settings)
+        planner.check_space(plan)
+        return lambda scorer: score_search(planner, plan, scorer, progress)
+    trials = [planner.trial(point) for point in plan.points()]
+    return lambda scorer: score_grid(trials, scorer, progress)
 
 
 def study_name(sweep: SweepId, scoring: str) -> str:
@@ -227,7 +237,7 @@ def run_sweep(registry, model_id: str, plan: Grid | Search, settings: EvalSettin
     entry = registry.resolve(model_id)
     if not entry.langs:
         raise HarnessError(f"model {entry.id!r} has no languages in the registry: no dev tasks to tune on")
-    planner = TrialPlanner(registry, entry.id)
+    score_trials = scoring_plan(TrialPlanner(registry, entry.id), plan, progress)
     sweep = SweepId(entry.id, sweep_name(plan, select_split))
     store = ResultStore(settings.store_url)
     selection_tasks = [task for lang in entry.langs for task in suite.task_names(lang, select_split)]
@@ -236,11 +246,8 @@ def run_sweep(registry, model_id: str, plan: Grid | Search, settings: EvalSettin
     with TrialEvaluator(settings, server_mode, log_dir) as evaluator:
         backend = MergedTrials(registry, entry.id, settings, evaluator, select_split)
         scorer = TrialScorer(store, sweep, scoring, select_split, settings.limit, backend)
-        if isinstance(plan, Search):
-            trials = score_search(planner, plan, scorer, progress)
-        else:
-            trials = score_grid(planner, plan, scorer, progress)
-        best = max(trials, key=lambda t: t.score)  # max keeps the first of equal scores: grid order
+        trials = score_trials(scorer)
+        best = max(trials, key=lambda t: t.score)  # max keeps the first of equal scores: grid or study order
         mark_sweep_choice(store, sweep, best.model_hash)
         trial_eval_s = evaluator.eval_s
         test_scores, tuned, test_report = None, None, None

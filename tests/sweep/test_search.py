@@ -100,6 +100,21 @@ def test_an_interrupted_search_resumes_its_study_without_rerunning_stored_trials
     assert [t.status for t in search_once(store, search, backend)] == ["stored"] * 6 and backend.evaluated == []
 
 
+def test_a_trial_left_running_by_a_dead_process_is_asked_again(tmp_path, space_file):
+    search = Search(load_space_file(space_file), SearchSettings(trials=4))
+    uninterrupted = search_once(f"sqlite:///{tmp_path / 'whole.db'}", search, FakeBackend())
+    store = f"sqlite:///{tmp_path / 'results.db'}"
+    search_once(store, Search(search.space, SearchSettings(trials=2)), FakeBackend())
+    study = optuna.load_study(study_name=study_name(SweepId("ties-uig-flan", search.name), SCORING), storage=store)
+    study.ask()  # as a process killed mid-trial leaves it: running, never told
+
+    backend = FakeBackend()
+    resumed = search_once(store, search, backend)
+    assert [t.point for t in resumed] == [t.point for t in uninterrupted]
+    assert backend.evaluated == [t.model_id for t in resumed[2:]]
+    assert [t.state.name for t in study.trials].count("RUNNING") == 0
+
+
 def test_a_study_over_other_ranges_is_not_continued(tmp_path, space_file):
     store = f"sqlite:///{tmp_path / 'results.db'}"
     search_once(store, Search(load_space_file(space_file), SearchSettings(trials=1)), FakeBackend())
