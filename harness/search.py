@@ -25,7 +25,6 @@ optional extra: `pip install .[search]`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
@@ -134,7 +133,7 @@ def open_study(store_url: str, name: str, search: Search):
     stored = study.user_attrs.get("space")
     if stored is None:
         study.set_user_attr("space", space)
-    elif stored != json.loads(json.dumps(space)):
+    elif stored != space:
         raise HarnessError(f"study {name!r} in the store searched other ranges ({stored}); "
                            f"change the file's name or --seed to start another study")
     return study
