@@ -352,7 +352,7 @@ def _sample_browser(ctx: Context, model: str) -> None:
         return
     filters = samples.filters_of(logged_samples)
     filter_name = st.selectbox("Filter", filters, key="samples-filter") if len(filters) > 1 else None
-    shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"])
+    shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"], task)
     if st.checkbox("Only wrong answers", key="samples-wrong"):
         shown = shown[~shown["correct"]]
     st.caption(f"{len(shown)} samples; metric: {metric_label(row['metric'], row['filter'])}")
