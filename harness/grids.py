@@ -4,6 +4,7 @@ Grid parameters (keys of a grid file; values are lists):
     models.<name>.<param>          a model's weight or density; `models.a,b.density` ties several
     parameters.<param>             a global parameter: lambda, slack, seed, ...
     sft_weight                     WAVG: the SFT model's weight w; the other models share 1 - w
+A search (`--search optuna`, harness.search) takes the same paths with ranges instead of lists.
 Built-in grids: `densities` (k_sft x k_ct over 0.01, 0.2, 0.4, 0.6, 0.8, 1.0; CT models tied),
 `weights` (sft_weight 0.1 ... 0.9), `slack` (TIES-SV slack 0.0 ... 0.5).
 """
@@ -78,6 +79,8 @@ def load_grid_file(path: Path) -> Grid:
     if not isinstance(data, dict) or not data:
         raise HarnessError(f"{path}: a grid file is a mapping of parameter -> list of values")
     for key, values in data.items():
+        if isinstance(values, dict):
+            raise HarnessError(f"{path}: {key} is a range, not a list of values: ranges need --search optuna")
         if not isinstance(values, list) or not values:
             raise HarnessError(f"{path}: {key} must have a non-empty list of values, got {values!r}")
     return Grid(f"file:{path.stem}", {str(k): list(v) for k, v in data.items()})
@@ -129,3 +132,19 @@ def point_label(point: dict) -> str:
         short = path.removeprefix("models.").removeprefix("parameters.")
         parts.append(f"{short}={value}")
     return ",".join(parts)
+
+
+# ---- which split chooses the best ---------------------------------------------------------------
+# A sweep selects on dev; its best is then scored on test, a held-out estimate. Selecting on test
+# leaves no such estimate, so it is refused unless the caller says it knows.
+
+SELECTION_SPLITS = ("dev", "test")
+TEST_SELECTION_REFUSED = ("refusing to select on the test split: a model tuned on test has no held-out score left "
+                          "to report; select on dev (the default), or pass --i-know-this-is-test")
+
+
+def check_selection(select_split: str, allow_test_selection: bool) -> None:
+    if select_split not in SELECTION_SPLITS:
+        raise HarnessError(f"cannot select on split {select_split!r}; splits: {', '.join(SELECTION_SPLITS)}")
+    if select_split == "test" and not allow_test_selection:
+        raise HarnessError(TEST_SELECTION_REFUSED)

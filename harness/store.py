@@ -10,7 +10,9 @@ Tables
   system instruction, few-shot turns, batch size, the vLLM server's context length and extra
   arguments). A run that differs in any of them evaluates again (harness.results.needs_evaluation).
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
-- `sweep_trials`: one scored grid point of a `harness sweep`.
+- `sweep_trials`: one scored grid point (or search point) of a `harness sweep`.
+A `harness sweep --search optuna` also keeps its Optuna study here, in Optuna's own tables
+(`studies`, `trials`, ...; harness.search).
 
 A store written by an older harness (metric and filter in one string "metric,filter"; a sweep named
 "<model>:<grid>"; results without their data fingerprint and few-shot count, or without their
@@ -364,12 +366,15 @@ sweep_trials_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model", sa.String(200), nullable=False),  # the swept registry id
-    sa.Column("grid", sa.String(200), nullable=False),  # densities | weights | slack | file:<stem>
+    # densities | weights | slack | file:<stem>, then /optuna-<sampler>-seed<S> for a search and
+    # /select-on-test for a sweep that selected on test (harness.trials.sweep_name)
+    sa.Column("grid", sa.String(200), nullable=False),
     sa.Column("trial_model", sa.String(400), nullable=False),  # the trial's model id (results are stored under it)
     sa.Column("model_hash", sa.String(64), nullable=False),
     sa.Column("params_json", sa.Text, nullable=False),  # {"models.sft-flan.density": 0.2, ...}
     sa.Column("recipe_json", sa.Text, nullable=False),
-    sa.Column("split", sa.String(8), nullable=False),  # dev
+    # the split scored, whose scores chose the best: dev (test only with --i-know-this-is-test)
+    sa.Column("split", sa.String(8), nullable=False),
     sa.Column("limit", sa.Integer),  # items per task (None: whole split)
     # harness.evaluation.scoring_identity of the trial's dev scoring: its tasks' items, data, few-shot
     # counts and backend ("" in rows from before the column: never reused)

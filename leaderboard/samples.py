@@ -59,8 +59,10 @@ def sample_scores(samples: list[dict], metric: str, filter_name: str | None = No
     return pd.Series(dict(rows), dtype=float).sort_index()
 
 
-def browser_rows(samples: list[dict], metric: str, filter_name: str | None = None) -> pd.DataFrame:
-    """What the sample browser shows: prompt, options or generation, the model's answer, correct."""
+def browser_rows(samples: list[dict], metric: str, filter_name: str | None = None, task: str | None = None) -> pd.DataFrame:
+    """What the sample browser shows: prompt, options or generation, the model's answer, correct.
+    For a math task the answer is the number its scorer reads from the generation."""
+    read_answer = _math_answer if task is not None and _is_math(task) else None
     records = []
     for sample in _one_filter(samples, filter_name):
         args = [sample["arguments"][key] for key in sorted(sample["arguments"], key=_arg_index)]
@@ -74,6 +76,8 @@ def browser_rows(samples: list[dict], metric: str, filter_name: str | None = Non
         else:  # generation: the raw text and what the filter extracted from it
             shown_options = _first_text(sample.get("resps"))
             answer, target = _first_text(sample.get("filtered_resps")), sample["target"]
+            if read_answer is not None:
+                answer = read_answer(answer)
         records.append(
             {
                 "doc_id": sample["doc_id"],
@@ -87,6 +91,27 @@ def browser_rows(samples: list[dict], metric: str, filter_name: str | None = Non
     return pd.DataFrame(
         records, columns=["doc_id", "prompt", "options / generation", "model answer", "target", "correct"]
     )
+
+
+def _is_math(task: str) -> bool:
+    """Math tasks are the ones scored by exact match on a number (tasks.utils.math_results)."""
+    from tasks.errors import TaskError
+    from tasks.suite import main_metric
+
+    try:
+        return main_metric(task) == "exact_match"
+    except TaskError:
+        return False
+
+
+def _math_answer(generation: str) -> str:
+    """The number the math scorer compares with the answer (tasks.utils.extract_final_number)."""
+    from tasks.utils import extract_final_number
+
+    number = extract_final_number(generation)
+    if number is None:
+        return "(no number)"
+    return str(int(number)) if number == int(number) else str(number)
 
 
 def _arg_index(key: str) -> int:

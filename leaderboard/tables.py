@@ -32,7 +32,7 @@ from merges import method_label
 from tasks.averages import language_average, language_tasks
 from tasks.errors import TaskError
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
-from tasks.suite import FAMILIES, in_default_suite, parse_task_name
+from tasks.suite import FAMILIES, chance_level, in_default_suite, parse_task_name
 
 KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
 # The paper's order of merge methods within the merges: WAVG, TIES, TIES-SV (others after, by name).
@@ -194,6 +194,17 @@ def _language_column(per_task: dict[str, pd.DataFrame], full_items: pd.Series, e
 def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
     """Models x language codes, in %: the values of `language_cells`."""
     return language_cells(scores).values
+
+
+def chance_average(scores: pd.DataFrame, lang: str) -> float | None:
+    """The language average (%) a uniform random guess would score, over the tasks the language's
+    average covers here (tasks.suite.chance_level); None for task names outside the scheme."""
+    tasks = sorted({task for task in scores.loc[scores["lang"] == lang, "task"] if _averaged(task)})
+    try:
+        levels = [chance_level(task) for task in tasks]
+    except TaskError:
+        return None
+    return 100 * sum(levels) / len(levels) if levels else None
 
 
 def partial_averages(scores: pd.DataFrame) -> dict[str, list[str]]:

@@ -169,7 +169,7 @@ def per_language(ctx: Context) -> None:
     averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()
     if not averages.empty:
         st.subheader(f"{LANGUAGES[lang].name} average by model")
-        _bar_chart(averages, table.frame.loc[averages.index, tables.KIND])
+        _bar_chart(averages, table.frame.loc[averages.index, tables.KIND], tables.chance_average(ctx.scores, lang))
 
 
 def model_page(ctx: Context) -> None:
@@ -267,9 +267,10 @@ def _downloads(table: tables.ScoreTable) -> None:
     tex_col.download_button("LaTeX", export.to_latex(table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
 
 
-def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
+def _bar_chart(values: pd.Series, kinds: pd.Series, chance: float | None = None) -> None:
+    """Bars per model, coloured by kind; a dashed rule at the chance level (%) where known."""
     frame = pd.DataFrame({"model": values.index, "score": values.to_numpy(), "kind": kinds.to_numpy()})
-    chart = (
+    bars = (
         alt.Chart(frame)
         .mark_bar()
         .encode(
@@ -279,7 +280,13 @@ def _bar_chart(values: pd.Series, kinds: pd.Series) -> None:
             tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
         )
     )
-    st.altair_chart(chart, width="stretch")
+    if chance is None:
+        st.altair_chart(bars, width="stretch")
+        return
+    rule = (alt.Chart(pd.DataFrame({"chance": [chance]})).mark_rule(strokeDash=[4, 4], color="gray")
+            .encode(y="chance:Q", tooltip=[alt.Tooltip("chance:Q", title="chance level (%)", format=".1f")]))
+    st.altair_chart(bars + rule, width="stretch")
+    st.caption(f"Dashed line: chance level, {chance:.1f}% (a uniform random guess; 0 for generated answers).")
 
 
 def _sweep_chart(grid: sweeps.SweepGrid) -> None:
@@ -345,7 +352,7 @@ def _sample_browser(ctx: Context, model: str) -> None:
         return
     filters = samples.filters_of(logged_samples)
     filter_name = st.selectbox("Filter", filters, key="samples-filter") if len(filters) > 1 else None
-    shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"])
+    shown = samples.browser_rows(logged_samples, row["metric"], filter_name or row["filter"], task)
     if st.checkbox("Only wrong answers", key="samples-wrong"):
         shown = shown[~shown["correct"]]
     st.caption(f"{len(shown)} samples; metric: {metric_label(row['metric'], row['filter'])}")

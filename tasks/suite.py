@@ -54,20 +54,22 @@ class Family:
     main_metric: str  # "acc" (multiple choice, log-likelihood), "exact_match" (math) or "rougeL" (extractive answers)
     template: str  # the YAML template folder under tasks/
     fewshot: bool  # whether the dataset gives few-shot exemplars (train split)
+    # The main metric a uniform random guess scores: 1/options for multiple choice, 0 for generation.
+    chance: float = 0.0
 
 
 # In the paper's column order.
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("sib", "SIB-200 topic classification", SIB200, "SIB-200", "acc", "sib", True),
-        Family("belebele", "Belebele reading comprehension", BELEBELE, "Belebele", "acc", "belebele", False),
+        Family("sib", "SIB-200 topic classification", SIB200, "SIB-200", "acc", "sib", True, 1 / 7),
+        Family("belebele", "Belebele reading comprehension", BELEBELE, "Belebele", "acc", "belebele", False, 1 / 4),
         Family("mgsm", "MGSM grade-school math", MGSM, "MGSM", "exact_match", "mgsm", False),
-        Family("mlic_tc", "MLiC-Eval text classification", MLIC, "TC", "acc", "mlic_tc", True),
-        Family("mlic_mrc", "MLiC-Eval reading comprehension (dialogues)", MLIC, "MRC", "acc", "mlic_mrc", True),
-        Family("mlic_rs", "MLiC-Eval response selection", MLIC, "RS", "acc", "mlic_rs", True),
+        Family("mlic_tc", "MLiC-Eval text classification", MLIC, "TC", "acc", "mlic_tc", True, 1 / 7),
+        Family("mlic_mrc", "MLiC-Eval reading comprehension (dialogues)", MLIC, "MRC", "acc", "mlic_mrc", True, 1 / 4),
+        Family("mlic_rs", "MLiC-Eval response selection", MLIC, "RS", "acc", "mlic_rs", True, 1 / 4),
         Family("mlic_math", "MLiC-Eval math", MLIC, "Math", "exact_match", "mlic_math", True),
-        Family("cmil_tc", "CMiLBench text classification (SIB-200 topics)", CMILBENCH, "CMiL TC", "acc", "cmil_tc", False),
+        Family("cmil_tc", "CMiLBench text classification (SIB-200 topics)", CMILBENCH, "CMiL TC", "acc", "cmil_tc", False, 1 / 7),
         Family("cmil_mrc", "CMiLBench extractive reading comprehension", CMILBENCH, "CMiL MRC", "rougeL",
                "cmil_mrc", False),
         Family("cmil_math", "CMiLBench math", CMILBENCH, "CMiL Math", "exact_match", "cmil_math", False),
@@ -104,6 +106,11 @@ def task_name(family: str, lang: str, split: str) -> str:
 def task_names(lang: str, split: str, suite: str = DEFAULT_SUITE) -> list[str]:
     """The tasks of one language, split and suite, e.g. lrm_sib_tam_test, lrm_belebele_tam_test."""
     return [task_name(family, lang, split) for family in families_of(lang, suite)]
+
+
+def chance_level(task: str) -> float:
+    """The main metric of a uniform random guess on a task (FAMILIES' `chance`)."""
+    return FAMILIES[parse_task_name(task)[0]].chance
 
 
 def in_default_suite(task: str) -> bool:

@@ -129,7 +129,10 @@ def test_per_language_breakdown_with_bar_chart(store_url, monkeypatch):
     assert table.loc["ties-sv-uig-flan", ["TC", "Math", "Average"]].tolist() == pytest.approx([82.0, 40.0, 61.0])
     assert marks(app.table[0])[("ties-sv-uig-flan", "TC")] == "best"
     (chart,) = app.get("vega_lite_chart")
-    assert json.loads(chart.proto.spec)["mark"]["type"] == "bar"
+    bars, rule = json.loads(chart.proto.spec)["layer"]
+    assert bars["mark"]["type"] == "bar" and rule["mark"]["type"] == "rule"
+    # Chance level of Uyghur's average here: TC (7 topics) and math (0), in %.
+    assert any("chance level, 7.1%" in c.value for c in app.caption)
     assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX"]
 
 

@@ -41,3 +41,14 @@ def test_several_filters_are_kept_apart(tmp_path, log_writers):
     assert samples.sample_scores(lines, "exact_match").sum() == 2.0  # the first filter by default
     assert samples.sample_scores(lines, "exact_match", "strict-match").sum() == 0.0
     assert len(samples.browser_rows(lines, "exact_match")) == 3
+
+
+def test_math_samples_show_the_number_the_scorer_reads(tmp_path, log_writers):
+    # The math tasks log their raw generation (no lm-eval filter): the browser shows the number
+    # tasks.utils.math_results compares, beside the raw text.
+    path = log_writers.math(tmp_path, "lrm_mgsm_tel_test", {0}, 2)
+    logged = [dict(s, filtered_resps=s["resps"][0], filter="none") for s in samples.read_samples(path)]
+    rows = samples.browser_rows(logged, "exact_match", task="lrm_mgsm_tel_test").set_index("doc_id")
+    assert rows.loc[0, "options / generation"] == " The answer is 2"
+    assert rows.loc[0, "model answer"] == "2" and rows.loc[1, "model answer"] == "7"
+    assert samples.browser_rows(logged, "exact_match").loc[0, "model answer"] == " The answer is 2"  # task unknown

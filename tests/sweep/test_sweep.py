@@ -76,3 +76,20 @@ def test_sweep_2x2_on_vllm_one_server_then_best_on_test(use_zoo_home, harness_cl
     code, out, _ = harness_cli(*argv)
     assert code == 0 and "4 trial(s), 0 evaluated, 4 already stored" in out
     assert len(list(logs[0].parent.glob("vllm-server-*.log"))) == 1
+
+
+def test_optuna_search_on_the_zoo_stores_its_trials_and_a_rerun_reuses_them(use_zoo_home, harness_cli, tmp_path):
+    store = f"sqlite:///{tmp_path / 'results.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text("models.sft-flan.density: {low: 0.2, high: 1.0}\nmodels.ct-uig.density: {low: 0.2, high: 1.0}\n")
+    argv = ("sweep", "--model", "ties-uig", "--grid-file", str(space), "--search", "optuna", "--trials", "3",
+            "--limit", "2", "--backend", "hf", "--no-test", "--store", store)
+    code, out, err = harness_cli(*argv)
+    assert code == 0, err
+    assert "3 trial(s), 3 evaluated, 0 already stored" in out
+    trials = sweep_trials(ResultStore(store), SweepId("ties-uig-flan", "file:space/optuna-tpe-seed0"))
+    assert len(trials) == 3 and trials["model_hash"].nunique() == 3 and set(trials["split"]) == {"dev"}
+    assert trials["chosen"].sum() == 1 and trials.loc[trials["chosen"], "score"].iloc[0] == trials["score"].max()
+
+    code, out, _ = harness_cli(*argv)
+    assert code == 0 and "3 trial(s), 0 evaluated, 3 already stored" in out

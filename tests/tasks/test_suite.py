@@ -132,3 +132,12 @@ def test_benchmarks_declare_their_languages_by_their_own_codes():
 def test_an_unknown_suite_is_an_error():
     with pytest.raises(TaskError, match="unknown suite 'every'"):
         task_names("bod", "test", "every")
+
+
+def test_chance_level_is_one_over_the_options_or_zero_for_generation():
+    from tasks import suite
+
+    assert suite.chance_level("lrm_sib_tam_test") == pytest.approx(1 / 7)
+    assert suite.chance_level("lrm_mlic_tc_uig_dev") == pytest.approx(1 / 7)
+    assert suite.chance_level("lrm_belebele_tel_test") == suite.chance_level("lrm_mlic_rs_bod_test") == 0.25
+    assert suite.chance_level("lrm_mgsm_ben_test") == suite.chance_level("lrm_cmil_mrc_bod_test") == 0.0
