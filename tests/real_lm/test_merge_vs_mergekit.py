@@ -199,3 +199,38 @@ def test_whole_pipeline_equals_mergekit_yaml(real_lm, tmp_path):
             delta = inputs[entry["model"]][name] - inputs["base"][name]
             tied |= tied_at_threshold(delta, rule_kept(delta, entry["parameters"]["density"]))
         torch.testing.assert_close(ours[name][~tied], theirs[name][~tied], atol=1e-6, rtol=0, msg=name)
+
+
+def test_an_extended_vocabulary_on_the_real_tokenizer(real_lm, harness_cli, tmp_path):
+    """A CT model that added tokens to SmolLM2's tokenizer (as CT on a new script does): the shared rows
+    are merged, the new rows and the tokenizer come from it, and the output loads and reads the new tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    new_tokens = ["ئۇيغۇر", "تىلى", "ۋە"]  # Uyghur words the tokenizer splits into many byte pieces
+    ct = AutoModelForCausalLM.from_pretrained(real_lm.ct, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(real_lm.ct)
+    shared = len(tokenizer)
+    assert tokenizer.add_tokens(new_tokens) == len(new_tokens)
+    ct.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        rows = torch.randn(len(new_tokens), ct.config.hidden_size, generator=torch.Generator().manual_seed(5)) * 0.02
+        ct.get_input_embeddings().weight[shared:] = rows
+    ct.save_pretrained(tmp_path / "ct-ext")
+    tokenizer.save_pretrained(tmp_path / "ct-ext")
+
+    models = {**real_lm.by_dtype("float32"), "ct": tmp_path / "ct-ext"}
+    merged = harness_merge(harness_cli, recipe("ties", (1.0, 1.0), (0.5, 0.5)), models, tmp_path / "out")
+    embed = merged["model.embed_tokens.weight"]
+    assert embed.shape[0] == shared + len(new_tokens)
+    assert torch.equal(embed[shared:], rows)  # the new rows: the vocabulary source's own
+    base_embed = load_folder(real_lm.base)["model.embed_tokens.weight"]
+    assert not torch.equal(embed[:shared], base_embed)  # the shared rows: merged
+
+    out_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert out_tokenizer.convert_tokens_to_ids(new_tokens) == list(range(shared, shared + len(new_tokens)))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    assert model.config.vocab_size == shared + len(new_tokens)
+    ids = out_tokenizer("ئۇيغۇر تىلى", return_tensors="pt").input_ids
+    assert set(range(shared, shared + len(new_tokens))) & set(ids[0].tolist())
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
