@@ -132,3 +132,15 @@ def tiny_model(tmp_path_factory, real_data) -> Path:
     LlamaForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     return model_dir
+
+
+def eval_tiny_bod(harness_cli, model_dir: Path, data_dir: Path, tmp_path: Path, task: str) -> tuple[str, str]:
+    """`harness eval --backend hf --tasks TASK --data-dir DATA` of a one-model registry (`tiny-bod`, a
+    base model of Tibetan) into a fresh SQLite store; returns its stdout and the store URL."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"name: tiny-bod\nmodels:\n  tiny-bod:\n    kind: base\n    langs: [bod]\n    path: {model_dir}\n")
+    store_url = f"sqlite:///{tmp_path / 'results.db'}"
+    code, out, err = harness_cli("eval", "--registry", str(registry), "--model", "tiny-bod", "--backend", "hf",
+                                 "--tasks", task, "--data-dir", str(data_dir), "--store", store_url)
+    assert code == 0, err
+    return out, store_url

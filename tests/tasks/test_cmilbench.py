@@ -13,6 +13,7 @@ from harness.store import ResultStore
 from leaderboard import tables
 from leaderboard.data import main_metric_lookup, read_store
 from tasks import layout
+from tests.tasks.conftest import eval_tiny_bod
 from tasks.errors import MissingTaskData, TaskError
 from tasks.suite import families_of, main_metric
 from tasks.utils import (CMILBENCH_TOPICS, SIB_LABELS, cmilbench_side, extractive_reading_results, read_task_docs,
@@ -178,12 +179,7 @@ def test_extractive_reading_results_report_rouge_l_and_exact_match():
 def test_reading_comprehension_evaluates_into_the_store_with_rouge_and_exact_match(tiny_model, real_data, tmp_path,
                                                                                    harness_cli):
     task = "lrm_cmil_mrc_bod_test"
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(f"name: cmilbench\nmodels:\n  tiny-bod:\n    kind: base\n    langs: [bod]\n    path: {tiny_model}\n")
-    store_url = f"sqlite:///{tmp_path / 'results.db'}"
-    code, out, err = harness_cli("eval", "--registry", str(registry), "--model", "tiny-bod", "--backend", "hf",
-                                 "--tasks", task, "--data-dir", str(real_data), "--store", store_url)
-    assert code == 0, err
+    out, store_url = eval_tiny_bod(harness_cli, tiny_model, real_data, tmp_path, task)
     assert f"not averaged (outside their language's default suite): {task}" in out
 
     rows = ResultStore(store_url).results()

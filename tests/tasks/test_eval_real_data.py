@@ -8,17 +8,13 @@ from harness.evaluate import choose_tasks
 from harness.store import ResultStore
 from leaderboard import tables
 from leaderboard.data import main_metric_lookup, read_store
+from tests.tasks.conftest import eval_tiny_bod
 
 TASK = "lrm_sib_bod_test"
 
 
 def test_real_sib200_tibetan_evaluates_into_the_store_and_the_leaderboard(tiny_model, real_data, tmp_path, harness_cli):
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(f"name: real-data\nmodels:\n  tiny-bod:\n    kind: base\n    langs: [bod]\n    path: {tiny_model}\n")
-    store_url = f"sqlite:///{tmp_path / 'results.db'}"
-    code, out, err = harness_cli("eval", "--registry", str(registry), "--model", "tiny-bod", "--backend", "hf",
-                                 "--tasks", TASK, "--data-dir", str(real_data), "--store", store_url)
-    assert code == 0, err
+    out, store_url = eval_tiny_bod(harness_cli, tiny_model, real_data, tmp_path, TASK)
     assert f"not averaged (outside their language's default suite): {TASK}" in out
 
     [row] = ResultStore(store_url).results().query("metric == 'acc'").to_dict("records")
