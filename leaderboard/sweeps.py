@@ -2,7 +2,9 @@
 
 A trial row holds its grid point as JSON (`{"models.sft-flan.density": 0.2, ...}`) and its dev
 score. The view draws a heatmap over the first two grid axes (a line over one axis); a sweep over
-more axes is shown as a table only.
+more axes is shown as a table only. A search (`harness sweep --search optuna`, stored under the
+grid name `<space>/optuna-<sampler>-seed<S>`) draws its points off any grid, so the view shows its
+best dev score so far against the trial number instead.
 """
 
 import json
@@ -44,6 +46,26 @@ def sweep_grid(trials: pd.DataFrame, sweep: SweepId) -> SweepGrid:
     frame["items per task"] = ["all" if pd.isna(v) else str(int(v)) for v in rows["limit"]]
     frame["trial model"] = rows["trial_model"].to_numpy()
     return SweepGrid(sweep, axes, frame.reset_index(drop=True))
+
+
+BEST_SO_FAR = "best so far (%)"
+TRIAL = "trial"
+
+
+def is_search(sweep: SweepId) -> bool:
+    """Whether the trials come from a search (harness.search) rather than a grid."""
+    return "/optuna-" in sweep.grid
+
+
+def selects_on_test(sweep: SweepId) -> bool:
+    """A sweep that chose its point on the test split (`--select-on test`): stored apart (harness.trials)."""
+    return sweep.grid.endswith("/select-on-test")
+
+
+def best_so_far(grid: SweepGrid) -> pd.DataFrame:
+    """Trial number (1, 2, ... in the order they were stored), its dev score and the best so far."""
+    scores = grid.trials[SCORE].reset_index(drop=True)
+    return pd.DataFrame({TRIAL: range(1, len(scores) + 1), SCORE: scores, BEST_SO_FAR: scores.cummax()})
 
 
 def axis_label(axis: str) -> str:

@@ -224,7 +224,12 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
         best = chosen.iloc[0]
         point = ", ".join(f"{sweeps.axis_label(a)} = {best[a]}" for a in grid.axes)
         st.markdown(f"**Chosen:** {point} (dev {best[sweeps.SCORE]:.1f}); on test as `{sweep.model}@best`")
-    if len(grid.axes) in (1, 2):
+    if sweeps.selects_on_test(sweep):
+        st.warning("This sweep chose its point on the TEST split (`--select-on test`): its best score is "
+                   "not an honest estimate of test performance.")
+    if sweeps.is_search(sweep):
+        _search_chart(grid)
+    elif len(grid.axes) in (1, 2):
         _sweep_chart(grid)
     _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
     st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
@@ -308,6 +313,17 @@ def _sweep_chart(grid: sweeps.SweepGrid) -> None:
                  + base.mark_text(fontWeight="bold").encode(text="label:N",
                                                              color=alt.value("white")))
     st.altair_chart(chart, width="stretch")
+
+
+def _search_chart(grid: sweeps.SweepGrid) -> None:
+    """A search's dev score per trial (points) and the best so far (a step line)."""
+    frame = sweeps.best_so_far(grid)
+    base = alt.Chart(frame).encode(x=alt.X(f"{sweeps.TRIAL}:Q", title="trial", axis=alt.Axis(tickMinStep=1)))
+    points = base.mark_point().encode(y=alt.Y(f"{sweeps.SCORE}:Q"),
+                                      tooltip=[sweeps.TRIAL, alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f")])
+    best = base.mark_line(interpolate="step-after").encode(y=f"{sweeps.BEST_SO_FAR}:Q")
+    st.altair_chart(points + best, width="stretch")
+    st.caption("Points: each trial's dev score, in the order the search ran them; line: the best so far.")
 
 
 def _model_record(ctx: Context, model: str) -> dict:

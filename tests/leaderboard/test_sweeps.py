@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from harness.paths import PROJECT_ROOT
-from harness.store import ResultStore, SweepId, TrialRow, mark_sweep_choice, write_sweep_trial
+from harness.store import ResultStore, SweepId, TrialRow, mark_sweep_choice, sweep_trials, write_sweep_trial
 from leaderboard import sweeps
 from leaderboard.data import STORE_ENV
 
@@ -37,7 +37,6 @@ def sweep_store(tmp_path):
 
 def test_grid_keeps_the_newest_limit_and_marks_the_choice(sweep_store):
     trials = ResultStore(sweep_store, readonly=True)
-    from harness.store import sweep_trials
 
     grid = sweeps.sweep_grid(sweep_trials(trials), SWEEP)
     assert grid.axes == ["models.sft-flan.density", "models.ct-uig.density"]
@@ -71,3 +70,31 @@ def test_sweeps_view_without_sweeps_says_how_to_run_one(tmp_path, monkeypatch):
     app.sidebar.radio(key="view").set_value("Sweeps").run()
     assert not app.exception
     assert "harness sweep --model ties-uig --grid densities" in app.info[0].value
+
+
+def test_a_search_shows_its_best_score_so_far(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    search = SweepId("ties-uig-flan", "densities/optuna-tpe-seed0")
+    store_trials(url, {(0.31, 0.52): 0.30, (0.77, 0.12): 0.45, (0.55, 0.93): 0.40}, sweep=search)
+    grid = sweeps.sweep_grid(sweep_trials(ResultStore(url, readonly=True)), search)
+    assert sweeps.is_search(search) and not sweeps.is_search(SWEEP)
+    assert sweeps.best_so_far(grid)[sweeps.BEST_SO_FAR].tolist() == [30.0, 45.0, 45.0]
+
+    monkeypatch.setenv(STORE_ENV, url)
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.sidebar.radio(key="view").set_value("Sweeps").run()
+    assert not app.exception, [e.value for e in app.exception]
+    points, line = json.loads(app.get("vega_lite_chart")[0].proto.spec)["layer"]
+    assert points["mark"]["type"] == "point" and line["mark"]["type"] == "line"
+    assert not app.warning
+
+
+def test_a_sweep_that_selected_on_test_is_flagged(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    store_trials(url, SCORES, sweep=SweepId("ties-uig-flan", "densities/select-on-test"))
+    monkeypatch.setenv(STORE_ENV, url)
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.sidebar.radio(key="view").set_value("Sweeps").run()
+    assert "TEST split" in app.warning[0].value
