@@ -261,6 +261,34 @@ def family_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterabl
                        f"Average score per language (%), by recipe family, {_split(scores)} split", f"table3-{_split(scores)}")
 
 
+@dataclass
+class NormalisedScores:
+    """Each merge family's score relative to its ingredients, per target language (rows: merge families)."""
+
+    gain: pd.DataFrame  # points over the better of CT-X and the SFT model
+    gap_closed: pd.DataFrame  # % of the distance from that better ingredient to CTSFT-X-mt covered
+
+
+def normalised_scores(values: pd.DataFrame, kind_codes: pd.Series) -> NormalisedScores:
+    """From a family table's scores (rows: families; columns: language names, in points): for each
+    merge family and target language, gain = merge - max(CT-X, sft-<paper SFT data>), and gap closed
+    = 100 * gain / (CTSFT-X-mt - max(CT-X, sft)), missing where an ingredient is missing or the upper
+    bound is not above the better ingredient. The Average column is the mean over the languages
+    (missing if any is)."""
+    languages = [TARGET_LANGUAGES[code].name for code in TARGET_LANGUAGES if TARGET_LANGUAGES[code].name in values.columns]
+    merges = [row for row in values.index if kind_codes.get(row) == "merge"]
+    missing = pd.Series(float("nan"), index=languages)
+    ct = values.loc["CT-X", languages] if "CT-X" in values.index else missing
+    sft = values.loc[f"sft-{PAPER_SFT_DATA}", languages] if f"sft-{PAPER_SFT_DATA}" in values.index else missing
+    upper = values.loc["CTSFT-X-mt", languages] if "CTSFT-X-mt" in values.index else missing
+    better = pd.concat([ct, sft], axis=1).max(axis=1, skipna=False)
+    room = (upper - better).where(upper > better)
+    gain = values.loc[merges, languages].sub(better, axis=1)
+    gap_closed = 100 * gain.div(room, axis=1)
+    return NormalisedScores(*(frame.assign(**{AVERAGE: frame.mean(axis=1, skipna=False)}) if languages else frame
+                              for frame in (gain, gap_closed)))
+
+
 def _with_average(by_lang: Cells) -> Cells:
     """Target languages, their Average (only where a row has them all), then the control's and extra
     languages' columns; codes renamed to language names."""

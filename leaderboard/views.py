@@ -136,6 +136,8 @@ def overview(ctx: Context) -> None:
         st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
                    "sweep trials and multi-language merges are in the Models table only.")
     _score_table(table)
+    if rows == ROWS_FAMILIES:
+        _normalised(table)
     st.caption(
         "n = items scored (⚠ limit N: a run on at most N items per task; listed last and never bold or underlined, "
         "as it is not comparable with the full test set). Each language column: the unweighted mean of the main metric (accuracy, or exact match for math) "
@@ -146,6 +148,20 @@ def overview(ctx: Context) -> None:
     )
     _partial_note(ctx.scores)
     _downloads(table)
+
+
+def _normalised(table: tables.ScoreTable) -> None:
+    """Each merge family against its ingredients (the paper's question: does the merge beat both?)."""
+    normalised = tables.normalised_scores(table.scores, table.kind_codes)
+    if normalised.gain.empty:
+        return
+    with st.expander("Normalised scores: each merge against its ingredients"):
+        st.markdown("**Gain** (points): the merge's score minus the better of CT-X and sft-flan in that language.")
+        _plain_table(normalised.gain)
+        st.markdown("**Gap closed** (%): that gain as a share of the distance from the better ingredient to "
+                    "the upper bound CTSFT-X-mt (task data in the language); 100 = as good as the upper bound. "
+                    "Missing where an ingredient is not evaluated or the upper bound is not above it.")
+        _plain_table(normalised.gap_closed)
 
 
 def _partial_note(scores: pd.DataFrame) -> None:

@@ -65,6 +65,15 @@ def test_overview_per_model_on_test_by_default(store_url, monkeypatch):
     assert table.loc["ct-uig", "Kind"] == "CT"
 
 
+def test_overview_shows_each_merge_against_its_ingredients(store_url, monkeypatch):
+    app = open_app(store_url, monkeypatch)
+    (expander,) = [e for e in app.expander if e.label.startswith("Normalised scores")]
+    gain = expander.table[0].value
+    # Uyghur: TIES-X 60 (TC 80, math 40) against the better of CT-X 50 and sft-flan 40.
+    assert gain.loc["TIES-X", "Uyghur"] == pytest.approx(10.0)
+    assert list(gain.index) == ["TIES-X", "TIES-SV-X"]
+
+
 def test_overview_states_partial_averages(store_url, monkeypatch):
     # The store has no Belebele for Telugu and no MRC/RS for Uyghur: their columns average what is there, and say so.
     app = open_app(store_url, monkeypatch)

@@ -222,3 +222,19 @@ def test_markdown_cells_show_ids_as_typed():
     assert tables.markdown_text("ties-uig-flan@sft-flan.density=0.2") == r"ties\-uig\-flan\@sft\-flan\.density\=0\.2"
     html = tables.styled(score_table(pd.DataFrame({"X": [1.0]}, index=["a@b.c"]))).to_html()
     assert r"a\@b\.c" in html
+
+
+def test_normalised_scores_against_the_ingredients_and_the_upper_bound():
+    from leaderboard.tables import normalised_scores
+
+    values = pd.DataFrame({"Tamil": [20.0, 30.0, 40.0, 60.0, 25.0], "Uyghur": [50.0, 20.0, 45.0, 50.0, None]},
+                          index=["CT-X", "sft-flan", "TIES-X", "CTSFT-X-mt", "WAVG-X"])
+    kinds = pd.Series({"CT-X": "ct", "sft-flan": "sft", "TIES-X": "merge", "CTSFT-X-mt": "ctsft", "WAVG-X": "merge"})
+    normalised = normalised_scores(values, kinds)
+    assert list(normalised.gain.index) == ["TIES-X", "WAVG-X"]
+    # Tamil: better ingredient 30 (sft), upper bound 60. Uyghur: better 50 (CT), upper bound 50: no room.
+    assert normalised.gain.loc["TIES-X"].tolist()[:2] == [10.0, -5.0]
+    assert normalised.gain.loc["TIES-X", "Average"] == 2.5
+    assert normalised.gap_closed.loc["TIES-X", "Tamil"] == pytest.approx(100 * 10 / 30)
+    assert math.isnan(normalised.gap_closed.loc["TIES-X", "Uyghur"])
+    assert normalised.gain.loc["WAVG-X", "Tamil"] == -5.0 and math.isnan(normalised.gain.loc["WAVG-X", "Average"])
