@@ -47,7 +47,8 @@ import torch
 import yaml
 
 from merges.errors import MergeError
-from merges.io import Checkpoint, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files, write_config
+from merges.io import (Checkpoint, MergeCancelled, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files,
+                       write_config)
 from merges.kernels import ties_cpu
 from merges.methods import METHODS, MethodParams, ModelCounts
 from merges.recipe import Recipe, load_recipe
@@ -492,9 +493,8 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
         try:
             futures = [pool.submit(work, job) for job in jobs]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in done if f.exception() is not None), None)
-            if failed is not None:
-                raise failed.exception()
+            if any(f.exception() is not None for f in done):
+                raise _stopping_error(futures)
         except BaseException:
             # An error, Ctrl-C or SIGTERM stops the merge at once: queued tensors are dropped and
             # running ones stop at their next write (leaving the pool's `with` would first finish
@@ -505,6 +505,15 @@ def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool
             raise
         pool.shutdown()
     return {job.name: counts[job.name] for job in merge.jobs if job.name in counts}
+
+
+def _stopping_error(futures: list) -> BaseException:
+    """The error that stopped the merge. A failing tensor cancels the writer, and a tensor running
+    beside it can finish first with MergeCancelled; so wait for the rest (running ones stop at
+    their next write, queued ones return at once) and name the first error that is not one."""
+    wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    return next((e for e in errors if not isinstance(e, MergeCancelled)), errors[0])
 
 
 def _write_side_files(merge: Merge, folder: Path) -> None:

@@ -196,6 +196,33 @@ def test_a_stopped_merge_drops_its_queue_and_running_tensors_stop_at_their_next_
     assert_nothing_left(tmp_path / "out")
 
 
+def test_the_failing_tensor_is_named_even_when_a_tensor_it_cancelled_finishes_first(tmp_path, monkeypatch):
+    """The failing tensor cancels the writer and only then raises; a tensor running beside it hits the
+    cancelled writer and finishes first, with MergeCancelled. The error shown is the real one."""
+    from merges import engine
+    from merges.io import MergeCancelled
+
+    models = small_models(tmp_path / "models")
+    started = []
+
+    def merge_into(self, job, writer):
+        started.append(job.name)
+        if len(started) == 1:
+            time.sleep(0.2)  # the second thread starts its tensor meanwhile
+            writer.cancel()
+            time.sleep(0.3)  # the second tensor's MergeCancelled completes its future first
+            raise MergeError("the real failure")
+        while not writer.cancelled:
+            time.sleep(0.01)
+        raise MergeCancelled(f"tensor {job.name}: the merge was cancelled")
+
+    monkeypatch.setattr(engine.Merge, "merge_into", merge_into)
+    with pytest.raises(MergeError, match="the real failure"):
+        engine.run_merge(recipe_of(models, "task_arithmetic"), Path, tmp_path / "out" / "merged", threads=2,
+                         progress=False)
+    assert_nothing_left(tmp_path / "out")
+
+
 def merge_process(recipe: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "merge", str(recipe), str(out), "--threads", "2"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
