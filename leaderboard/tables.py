@@ -160,11 +160,8 @@ def language_cells(scores: pd.DataFrame) -> Cells:
     per_task = {field: scores.pivot_table(index="model", columns="task", values=field, aggfunc="last")
                 for field in ("value", "stderr", "n")}
     full_items = per_task["n"].max()  # per task: the most items any model was scored on
-    columns: dict[str, dict[str, list]] = {}
-    for lang, tasks in scores.groupby("lang")["task"]:
-        expected = sorted(task for task in set(tasks) if _averaged(task))
-        if expected:
-            columns[lang] = _language_column(per_task, full_items, expected)
+    columns = {lang: _language_column(per_task, full_items, expected)
+               for lang, expected in _averaged_tasks(scores).items()}
     present = [code for code in LANGUAGES if code in columns] + sorted(set(columns) - set(LANGUAGES))
     index = per_task["value"].index
     frames = [pd.DataFrame({lang: columns[lang][field] for lang in present}, index=index, columns=present, dtype=float)
@@ -199,9 +196,8 @@ def language_averages(scores: pd.DataFrame) -> pd.DataFrame:
 def chance_average(scores: pd.DataFrame, lang: str) -> float | None:
     """The language average (%) a uniform random guess would score, over the tasks the language's
     average covers here (tasks.suite.chance_level); None for task names outside the scheme."""
-    tasks = sorted({task for task in scores.loc[scores["lang"] == lang, "task"] if _averaged(task)})
     try:
-        levels = [chance_level(task) for task in tasks]
+        levels = [chance_level(task) for task in _averaged_tasks(scores).get(lang, [])]
     except TaskError:
         return None
     return 100 * sum(levels) / len(levels) if levels else None
@@ -212,18 +208,23 @@ def partial_averages(scores: pd.DataFrame) -> dict[str, list[str]]:
     language whose column averages fewer tasks than `harness eval` would (tasks.averages.language_tasks):
     the leaderboard states these instead of hiding the column."""
     partial = {}
-    for lang, tasks in scores.groupby("lang")["task"]:
-        present = {task for task in set(tasks) if _averaged(task)}
-        if not present or lang not in LANGUAGES:
+    for lang, present in _averaged_tasks(scores).items():
+        if lang not in LANGUAGES:
             continue
         try:
-            split = parse_task_name(sorted(present)[0])[2]
+            split = parse_task_name(present[0])[2]
         except TaskError:
             continue
         absent = [task for task in language_tasks(lang, split, present) if task not in present]
         if absent:
             partial[lang] = absent
     return partial
+
+
+def _averaged_tasks(scores: pd.DataFrame) -> dict[str, list[str]]:
+    """Language code -> the tasks in `scores` that its average covers (sorted; languages with none left out)."""
+    by_lang = {lang: sorted(task for task in set(tasks) if _averaged(task)) for lang, tasks in scores.groupby("lang")["task"]}
+    return {lang: tasks for lang, tasks in by_lang.items() if tasks}
 
 
 def _averaged(task: str) -> bool:
