@@ -18,8 +18,6 @@ one-line error naming the file.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from harness import HarnessError, one_line
@@ -44,6 +42,8 @@ def run(args) -> int:
 
 def import_gguf(source: Path, out_dir: Path, dtype: str = "float32") -> Path:
     """Convert the GGUF at `source` (a file, or a folder holding one) into the new folder `out_dir`."""
+    from merges.io import atomic_folder  # here, not at the top: it imports torch, which `harness --help` must not
+
     if dtype not in DTYPES:
         raise HarnessError(f"unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     gguf_file = gguf_file_in(source)
@@ -51,14 +51,8 @@ def import_gguf(source: Path, out_dir: Path, dtype: str = "float32") -> Path:
     if out_dir.exists():
         raise HarnessError(f"output folder {out_dir} already exists: choose a new one or delete it")
     check_convertible(gguf_file)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_folder(out_dir, "the imported model") as partial:
         _write_checkpoint(gguf_file, partial, dtype)
-        partial.rename(out_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return out_dir
 
 

@@ -287,11 +287,12 @@ def _process_exists(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_folder(out_dir: Path):
+def atomic_folder(out_dir: Path, what: str = "the merged model"):
     """Yield a temporary sibling of `out_dir`; rename it into place only if the block succeeds.
 
     Whatever ends the block early (an error, Ctrl-C) removes the temporary folder. A file system
-    error inside it (disk full, a read-only folder) is a one-line MergeError naming the file."""
+    error inside it (disk full, a read-only folder) is a one-line MergeError naming `what`, the
+    folder and the file."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise MergeError(f"output folder already exists: {out_dir}")
@@ -306,7 +307,7 @@ def atomic_folder(out_dir: Path):
         _publish(temp, out_dir)
     except OSError as err:
         where = f": {err.filename}" if err.filename else ""
-        raise MergeError(f"cannot write the merged model {out_dir}: {err.strerror or err}{where}") from None
+        raise MergeError(f"cannot write {what} {out_dir}: {err.strerror or err}{where}") from None
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
