@@ -99,6 +99,7 @@ class Backend:
         self.settings = settings
         self.run_dir = run_dir
         self.server = server  # the VLLMServer this run started, if any
+        record_commit_without_git()  # once per backend: lm-eval looks the commit up for every task
 
     def evaluate_task(self, name: str, task, items: list[int]) -> dict:
         """lm-eval's results of one task on the items at these indices (harness.results.scored_items:
@@ -106,7 +107,6 @@ class Backend:
         from lm_eval import simple_evaluate
         from lm_eval.loggers import EvaluationTracker
 
-        record_commit_without_git()
         staging = self.run_dir / f"{STAGING_PREFIX}{name}"
         shutil.rmtree(staging, ignore_errors=True)
         tracker = EvaluationTracker(output_path=str(staging))
