@@ -90,8 +90,6 @@ def run(args) -> int:
     from harness.registry import load_registry
     from harness.store import ResultStore
 
-    if args.limit is not None and args.limit < 1:
-        raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
     if args.server and args.backend == "hf":
         raise HarnessError("--server is a vLLM (OpenAI-compatible) server; it cannot go with --backend hf")
     if args.server and (args.max_model_len is not None or args.vllm_arg):
@@ -101,7 +99,7 @@ def run(args) -> int:
     entry = registry.resolve(args.model)
     selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)  # bad input fails before any build
     options = eval_options(args)
-    EvalSettings(backend=args.backend, **options)  # so do bad evaluation options
+    EvalSettings(backend=args.backend, limit=args.limit, **options)  # so do bad evaluation options
     ResultStore(args.store).engine.dispose()  # an unusable store fails now, before the zoo or a merge is built
     data_dir = default_data_dir(args.data_dir, registry)
     tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)

@@ -76,7 +76,7 @@ class EvalSettings:
         """Bad option combinations fail here, before anything is built or served."""
         from harness.server import check_extra_args
 
-        for name in ("batch_size", "max_model_len"):
+        for name in ("limit", "batch_size", "max_model_len"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise HarnessError(f"--{name.replace('_', '-')} must be a positive number, got {value}")

@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import HarnessError
 from harness.evaluate import add_eval_options
 from harness.lm_eval_run import BACKENDS
 from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
@@ -92,10 +91,8 @@ def run(args) -> int:
     from harness.evaluation import EvalSettings
     from harness.registry import load_registry
 
-    if args.limit is not None and args.limit < 1:
-        raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
     options = eval_options(args)
-    EvalSettings(backend=args.backend, **options)  # bad evaluation options fail before anything is built
+    EvalSettings(backend=args.backend, limit=args.limit, **options)  # bad evaluation options fail before anything is built
     registry = load_registry(args.registry)
     langs = list(dict.fromkeys(args.lang or TARGET_LANGUAGES))
     settings = EvalSettings(split="test", limit=args.limit, backend=args.backend, store_url=args.store,

@@ -60,10 +60,8 @@ def run(args) -> int:
     from harness.trials import run_sweep
 
     check_selection(args.select_on, args.i_know_this_is_test)
-    if args.limit is not None and args.limit < 1:
-        raise HarnessError(f"--limit must be a positive number of items, got {args.limit}")
     options = eval_options(args)
-    EvalSettings(backend=args.backend, **options)  # bad evaluation options fail before anything is built
+    EvalSettings(backend=args.backend, limit=args.limit, **options)  # bad evaluation options fail before anything is built
     registry = load_registry(args.registry)
     entry = registry.resolve(args.model)
     plan = sweep_plan(args, registry, entry)
