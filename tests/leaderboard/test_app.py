@@ -142,7 +142,8 @@ def test_per_language_breakdown_with_bar_chart(store_url, monkeypatch):
     assert bars["mark"]["type"] == "bar" and rule["mark"]["type"] == "rule"
     # Chance level of Uyghur's average here: TC (7 topics) and math (0), in %.
     assert any("chance level, 7.1%" in c.value for c in app.caption)
-    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX"]
+    # The table's downloads, then the chart's: PNG and SVG rendered on click, and the data it draws.
+    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX", "PNG", "SVG", "Chart data (CSV)"]
 
 
 def test_model_page_recipe_conflicts_scores_and_samples(store_url, monkeypatch):
