@@ -273,6 +273,8 @@ def test_tie_marks_agree_with_the_compare_views_bootstrap(store_url, monkeypatch
     tied = {model for model, text in shown_text(table)["TC"].items() if "†" in text}
     assert shown_text(table).loc["ties-uig-flan", "TC"] == "80.0 †"
     assert any("Holm" in c.value for c in app.caption)
+    app.checkbox(key="intervals-uig-test").check().run()  # intervals on demand: each cell ± 1.96 stderr
+    assert shown_text(app.table[0]).loc["ties-uig-flan", "TC"] == "80.0 ± 9.8 †"
     tests = app.table[1].value  # the tie tests, under the table
     tc_verdicts = dict(zip(tests.loc[tests["Column"] == "TC", "Model"], tests.loc[tests["Column"] == "TC", "Verdict"]))
     assert tc_verdicts == {"ties-uig-flan": "tie", "wavg-uig-flan": "different", "ct-uig": "not tested (no sample logs)",
