@@ -6,6 +6,7 @@ Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS f
 does not depend on the split, like the sweeps).
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,16 +275,32 @@ def _score_table(ctx: Context, table: tables.ScoreTable, tie_basis: str) -> tabl
         st.info("No model of the chosen kinds has results here.")
         return table
     ties_col, intervals_col = st.columns(2)
+    tests = None
     if ties_col.checkbox("Mark statistical ties with the best (†)", value=True, key=f"ties-{table.name}"):
-        table, tests = ties.with_tie_groups(table, ties.sample_loader(ctx.scores, _samples_of))
-    else:
-        tests = None
+        with st.spinner("Testing each model against its column's best (paired bootstrap)…"):
+            ties_frame, tests = _tie_groups(_fingerprint(ctx.scores, table), table, ctx.scores)
+        table = dataclasses.replace(table, ties=ties_frame)
     intervals = intervals_col.checkbox("Show 95% intervals", key=f"intervals-{table.name}",
                                        help=f"each cell ± {tables.INTERVAL_Z} × its stderr")
     st.table(tables.styled(table, intervals=intervals))
     if tests is not None:
         _tie_tests(tests, tie_basis)
     return table
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _tie_groups(key: str, _table: tables.ScoreTable, _scores: pd.DataFrame) -> tuple[pd.DataFrame, list[ties.TieTest]]:
+    """The table's tie groups and tests, computed once per table contents (`key`): reading the
+    sample logs and bootstrapping every column takes seconds on a store with many logged models."""
+    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _samples_of))
+    return tied.ties, tests
+
+
+def _fingerprint(scores: pd.DataFrame, table: tables.ScoreTable) -> str:
+    """What the tie groups depend on: the table's rows, columns and values, and the scored rows' logs."""
+    rows = pd.util.hash_pandas_object(scores[["model", "task", "value", "n", "run_dir"]].astype(str), index=False)
+    cells = pd.util.hash_pandas_object(table.scores.astype(str))
+    return f"{table.name}:{int(rows.sum())}:{int(cells.sum())}:{','.join(map(str, table.frame.index))}"
 
 
 def _tie_tests(tests: list[ties.TieTest], tie_basis: str) -> None:
