@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),
+    "report": ("harness.report", "write the leaderboard's tables and figures for a paper (Markdown, LaTeX, CSV, SVG, PNG)"),
 }
 
 

@@ -4,6 +4,8 @@ The Markdown and LaTeX files come from the jinja2 templates in `templates/`: mod
 columns, one column per score, best value bold and second underlined, a dash where missing, and
 (LaTeX) a rule between groups of models of one kind (not between merge methods), the split in the
 caption and a \\label. Rows scored on fewer items than a column's full set are flagged and unranked.
+A table carrying statistical tie groups (leaderboard.ties) marks the cells not significantly
+different from their column's best with a dagger, and says how they were tested under the table.
 """
 
 import re
@@ -12,7 +14,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from leaderboard.tables import DISPLAY_DECIMALS, ITEMS, KIND, ScoreTable, rank_marks
+from leaderboard import ties as tie_groups
+from leaderboard.tables import DISPLAY_DECIMALS, ITEMS, KIND, TIE_MARK, ScoreTable, rank_marks, tie_cells
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -23,6 +26,8 @@ TEMPLATES = jinja2.Environment(
 CSV_DECIMALS = 2  # scores and stderr in points: finer digits are float noise, not precision
 MISSING = "–"
 LATEX_MISSING = "--"
+LATEX_TIE_MARK = r"$^\dagger$"
+TIE_NOTE = f"not significantly different from the column's best: {tie_groups.RULE}"
 
 
 def to_csv(table: ScoreTable) -> str:
@@ -37,27 +42,30 @@ def to_csv(table: ScoreTable) -> str:
 
 
 def to_markdown(table: ScoreTable) -> str:
-    marks = rank_marks(table)
+    marks, ties = rank_marks(table), tie_cells(table)
     wrap = {"best": "**{}**", "second": "<u>{}</u>", "": "{}"}
     rows = []
     for model, row in table.frame.iterrows():
         cells = [_markdown_escape(str(model)), _markdown_escape(str(row[KIND])), _markdown_escape(str(row[ITEMS]))]
-        cells += [_cell(row[c], wrap[marks.at[model, c]], MISSING) for c in table.score_columns]
+        cells += [_cell(row[c], wrap[marks.at[model, c]], MISSING) + (TIE_MARK if ties.at[model, c] else "")
+                  for c in table.score_columns]
         rows.append({"cells": cells})
     header = ["Model", KIND, ITEMS, *table.score_columns]
     aligns = [":--", ":--", "--:"] + ["--:"] * len(table.score_columns)
+    note = f"{TIE_MARK} {TIE_NOTE}." if table.ties is not None else None
     return TEMPLATES.get_template("table.md.j2").render(
-        title=_markdown_escape(table.title), header=header, aligns=aligns, rows=rows
+        title=_markdown_escape(table.title), header=header, aligns=aligns, rows=rows, note=note
     )
 
 
 def to_latex(table: ScoreTable) -> str:
-    marks = rank_marks(table)
+    marks, ties = rank_marks(table), tie_cells(table)
     wrap = {"best": r"\textbf{{{}}}", "second": r"\underline{{{}}}", "": "{}"}
     rows, previous_group = [], None
     for model, row in table.frame.iterrows():
         cells = [_latex_escape(str(model)), _latex_escape(str(row[KIND])), _latex_escape(str(row[ITEMS]))]
-        cells += [_cell(row[c], wrap[marks.at[model, c]], LATEX_MISSING) for c in table.score_columns]
+        cells += [_cell(row[c], wrap[marks.at[model, c]], LATEX_MISSING) + (LATEX_TIE_MARK if ties.at[model, c] else "")
+                  for c in table.score_columns]
         # A rule before each kind (merges of every method are one group) and before the limited rows.
         group = (bool(table.limited[model]), table.kind_codes[model])
         rows.append({"cells": cells, "group_start": previous_group is not None and group != previous_group})
@@ -65,7 +73,7 @@ def to_latex(table: ScoreTable) -> str:
     header = ["Model", KIND, ITEMS, *(_latex_escape(c) for c in table.score_columns)]
     return TEMPLATES.get_template("table.tex.j2").render(
         title=table.title,
-        caption=_latex_escape(table.title),
+        caption=_latex_escape(table.title) + (f". {LATEX_TIE_MARK}: {_latex_escape(TIE_NOTE)}" if table.ties is not None else ""),
         label=f"tab:{table.name}",
         column_spec="llr" + "c" * len(table.score_columns),
         header=header,

@@ -67,6 +67,16 @@ class Cells:
 
 
 @dataclass
+class CellBasis:
+    """What each score cell averages, so two cells of a column can be tested on the items behind
+    them (leaderboard.ties): per column its tasks with their weights in the cell's mean (summing to
+    1), and per row the model whose results fill each task (a family's member for the task's language)."""
+
+    weights: dict[str, dict[str, float]]  # score column -> {task: weight}
+    members: dict[str, dict[str, str]]  # row -> {task: model id}
+
+
+@dataclass
 class ScoreTable:
     """A rows-by-columns table of scores in percentage points (NaN = missing). Rows scored on fewer
     items than a column's full set (a `--limit` run) come last, flagged, and are never ranked."""
@@ -77,6 +87,8 @@ class ScoreTable:
     name: str  # a slug for file names and the LaTeX \label
     cells: Cells  # the score columns' stderr, items and limits
     kind_codes: pd.Series  # per row: base | ct | sft | ctsft | merge | unknown (LaTeX rules between kinds)
+    basis: CellBasis | None = None  # what each cell averages (None: a table built by hand)
+    ties: pd.DataFrame | None = None  # per cell: in the column's statistical tie group (leaderboard.ties)
 
     @property
     def scores(self) -> pd.DataFrame:
@@ -239,8 +251,11 @@ def overview_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Itera
     """Models x languages (by name) + Average, with each model's kind; the control's column
     (English) and extra languages' after the Average, outside it."""
     cells = _with_average(language_cells(scores))
-    return _with_kinds(cells, kinds, shown_kinds, f"Average score per language (%), {_split(scores)} split",
-                       f"models-{_split(scores)}")
+    table = _with_kinds(cells, kinds, shown_kinds, f"Average score per language (%), {_split(scores)} split",
+                        f"models-{_split(scores)}")
+    tasks = sorted(set(scores["task"]))
+    table.basis = CellBasis(_language_weights(scores), {model: dict.fromkeys(tasks, model) for model in table.frame.index})
+    return table
 
 
 def family_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterable[str] | None = None) -> ScoreTable:
@@ -250,16 +265,21 @@ def family_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterabl
     by_model = language_cells(scores)
     members = kinds.loc[kinds.index.intersection(by_model.values.index)].dropna(subset=["family"])
     frames = {field: {} for field in ("values", "stderr", "items", "limit")}
+    task_members = {}  # family -> {task: the member model whose results fill it}
+    lang_of = scores.drop_duplicates("task").set_index("task")["lang"]
     for model, member in members.iterrows():
         langs = list(by_model.values.columns) if pd.isna(member["family_lang"]) else [member["family_lang"]]
         for field, rows in frames.items():
             rows.setdefault(member["family"], {}).update(getattr(by_model, field).loc[model, langs].to_dict())
+        task_members.setdefault(member["family"], {}).update(dict.fromkeys(lang_of.index[lang_of.isin(langs)], model))
     columns = list(by_model.values.columns)
     cells = Cells(*(pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).astype(float)
                     for rows in frames.values()))
     family_kinds = members.drop_duplicates("family").set_index("family")
-    return _with_kinds(_with_average(cells), family_kinds, shown_kinds,
-                       f"Average score per language (%), by recipe family, {_split(scores)} split", f"table3-{_split(scores)}")
+    table = _with_kinds(_with_average(cells), family_kinds, shown_kinds,
+                        f"Average score per language (%), by recipe family, {_split(scores)} split", f"table3-{_split(scores)}")
+    table.basis = CellBasis(_language_weights(scores), {family: task_members[family] for family in table.frame.index})
+    return table
 
 
 @dataclass
@@ -306,6 +326,19 @@ def _with_average(by_lang: Cells) -> Cells:
     return Cells(*frames)
 
 
+def _language_weights(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per column of `_with_average`'s layout (language names, Average): each task's weight in the
+    cell's mean. A language weighs its averaged tasks equally; the Average weighs the target
+    languages equally."""
+    by_lang = _averaged_tasks(scores)
+    weights = {code: {task: 1 / len(tasks) for task in tasks} for code, tasks in by_lang.items()}
+    targets = [code for code in by_lang if not (code in LANGUAGES and code not in TARGET_LANGUAGES)]
+    named = {LANGUAGES[code].name if code in LANGUAGES else code: tasks for code, tasks in weights.items()}
+    if targets:
+        named[AVERAGE] = {task: weight / len(targets) for code in targets for task, weight in weights[code].items()}
+    return named
+
+
 def _mean(values: pd.DataFrame) -> pd.Series:
     return values.mean(axis=1, skipna=False)
 
@@ -344,8 +377,13 @@ def language_table(
         for frame, average in zip(cells._frames(), averages.columns([lang])._frames()):
             frame[AVERAGE] = average[lang]
     name = LANGUAGES[lang].name if lang in LANGUAGES else lang
-    return _with_kinds(cells, kinds, shown_kinds, f"{name}: score per task (%), {_split(scores)} split",
-                       f"{lang}-{_split(scores)}")
+    table = _with_kinds(cells, kinds, shown_kinds, f"{name}: score per task (%), {_split(scores)} split",
+                        f"{lang}-{_split(scores)}")
+    weights = {task_label(task): {task: 1.0} for task in tasks}
+    if AVERAGE in table.score_columns:
+        weights[AVERAGE] = _language_weights(rows)[name]
+    table.basis = CellBasis(weights, {model: dict.fromkeys(tasks, model) for model in table.frame.index})
+    return table
 
 
 def family_rank(task: str) -> tuple[int, str]:
@@ -419,17 +457,31 @@ def rank_marks(table: ScoreTable) -> pd.DataFrame:
 
 MARK_CSS = {"best": "font-weight: bold", "second": "text-decoration: underline", "": ""}
 LIMITED_CSS = "color: #a05a00; font-style: italic"  # a row scored on fewer items: shown apart, not ranked
+TIE_MARK = "†"  # not significantly different from the column's best (leaderboard.ties)
+TIE_CSS = "background-color: rgba(60, 160, 60, 0.15)"
+INTERVAL_Z = 1.96  # a cell's 95% interval: value ± 1.96 stderr (normal approximation, as harness experiment prints)
 
 
-def styled(table: ScoreTable) -> "pd.io.formats.style.Styler":
-    """The table as a pandas Styler: one decimal, a dash for missing, best bold, second underlined,
-    rows scored on fewer items flagged; ids and labels escaped so Streamlit's Markdown cells show
-    them as typed (an id with '@' is otherwise drawn as a mailto: link)."""
+def tie_cells(table: ScoreTable) -> pd.DataFrame:
+    """Per score cell: True where the cell is in its column's tie group but is not the best (False
+    where the table carries no tie groups)."""
+    if table.ties is None:
+        return pd.DataFrame(False, index=table.frame.index, columns=table.score_columns)
+    return table.ties.reindex(index=table.frame.index, columns=table.score_columns).eq(True)
+
+
+def styled(table: ScoreTable, intervals: bool = False) -> "pd.io.formats.style.Styler":
+    """The table as a pandas Styler: one decimal (with ± its 95% interval when `intervals`), a dash
+    for missing, best bold, second underlined, the best's statistical ties shaded and marked †, rows
+    scored on fewer items flagged; ids and labels escaped so Streamlit's Markdown cells show them as
+    typed (an id with '@' is otherwise drawn as a mailto: link)."""
     marks = rank_marks(table)
+    ties = tie_cells(table)
     css = pd.DataFrame("", index=table.frame.index, columns=table.frame.columns)
     css[table.score_columns] = marks.apply(lambda column: column.map(MARK_CSS))
+    css[table.score_columns] = css[table.score_columns].where(~ties, css[table.score_columns] + "; " + TIE_CSS)
     css.loc[table.limited, ITEMS] = LIMITED_CSS
-    return (
+    styler = (
         table.frame.style.format(precision=DISPLAY_DECIMALS, na_rep="–", subset=table.score_columns)
         .format(markdown_text, subset=[KIND, ITEMS])
         .format(lambda flagged: f"⚠ {flagged}" if flagged.startswith("limit") else flagged, subset=[ITEMS])
@@ -438,6 +490,15 @@ def styled(table: ScoreTable) -> "pd.io.formats.style.Styler":
         # Streamlit draws each cell's text in an inline-block, which a td's underline does not reach.
         .set_table_styles([{"selector": "td *", "props": "text-decoration: inherit"}])
     )
+    for row in table.frame.index:
+        for column in table.score_columns:
+            suffix = f" {TIE_MARK}" if ties.at[row, column] else ""
+            stderr = table.cells.stderr.at[row, column]
+            interval = f" ± {INTERVAL_Z * stderr:.{DISPLAY_DECIMALS}f}" if intervals and pd.notna(stderr) else ""
+            if suffix or interval:
+                styler = styler.format(lambda value, extra=interval + suffix: "–" if pd.isna(value) else
+                                       f"{value:.{DISPLAY_DECIMALS}f}{extra}", subset=pd.IndexSlice[[row], [column]])
+    return styler
 
 
 def markdown_text(text) -> str:

@@ -1,35 +1,29 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
-tables.py, recipes.py, samples.py, stats.py and export.py, so what is drawn here stays thin.
+tables.py, ties.py, figures.py, recipes.py, samples.py, stats.py and export.py, so what is drawn
+here stays thin.
 
 Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
 does not depend on the split, like the sweeps).
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import data, export, recipes, samples, stats, sweeps, tables
-from merges import METHODS
+from leaderboard import data, export, figures, recipes, samples, stats, sweeps, tables, ties
 from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
 
 # The split selector's options: test, the split the paper reports, first and the default.
 SPLIT_CHOICES = tuple(sorted(SPLITS, key=lambda split: split != "test"))
-# One colour per kind label in every chart (a fixed domain, so a chart showing fewer kinds keeps them).
-KIND_COLOURS = alt.Scale(
-    domain=[*(tables.KIND_LABELS[k] for k in KINDS if k != "merge"),
-            *(f"{tables.KIND_LABELS['merge']} ({spec.label})" for spec in METHODS.values()), "unknown"],
-    scheme="tableau20",
-)
 ROWS_FAMILIES, ROWS_MODELS = "Recipe families (Table 3)", "Models"
 
 
@@ -135,7 +129,7 @@ def overview(ctx: Context) -> None:
         table = tables.family_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
         st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
                    "sweep trials and multi-language merges are in the Models table only.")
-    _score_table(table)
+    table = _score_table(ctx, table, FAMILY_TIE_BASIS if rows == ROWS_FAMILIES else MODEL_TIE_BASIS)
     if rows == ROWS_FAMILIES:
         _normalised(table)
     st.caption(
@@ -177,15 +171,16 @@ def per_language(ctx: Context) -> None:
     codes = [c for c in LANGUAGES if c in set(ctx.scores["lang"])]
     lang = st.selectbox("Language", codes, key="language", format_func=lambda c: LANGUAGES[c].name)
     st.header(f"{LANGUAGES[lang].name} ({ctx.split})")
-    table = tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds)
-    _score_table(table)
+    table = _score_table(ctx, tables.language_table(ctx.scores, lang, ctx.kinds, ctx.shown_kinds), MODEL_TIE_BASIS)
     _partial_note(ctx.scores[ctx.scores["lang"] == lang])
     _downloads(table)
     # No Average column where the store holds none of the language's default-suite tasks.
     averages = table.frame.get(tables.AVERAGE, pd.Series(dtype=float)).dropna()
     if not averages.empty:
         st.subheader(f"{LANGUAGES[lang].name} average by model")
-        _bar_chart(averages, table.frame.loc[averages.index, tables.KIND], tables.chance_average(ctx.scores, lang))
+        _figure(figures.language_average_bars(averages, table.frame.loc[averages.index, tables.KIND],
+                                              tables.chance_average(ctx.scores, lang), LANGUAGES[lang].name,
+                                              ctx.split, f"{lang}-average-{ctx.split}"))
 
 
 def model_page(ctx: Context) -> None:
@@ -244,9 +239,9 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
         st.warning("This sweep chose its point on the TEST split (`--select-on test`): its best score is "
                    "not an honest estimate of test performance.")
     if sweeps.is_search(sweep):
-        _search_chart(grid)
+        _figure(figures.search_progress_chart(grid, figures.sweep_figure_name(sweep)))
     elif len(grid.axes) in (1, 2):
-        _sweep_chart(grid)
+        _figure(figures.sweep_grid_chart(grid, figures.sweep_figure_name(sweep)))
     _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
     st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
                "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
@@ -266,11 +261,58 @@ SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
 # ---------------------------------------------------------------- pieces
 
 
-def _score_table(table: tables.ScoreTable) -> None:
+MODEL_TIE_BASIS = ("A task column is tested on the task's items; a language column on the items of the tasks it "
+                   "averages, each task weighted as in the average; Average on the items of all its languages' tasks.")
+FAMILY_TIE_BASIS = ("A family's language cell is tested on its member model's items for that language (its tasks "
+                    "weighted as in the language average); a family's Average pools its members' items across the "
+                    "languages, each language weighted equally.")
+
+
+def _score_table(ctx: Context, table: tables.ScoreTable, tie_basis: str) -> tables.ScoreTable:
+    """Draw a score table with its statistical tie groups (†) and, on demand, intervals; returns the
+    table with its tie groups, for the downloads."""
     if table.frame.empty:
         st.info("No model of the chosen kinds has results here.")
-        return
-    st.table(tables.styled(table))
+        return table
+    ties_col, intervals_col = st.columns(2)
+    tests = None
+    if ties_col.checkbox("Mark statistical ties with the best (†)", value=True, key=f"ties-{table.name}"):
+        with st.spinner("Testing each model against its column's best (paired bootstrap)…"):
+            ties_frame, tests = _tie_groups(_fingerprint(ctx.scores, table), table, ctx.scores)
+        table = dataclasses.replace(table, ties=ties_frame)
+    intervals = intervals_col.checkbox("Show 95% intervals", key=f"intervals-{table.name}",
+                                       help=f"each cell ± {tables.INTERVAL_Z} × its stderr")
+    st.table(tables.styled(table, intervals=intervals))
+    if tests is not None:
+        _tie_tests(tests, tie_basis)
+    return table
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _tie_groups(key: str, _table: tables.ScoreTable, _scores: pd.DataFrame) -> tuple[pd.DataFrame, list[ties.TieTest]]:
+    """The table's tie groups and tests, computed once per table contents (`key`): reading the
+    sample logs and bootstrapping every column takes seconds on a store with many logged models."""
+    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _samples_of))
+    return tied.ties, tests
+
+
+def _fingerprint(scores: pd.DataFrame, table: tables.ScoreTable) -> str:
+    """What the tie groups depend on: the table's rows, columns and values, and the scored rows' logs."""
+    rows = pd.util.hash_pandas_object(scores[["model", "task", "value", "n", "run_dir"]].astype(str), index=False)
+    cells = pd.util.hash_pandas_object(table.scores.astype(str))
+    return f"{table.name}:{int(rows.sum())}:{int(cells.sum())}:{','.join(map(str, table.frame.index))}"
+
+
+def _tie_tests(tests: list[ties.TieTest], tie_basis: str) -> None:
+    st.caption(f"{tables.TIE_MARK} (shaded) = not significantly different from the column's best (bold): {ties.RULE}. "
+               f"{tie_basis} Cells without sample logs on either side are not tested and carry no mark.")
+    with st.expander("Tie tests: each model against its column's best"):
+        if not tests:
+            st.info("Nothing to test: each column has one ranked model, or no sample logs.")
+            return
+        st.caption("Δ = model − best in points on the shared items, with its bootstrap interval at the "
+                   "confidence Holm's procedure tested it at.")
+        _plain_table(ties.tests_frame(tests), hide_index=True)
 
 
 def _plain_table(frame: pd.DataFrame, hide_index: bool = False) -> None:
@@ -288,58 +330,16 @@ def _downloads(table: tables.ScoreTable) -> None:
     tex_col.download_button("LaTeX", export.to_latex(table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
 
 
-def _bar_chart(values: pd.Series, kinds: pd.Series, chance: float | None = None) -> None:
-    """Bars per model, coloured by kind; a dashed rule at the chance level (%) where known."""
-    frame = pd.DataFrame({"model": values.index, "score": values.to_numpy(), "kind": kinds.to_numpy()})
-    bars = (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            x=alt.X("model:N", sort="-y", title=None),
-            y=alt.Y("score:Q", title="score (%)"),
-            color=alt.Color("kind:N", title="kind", scale=KIND_COLOURS),
-            tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
-        )
-    )
-    if chance is None:
-        st.altair_chart(bars, width="stretch")
-        return
-    rule = (alt.Chart(pd.DataFrame({"chance": [chance]})).mark_rule(strokeDash=[4, 4], color="gray")
-            .encode(y="chance:Q", tooltip=[alt.Tooltip("chance:Q", title="chance level (%)", format=".1f")]))
-    st.altair_chart(bars + rule, width="stretch")
-    st.caption(f"Dashed line: chance level, {chance:.1f}% (a uniform random guess; 0 for generated answers).")
-
-
-def _sweep_chart(grid: sweeps.SweepGrid) -> None:
-    """A heatmap of dev score over two grid axes (a line over one), the chosen point starred."""
-    frame = grid.trials.copy()
-    frame["label"] = [f"{'★ ' if chosen else ''}{score:.1f}" for chosen, score in zip(frame[sweeps.CHOSEN], frame[sweeps.SCORE])]
-    columns = {axis: f"p{i}" for i, axis in enumerate(grid.axes)}  # Vega field names without dots
-    frame = frame.rename(columns=columns)
-    x = alt.X("p0:O", title=sweeps.axis_label(grid.axes[0]))
-    tooltip = [alt.Tooltip(f"{f}:O", title=sweeps.axis_label(a)) for a, f in columns.items()]
-    tooltip.append(alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f"))
-    if len(grid.axes) == 1:
-        base = alt.Chart(frame).encode(x=x, y=alt.Y(f"{sweeps.SCORE}:Q"), tooltip=tooltip)
-        chart = base.mark_line(point=True) + base.mark_text(dy=-10).encode(text="label:N")
-    else:
-        base = alt.Chart(frame).encode(x=x, y=alt.Y("p1:O", title=sweeps.axis_label(grid.axes[1]), sort="descending"),
-                                       tooltip=tooltip)
-        chart = (base.mark_rect().encode(color=alt.Color(f"{sweeps.SCORE}:Q", scale=alt.Scale(scheme="viridis")))
-                 + base.mark_text(fontWeight="bold").encode(text="label:N",
-                                                             color=alt.value("white")))
-    st.altair_chart(chart, width="stretch")
-
-
-def _search_chart(grid: sweeps.SweepGrid) -> None:
-    """A search's dev score per trial (points) and the best so far (a step line)."""
-    frame = sweeps.best_so_far(grid)
-    base = alt.Chart(frame).encode(x=alt.X(f"{sweeps.TRIAL}:Q", title="trial", axis=alt.Axis(tickMinStep=1)))
-    points = base.mark_point().encode(y=alt.Y(f"{sweeps.SCORE}:Q"),
-                                      tooltip=[sweeps.TRIAL, alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f")])
-    best = base.mark_line(interpolate="step-after").encode(y=f"{sweeps.BEST_SO_FAR}:Q")
-    st.altair_chart(points + best, width="stretch")
-    st.caption("Points: each trial's dev score, in the order the search ran them; line: the best so far.")
+def _figure(figure: figures.Figure) -> None:
+    """Draw a chart with its caption and downloads: PNG and SVG (rendered when clicked) and its data as CSV."""
+    st.altair_chart(figure.chart, width="stretch")
+    if figure.caption:
+        st.caption(figure.caption)
+    png_col, svg_col, csv_col = st.columns(3)
+    stem = f"leaderboard_{figure.name}"
+    png_col.download_button("PNG", lambda: figures.to_png(figure), f"{stem}.png", "image/png", key=f"{stem}-png")
+    svg_col.download_button("SVG", lambda: figures.to_svg(figure), f"{stem}.svg", "image/svg+xml", key=f"{stem}-svg")
+    csv_col.download_button("Chart data (CSV)", figures.to_csv(figure), f"{stem}.csv", "text/csv", key=f"{stem}-data")
 
 
 def _model_record(ctx: Context, model: str) -> dict:

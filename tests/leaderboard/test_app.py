@@ -142,7 +142,8 @@ def test_per_language_breakdown_with_bar_chart(store_url, monkeypatch):
     assert bars["mark"]["type"] == "bar" and rule["mark"]["type"] == "rule"
     # Chance level of Uyghur's average here: TC (7 topics) and math (0), in %.
     assert any("chance level, 7.1%" in c.value for c in app.caption)
-    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX"]
+    # The table's downloads, then the chart's: PNG and SVG rendered on click, and the data it draws.
+    assert [b.label for b in app.get("download_button")] == ["CSV", "Markdown", "LaTeX", "PNG", "SVG", "Chart data (CSV)"]
 
 
 def test_model_page_recipe_conflicts_scores_and_samples(store_url, monkeypatch):
@@ -252,3 +253,37 @@ def test_compare_scores_a_and_b_on_the_shared_items_with_language_and_average_ro
     uyghur = table.loc["Uyghur (mean of 2 tasks)"]
     assert [uyghur["A (%)"], uyghur["B (%)"], uyghur["Δ (points)"]] == pytest.approx([60.0, 61.0, 1.0])
     assert table.loc["Average (1 languages)", "Δ (points)"] == pytest.approx(1.0)
+
+
+def test_tie_marks_agree_with_the_compare_views_bootstrap(store_url, monkeypatch, tmp_path, log_writers):
+    from harness.store import ModelRecord, ResultStore
+    from tests.leaderboard.conftest import result_row, task_name
+
+    # A third merge, right on 10 of the 50 TC documents: clearly below the best (TIES-SV, 41 of 50).
+    run = tmp_path / "runs" / "wavg"
+    log_writers.mc(run, task_name("mlic_tc_uig"), set(range(10)), 50)
+    store = ResultStore(store_url)
+    store.record_model(ModelRecord(model_hash="hash-wavg", model="wavg-uig-flan", kind="merge", langs=("uig",),
+                                   recipe={"merge_method": "linear"}, stats=None))
+    store.write_task_results([result_row("wavg-uig-flan", "hash-wavg", "mlic_tc_uig", 0.20, run_dir=run)])
+    store.engine.dispose()
+    app = show(open_app(store_url, monkeypatch), "Per language")
+    app.selectbox(key="language").set_value("uig").run()
+    table = app.table[0]
+    tied = {model for model, text in shown_text(table)["TC"].items() if "†" in text}
+    assert shown_text(table).loc["ties-uig-flan", "TC"] == "80.0 †"
+    assert any("Holm" in c.value for c in app.caption)
+    app.checkbox(key="intervals-uig-test").check().run()  # intervals on demand: each cell ± 1.96 stderr
+    assert shown_text(app.table[0]).loc["ties-uig-flan", "TC"] == "80.0 ± 9.8 †"
+    tests = app.table[1].value  # the tie tests, under the table
+    tc_verdicts = dict(zip(tests.loc[tests["Column"] == "TC", "Model"], tests.loc[tests["Column"] == "TC", "Verdict"]))
+    assert tc_verdicts == {"ties-uig-flan": "tie", "wavg-uig-flan": "different", "ct-uig": "not tested (no sample logs)",
+                           "sft-flan": "not tested (no sample logs)", "base": "not tested (no sample logs)"}
+    # The Compare view, A = the column's best, B = each other model with logs: CI excludes 0 <=> no tie mark.
+    show(app, "Compare")
+    app.selectbox(key="compare-a").set_value("ties-sv-uig-flan").run()
+    for model in ("ties-uig-flan", "wavg-uig-flan"):
+        app.selectbox(key="compare-b").set_value(model).run()
+        excludes_zero = app.table[0].value.loc["lrm_mlic_tc_uig_test", "CI excludes 0"]
+        assert excludes_zero == ("no" if model in tied else "yes"), model
+    assert tied == {"ties-uig-flan"}

@@ -1,5 +1,7 @@
 """CSV, Markdown and LaTeX downloads in the paper's layout."""
 
+import dataclasses
+
 import pandas as pd
 
 from leaderboard import export
@@ -48,3 +50,16 @@ def test_latex_is_a_booktabs_table_with_a_rule_per_kind_the_split_and_a_label():
     assert "wavg\\_uig & Merge (WAVG) & 200 & \\textbf{65.0} & \\underline{20.0} \\\\\nties\\_uig &" in text
     assert r"\caption{Average score per language (\%), test split}" in text
     assert r"\label{tab:models-test}" in text
+
+
+def test_tie_groups_are_marked_with_a_dagger_and_explained():
+    tied = dataclasses.replace(TABLE, ties=pd.DataFrame({"Uyghur": [False, NAN, True, True, NAN], "Tamil": [NAN] * 5},
+                                                        index=VALUES.index, dtype=object))
+    markdown = export.to_markdown(tied)
+    assert r"| ties\_uig | Merge (TIES) | 100 | 60.0† | – |" in markdown
+    assert r"| ties-sv\|x | Merge (TIES-SV) | 200 | <u>61.0</u>† | <u>20.0</u> |" in markdown
+    assert "† not significantly different from the column's best: paired bootstrap" in markdown and "Holm" in markdown
+    latex = export.to_latex(tied)
+    assert r"ties\_uig & Merge (TIES) & 100 & 60.0$^\dagger$ & -- \\" in latex
+    assert r"$^\dagger$: not significantly different" in latex and "Holm" in latex
+    assert "†" not in export.to_markdown(TABLE) and r"\dagger" not in export.to_latex(TABLE)  # no tie groups, no marks

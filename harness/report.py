@@ -1,0 +1,175 @@
+"""`harness report`: every table and figure of a results store as files for a paper, in one go.
+
+    harness report --out paper/                      # the default store, every split it holds
+    harness report --out paper/ --store sqlite:////data/results.db --split test
+
+Writes, for each split, the leaderboard's tables (Table 3 by recipe family, the per-model overview,
+one table per language; each with its statistical tie groups, leaderboard.ties) to
+OUT/tables/<name>.md, .tex and .csv, and its figures (leaderboard.figures: each language's average
+per model, each sweep's chart) to OUT/figures/<name>.svg, .png and .csv (the data drawn). Everything
+is written into a temporary folder renamed to OUT when complete (merges.io.atomic_folder): OUT must
+not exist, and a failed report leaves nothing behind. What the report holds is listed once, in
+TABLE_SETS and FIGURE_SETS below.
+"""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness import HarnessError
+from tasks.suite import SPLITS
+
+if TYPE_CHECKING:  # heavy: imported inside the functions (harness --help stays fast)
+    import pandas as pd
+
+    from leaderboard.data import StoreSnapshot
+    from leaderboard.figures import Figure
+    from leaderboard.tables import ScoreTable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="folder to create (must not exist)")
+    parser.add_argument("--store", default=None, help="results store URL (default: sqlite file under the harness home)")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="only this split (default: every split the store holds)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.leaderboard import absolute_sqlite_url
+    from harness.paths import default_store_url
+    from leaderboard import data
+    from merges.io import atomic_folder
+
+    snapshot = data.read_store(absolute_sqlite_url(args.store or default_store_url()))
+    report = report_data(snapshot, args.split)
+    with atomic_folder(args.out, what="the report") as folder:
+        written = write_report(report, folder)
+    print(f"Report: {written} files in {args.out} ({', '.join(s.split for s in report.splits)} split)")
+    return 0
+
+
+# ---------------------------------------------------------------- what the report holds
+
+
+@dataclass
+class SplitData:
+    split: str
+    scores: "pd.DataFrame"  # main-metric rows of the split (leaderboard.tables.main_scores)
+    kinds: "pd.DataFrame"  # per model id: kind, label, family (leaderboard.tables.model_kinds)
+
+    def with_ties(self, table: "ScoreTable") -> "ScoreTable":
+        """The table with its statistical tie groups, tested on the split's sample logs."""
+        from leaderboard import ties
+
+        return ties.with_tie_groups(table, ties.sample_loader(self.scores, _read_samples))[0]
+
+
+@dataclass
+class ReportData:
+    snapshot: "StoreSnapshot"
+    splits: list[SplitData]
+
+
+def report_data(snapshot: "StoreSnapshot", split: str | None) -> ReportData:
+    """The main-metric scores and model kinds of each split to report; an error if there are none."""
+    from leaderboard import tables
+    from leaderboard.data import EVAL_HINT, main_metric_lookup
+
+    present = [s for s in SPLITS if s in set(snapshot.results["split"])]
+    if not present:
+        raise HarnessError(f"the results store at {snapshot.url} holds no results yet: {EVAL_HINT}")
+    if split is not None and split not in present:
+        raise HarnessError(f"the results store at {snapshot.url} holds no {split} results (it has: {', '.join(present)})")
+    splits = []
+    for name in [split] if split else present:
+        scores = tables.main_scores(snapshot.results, name, main_metric_lookup())
+        if not scores.empty:
+            splits.append(SplitData(name, scores, tables.model_kinds(scores, snapshot.models)))
+    return ReportData(snapshot, splits)
+
+
+def overview_tables(report: ReportData) -> list["ScoreTable"]:
+    """Table 3 by recipe family and the per-model overview, per split."""
+    from leaderboard import tables
+
+    return [split.with_ties(builder(split.scores, split.kinds)) for split in report.splits
+            for builder in (tables.family_table, tables.overview_table)]
+
+
+def language_tables(report: ReportData) -> list["ScoreTable"]:
+    """Tables 7-13: each language's tasks and average, per split."""
+    from leaderboard import tables
+    from tasks.languages import LANGUAGES
+
+    return [split.with_ties(tables.language_table(split.scores, lang, split.kinds)) for split in report.splits
+            for lang in LANGUAGES if lang in set(split.scores["lang"])]
+
+
+def language_figures(report: ReportData) -> list["Figure"]:
+    """The Per language view's chart: each language's average per model (with the chance level)."""
+    from leaderboard import figures, tables
+    from tasks.languages import LANGUAGES
+
+    found = []
+    for split in report.splits:
+        for lang in (code for code in LANGUAGES if code in set(split.scores["lang"])):
+            frame = tables.language_table(split.scores, lang, split.kinds).frame
+            averages = frame.get(tables.AVERAGE)
+            if averages is None or averages.dropna().empty:
+                continue
+            averages = averages.dropna()
+            found.append(figures.language_average_bars(
+                averages, frame.loc[averages.index, tables.KIND], tables.chance_average(split.scores, lang),
+                LANGUAGES[lang].name, split.split, f"{lang}-average-{split.split}"))
+    return found
+
+
+def sweep_figures(report: ReportData) -> list["Figure"]:
+    """The Sweeps view's chart of each stored sweep (they select on dev, whatever split is reported)."""
+    from leaderboard import figures, sweeps
+
+    found = []
+    for sweep in sweeps.sweep_ids(report.snapshot.sweeps):
+        grid = sweeps.sweep_grid(report.snapshot.sweeps, sweep)
+        if sweeps.is_search(sweep):
+            found.append(figures.search_progress_chart(grid, figures.sweep_figure_name(sweep)))
+        elif len(grid.axes) in (1, 2):
+            found.append(figures.sweep_grid_chart(grid, figures.sweep_figure_name(sweep)))
+    return found
+
+
+# Everything the report writes: each entry maps the store's data to a list of tables or figures.
+TABLE_SETS = (overview_tables, language_tables)
+FIGURE_SETS = (language_figures, sweep_figures)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_report(report: ReportData, folder: Path) -> int:
+    """Write every table and figure into `folder`; returns the number of files."""
+    from leaderboard import export, figures
+
+    (folder / "tables").mkdir()
+    (folder / "figures").mkdir()
+    written = 0
+    for table in (table for tables_of in TABLE_SETS for table in tables_of(report)):
+        if table.frame.empty:
+            continue
+        for suffix, text in ((".md", export.to_markdown(table)), (".tex", export.to_latex(table)), (".csv", export.to_csv(table))):
+            (folder / "tables" / f"{table.name}{suffix}").write_text(text, encoding="utf-8")
+            written += 1
+    for figure in (figure for figures_of in FIGURE_SETS for figure in figures_of(report)):
+        (folder / "figures" / f"{figure.name}.svg").write_text(figures.to_svg(figure), encoding="utf-8")
+        (folder / "figures" / f"{figure.name}.png").write_bytes(figures.to_png(figure))
+        (folder / "figures" / f"{figure.name}.csv").write_text(figures.to_csv(figure), encoding="utf-8")
+        written += 3
+    return written
+
+
+def _read_samples(run_dir: str | None, task: str) -> list[dict] | None:
+    """A task's sample log in a run folder (None when there is none); a damaged log is an error naming it."""
+    from leaderboard import samples
+
+    path = samples.find_samples_file(run_dir, task)
+    return samples.read_samples(path) if path is not None else None

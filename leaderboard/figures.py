@@ -1,0 +1,115 @@
+"""The leaderboard's charts, as pure functions of DataFrames, for the app and for `harness report`.
+
+Each chart is one function returning a `Figure`: an Altair chart with a title naming what it shows,
+the data it draws (downloaded as CSV beside it) and a file stem. Altair is what Streamlit draws;
+the same chart is rendered to SVG and PNG without a browser by vl-convert (`to_svg`, `to_png`), so a
+figure in a paper is the one on the page. Adding a chart = one function here, drawn by a view with
+`views._figure` and listed for the report in `harness.report.FIGURE_SETS`.
+"""
+
+import io
+import re
+from dataclasses import dataclass
+
+import altair as alt
+import pandas as pd
+
+from harness.kinds import KINDS
+from harness.store import SweepId
+from leaderboard import sweeps
+from leaderboard.tables import KIND_LABELS
+from merges import METHODS
+
+# One colour per kind label in every chart (a fixed domain, so a chart showing fewer kinds keeps them).
+KIND_COLOURS = alt.Scale(
+    domain=[*(KIND_LABELS[k] for k in KINDS if k != "merge"),
+            *(f"{KIND_LABELS['merge']} ({spec.label})" for spec in METHODS.values()), "unknown"],
+    scheme="tableau20",
+)
+PNG_SCALE = 2  # pixels per Vega unit: sharp enough for print
+
+
+@dataclass
+class Figure:
+    name: str  # file stem: letters, digits, '-' and '_'
+    chart: alt.TopLevelMixin
+    data: pd.DataFrame  # what the chart draws, for its CSV
+    caption: str = ""  # what the page says under it (how to read it)
+
+
+def language_average_bars(values: pd.Series, kinds: pd.Series, chance: float | None, language: str,
+                          split: str, name: str) -> Figure:
+    """One language's average per model (index: model ids, in %), bars coloured by kind, with a
+    dashed rule at the chance level (%) where known."""
+    frame = pd.DataFrame({"model": values.index, "score": values.to_numpy().round(2), "kind": kinds.to_numpy()})
+    bars = (
+        alt.Chart(frame, title=f"{language}: average score by model ({split} split)")
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", sort="-y", title=None, axis=alt.Axis(labelAngle=-40, labelLimit=240)),
+            y=alt.Y("score:Q", title="score (%)"),
+            color=alt.Color("kind:N", title="kind", scale=KIND_COLOURS),
+            tooltip=["model", "kind", alt.Tooltip("score:Q", format=".1f")],
+        )
+    )
+    if chance is None:
+        return Figure(name, bars, frame)
+    rule = (alt.Chart(pd.DataFrame({"chance": [chance]})).mark_rule(strokeDash=[4, 4], color="gray")
+            .encode(y="chance:Q", tooltip=[alt.Tooltip("chance:Q", title="chance level (%)", format=".1f")]))
+    caption = f"Dashed line: chance level, {chance:.1f}% (a uniform random guess; 0 for generated answers)."
+    return Figure(name, alt.layer(bars, rule), frame.assign(chance=round(chance, 2)), caption)
+
+
+def sweep_grid_chart(grid: sweeps.SweepGrid, name: str) -> Figure:
+    """A sweep's dev score as a heatmap over two grid axes (a line over one), the chosen point starred."""
+    frame = grid.trials.copy()
+    frame["label"] = [f"{'★ ' if chosen else ''}{score:.1f}" for chosen, score in zip(frame[sweeps.CHOSEN], frame[sweeps.SCORE])]
+    columns = {axis: f"p{i}" for i, axis in enumerate(grid.axes)}  # Vega field names without dots
+    drawn = frame.rename(columns=columns)
+    title = f"{grid.sweep.label}: dev score"
+    x = alt.X("p0:O", title=sweeps.axis_label(grid.axes[0]))
+    tooltip = [alt.Tooltip(f"{f}:O", title=sweeps.axis_label(a)) for a, f in columns.items()]
+    tooltip.append(alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f"))
+    if len(grid.axes) == 1:
+        base = alt.Chart(drawn, title=title).encode(x=x, y=alt.Y(f"{sweeps.SCORE}:Q"), tooltip=tooltip)
+        chart = alt.layer(base.mark_line(point=True), base.mark_text(dy=-10).encode(text="label:N"))
+    else:
+        base = alt.Chart(drawn, title=title).encode(
+            x=x, y=alt.Y("p1:O", title=sweeps.axis_label(grid.axes[1]), sort="descending"), tooltip=tooltip)
+        chart = alt.layer(base.mark_rect().encode(color=alt.Color(f"{sweeps.SCORE}:Q", scale=alt.Scale(scheme="viridis"))),
+                          base.mark_text(fontWeight="bold").encode(text="label:N", color=alt.value("white")))
+    return Figure(name, chart, frame[[*grid.axes, sweeps.SCORE, sweeps.CHOSEN]])
+
+
+def search_progress_chart(grid: sweeps.SweepGrid, name: str) -> Figure:
+    """A search's dev score per trial (points) and the best so far (a step line)."""
+    frame = sweeps.best_so_far(grid)
+    base = alt.Chart(frame, title=f"{grid.sweep.label}: dev score per trial").encode(
+        x=alt.X(f"{sweeps.TRIAL}:Q", title="trial", axis=alt.Axis(tickMinStep=1)))
+    points = base.mark_point().encode(y=alt.Y(f"{sweeps.SCORE}:Q"),
+                                      tooltip=[sweeps.TRIAL, alt.Tooltip(f"{sweeps.SCORE}:Q", format=".2f")])
+    best = base.mark_line(interpolate="step-after").encode(y=f"{sweeps.BEST_SO_FAR}:Q")
+    return Figure(name, alt.layer(points, best), frame,
+                  "Points: each trial's dev score, in the order the search ran them; line: the best so far.")
+
+
+def sweep_figure_name(sweep: SweepId) -> str:
+    """A file stem for a sweep's chart: `sweep-ties-uig-flan-densities` (other characters become '_')."""
+    return "sweep-" + re.sub(r"[^A-Za-z0-9_-]+", "_", f"{sweep.model}-{sweep.grid}")
+
+
+def to_svg(figure: Figure) -> str:
+    """The chart as SVG (vl-convert, no browser); its text (titles, model ids, labels) stays text."""
+    out = io.StringIO()
+    figure.chart.save(out, format="svg")
+    return out.getvalue()
+
+
+def to_png(figure: Figure) -> bytes:
+    out = io.BytesIO()
+    figure.chart.save(out, format="png", scale_factor=PNG_SCALE)
+    return out.getvalue()
+
+
+def to_csv(figure: Figure) -> str:
+    return figure.data.to_csv(index=False)
