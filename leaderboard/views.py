@@ -1,5 +1,6 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
-tables.py, recipes.py, samples.py, stats.py and export.py, so what is drawn here stays thin.
+tables.py, recipes.py, conflicts.py, samples.py, stats.py and export.py, so what is
+drawn here stays thin.
 
 Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
 does not depend on the split, like the sweeps).
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import json
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -16,7 +19,7 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from leaderboard import conflicts, data, export, recipes, samples, stats, sweeps, tables
 from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
@@ -48,6 +51,12 @@ class Context:
 @st.cache_data(ttl=15, show_spinner=False)
 def _snapshot(url: str) -> data.StoreSnapshot:
     return data.read_store(url)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _merge_points(url: str) -> pd.DataFrame:
+    """The SFT model's conflict numbers of every merge in the store (conflicts.merge_points)."""
+    return conflicts.merge_points(_snapshot(url).models)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -83,6 +92,7 @@ def main() -> None:
         split = st.selectbox("Split", SPLIT_CHOICES, index=0, key="split", help="the paper reports test")
         if st.button("Reload results"):
             _snapshot.clear()
+            _merge_points.clear()
             st.rerun()
         st.caption(f"Store: `{url}` (read-only)")
     if view in SNAPSHOT_VIEWS:
@@ -250,6 +260,9 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
     st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
                "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
+    points = _merge_points(snapshot.url)
+    _sweep_conflicts(points[points["model"].isin(grid.trials["trial model"])])
+    _conflict_analysis(points)
 
 
 VIEWS: dict[str, Callable[[Context], None]] = {
@@ -342,6 +355,64 @@ def _search_chart(grid: sweeps.SweepGrid) -> None:
     st.caption("Points: each trial's dev score, in the order the search ran them; line: the best so far.")
 
 
+CT_SAME = "same as the SFT model's"
+
+
+def _sweep_conflicts(points: pd.DataFrame) -> None:
+    """The selected sweep's trials: what sign election took from the SFT model, by tensor type and layer
+    against its density (a slack sweep: the share the slack kept back against the slack)."""
+    if points.empty:
+        return
+    st.subheader("Conflicts in this sweep (SFT model)")
+    if points["slack"].nunique() > 1:
+        st.altair_chart(conflicts.slack_chart(conflicts.slack_curve(points)), width="stretch")
+        st.caption("TIES-SV: the SFT model's entries the slack kept back, as a share of those trimming kept.")
+        return
+    ct_density = _ct_density_choice(points, key="sweep-ct-density")
+    shown = conflicts.at_ct_density(points, ct_density)
+    if shown.empty:
+        st.info("No trial of this sweep has that CT density.")
+        return
+    by_type, by_layer = st.columns(2)
+    by_type.altair_chart(conflicts.type_density_chart(shown), width="stretch")
+    by_layer.altair_chart(conflicts.layer_density_chart(shown), width="stretch")
+    st.caption("The SFT model's entries discarded by sign election, as a share of its parameters, per tensor type "
+               "and per layer, against its density.")
+
+
+def _conflict_analysis(points: pd.DataFrame) -> None:
+    """Figures 3-4 over every merge in the store: the discarded share per language against density,
+    and TIES-SV's slack; the numbers as CSV."""
+    if points.empty:
+        return
+    st.subheader("Conflict analysis: every TIES merge in the store (Figures 3-4)")
+    ties = points[points["method"] == "ties"]
+    if not ties.empty:
+        ct_density = _ct_density_choice(ties, key="all-ct-density")
+        curve = conflicts.density_curve(points, ct_density)
+        if curve.empty:
+            st.info("No TIES merge has that CT density.")
+        else:
+            st.altair_chart(conflicts.density_chart(curve), width="stretch")
+            st.caption("One line per language: the share of the SFT model's parameters that sign election "
+                       "discarded, against its density (the mean where several merges share a point).")
+    slack = conflicts.slack_curve(points)
+    if not slack.empty:
+        st.altair_chart(conflicts.slack_chart(slack), width="stretch")
+        st.caption("TIES-SV: the SFT model's entries the slack kept back (% of those trimming kept), per language.")
+    st.download_button("Conflict numbers (CSV)", points.to_csv(index=False), "conflicts.csv", "text/csv",
+                       key="conflicts-all-csv")
+    st.caption("The CSV: one row per merge and part (all, each tensor type, each layer) of its SFT model, "
+               "with its densities and slack.")
+
+
+def _ct_density_choice(points: pd.DataFrame, key: str) -> float | None:
+    """The CT models' density to draw at (None: equal to the SFT model's, one density for all)."""
+    options = [None, *sorted(points[conflicts.CT_DENSITY].dropna().unique())]
+    return st.selectbox("CT models' density", options, key=key,
+                        format_func=lambda d: CT_SAME if d is None else f"{d:g}")
+
+
 def _model_record(ctx: Context, model: str) -> dict:
     """The models-table row of the build whose results are shown (empty if it was never recorded)."""
     model_hash = ctx.scores.loc[ctx.scores["model"] == model, "model_hash"].iloc[0]
@@ -366,6 +437,16 @@ def _conflict_section(record: dict) -> None:
         return
     st.subheader("Conflict statistics")
     _plain_table(totals, hide_index=True)
+    parts = conflicts.breakdown(json.loads(record["stats_json"]))
+    by_type, by_layer = st.columns(2)
+    by_type.altair_chart(conflicts.parts_chart(parts, "type"), width="stretch")
+    by_layer.altair_chart(conflicts.parts_chart(parts, "layer"), width="stretch")
+    st.caption("Each input model's entries discarded by sign election, as a share of its parameters, per tensor "
+               "type (attention, MLP, embeddings: embed_tokens and lm_head, counting shared vocabulary rows only; "
+               "other: norms) and per layer. The CSV adds the share of the entries trimming kept and, for TIES-SV, "
+               "the share the slack kept back.")
+    st.download_button("Conflict statistics (CSV)", parts.to_csv(index=False), f"conflicts_{record['model']}.csv",
+                       "text/csv", key="conflicts-csv")
     with st.expander("Per tensor"):
         st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
 
