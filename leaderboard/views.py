@@ -1,5 +1,5 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
-tables.py, recipes.py, conflicts.py, samples.py, stats.py and export.py, so what is
+tables.py, recipes.py, conflicts.py, multilang.py, samples.py, stats.py and export.py, so what is
 drawn here stays thin.
 
 Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
@@ -19,7 +19,7 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import conflicts, data, export, recipes, samples, stats, sweeps, tables
+from leaderboard import conflicts, data, export, multilang, recipes, samples, stats, sweeps, tables
 from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
@@ -265,11 +265,35 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     _conflict_analysis(points)
 
 
+def multi_language(ctx: Context) -> None:
+    found = multilang.multi_language_merges(ctx.scores, ctx.snapshot.models)
+    if not found:
+        st.info(f"No merge over several languages has results on the {ctx.split} split: evaluate one, e.g. "
+                "`harness eval --model ties-mvf-uig-flan`.")
+        return
+    langs = st.selectbox("Languages", multilang.language_sets(found), key="multilang-langs",
+                         format_func=multilang.language_names)
+    st.header(f"Multi-language merges: {multilang.language_names(langs)} ({ctx.split})")
+    table = multilang.multilang_table(ctx.scores, ctx.kinds, langs, found, ctx.shown_kinds)
+    _score_table(table)
+    _partial_note(ctx.scores[ctx.scores["lang"].isin(langs)])
+    st.caption("Rows as in Table 3 (a family's cell is its model for that language), restricted to these languages, "
+               "and each merge of one SFT model with the CT models of all of them as a row of its own. Average: the "
+               "mean over these languages.")
+    _downloads(table)
+    for merge in (m for m in found if m.langs == langs):
+        st.subheader(f"{merge.model} against the one-language merges")
+        _plain_table(multilang.comparison(ctx.scores, merge))
+    st.caption("One-language merge: the merge of the same method over a subset of the multi-language merge's "
+               "inputs with that one language (as recorded in the registry). Δ = multi − one-language, in points.")
+
+
 VIEWS: dict[str, Callable[[Context], None]] = {
     "Overview": overview,
     "Per language": per_language,
     "Model": model_page,
     "Compare": compare,
+    "Multi-language": multi_language,
 }
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,
