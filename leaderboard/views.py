@@ -8,6 +8,7 @@ does not depend on the split, like the sweeps).
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import json
@@ -43,17 +44,39 @@ class Context:
     scores: pd.DataFrame  # main-metric rows of the split (tables.main_scores)
     kinds: pd.DataFrame  # per model id: kind, label (tables.model_kinds)
     shown_kinds: list[str]
+    hide_trials: bool  # sweep trials left out of `scores`
 
 
 # ---------------------------------------------------------------- loading (cached)
 
+# What is derived from the store is cached for this long (and until "Reload results"): a page load
+# within it draws from memory (bench/leaderboard_bench.py: 200 models), a later one reads the store again.
+SNAPSHOT_TTL_S = 15
 
-@st.cache_data(ttl=15, show_spinner=False)
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
 def _snapshot(url: str) -> data.StoreSnapshot:
     return data.read_store(url)
 
 
-@st.cache_data(ttl=15, show_spinner=False)
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def _split_scores(url: str, split: str, hide_trials: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The split's main-metric rows (tables.main_scores; sweep trials left out if asked) and their models' kinds."""
+    snapshot = _snapshot(url)
+    scores = tables.main_scores(snapshot.results, split, data.main_metric_lookup())
+    if hide_trials:
+        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
+    return scores, tables.model_kinds(scores, snapshot.models)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def _overview_table(url: str, split: str, hide_trials: bool, rows: str, shown_kinds: tuple[str, ...]) -> tables.ScoreTable:
+    scores, kinds = _split_scores(url, split, hide_trials)
+    build = tables.overview_table if rows == ROWS_MODELS else tables.family_table
+    return build(scores, kinds, shown_kinds)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
 def _merge_points(url: str) -> pd.DataFrame:
     """The SFT model's conflict numbers of every merge in the store (conflicts.merge_points)."""
     return conflicts.merge_points(_snapshot(url).models)
@@ -91,8 +114,7 @@ def main() -> None:
         view = st.radio("View", [*VIEWS, *SNAPSHOT_VIEWS], key="view")
         split = st.selectbox("Split", SPLIT_CHOICES, index=0, key="split", help="the paper reports test")
         if st.button("Reload results"):
-            _snapshot.clear()
-            _merge_points.clear()
+            st.cache_data.clear()  # the snapshot and everything derived from it
             st.rerun()
         st.caption(f"Store: `{url}` (read-only)")
     if view in SNAPSHOT_VIEWS:
@@ -108,8 +130,8 @@ def main() -> None:
 
 def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
     metric_of = data.main_metric_lookup()
-    scores = tables.main_scores(snapshot.results, split, metric_of)
-    unknown = sorted({t for t in snapshot.results.loc[snapshot.results["split"] == split, "task"] if metric_of(t) is None})
+    scores, _ = _split_scores(snapshot.url, split, hide_trials=False)
+    unknown = sorted(t for t in snapshot.results.loc[snapshot.results["split"] == split, "task"].unique() if metric_of(t) is None)
     if unknown:
         st.warning(f"Not shown, no main metric known for: {', '.join(unknown)}")
     if scores.empty:
@@ -120,9 +142,7 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
     with st.sidebar:
         hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
                                   help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
-    if hide_trials:
-        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
-    kinds = tables.model_kinds(scores, snapshot.models)
+    scores, kinds = _split_scores(snapshot.url, split, hide_trials)
     # The same options on every split (every kind the store knows), so a choice survives a split change.
     known = set(snapshot.models["kind"]) | set(kinds["kind"])
     options = [k for k in KINDS if k in known] + sorted(known - set(KINDS))
@@ -130,7 +150,7 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         shown = st.multiselect(
             "Kinds", options, default=options, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
         )
-    return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown)
+    return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown, hide_trials=hide_trials)
 
 
 # ---------------------------------------------------------------- views
@@ -139,10 +159,8 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
 def overview(ctx: Context) -> None:
     st.header(f"Overview ({ctx.split})")
     rows = st.radio("Rows", [ROWS_FAMILIES, ROWS_MODELS], key="overview-rows", horizontal=True)
-    if rows == ROWS_MODELS:
-        table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
-    else:
-        table = tables.family_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    table = _overview_table(ctx.snapshot.url, ctx.split, ctx.hide_trials, rows, tuple(ctx.shown_kinds))
+    if rows == ROWS_FAMILIES:
         st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
                    "sweep trials and multi-language merges are in the Models table only.")
     _score_table(table)
@@ -320,9 +338,10 @@ def _downloads(table: tables.ScoreTable) -> None:
         return
     stem = f"leaderboard_{table.name}"
     csv_col, md_col, tex_col = st.columns(3)
-    csv_col.download_button("CSV", export.to_csv(table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
-    md_col.download_button("Markdown", export.to_markdown(table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
-    tex_col.download_button("LaTeX", export.to_latex(table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
+    # Each file is written when its button is clicked, not on every page load.
+    csv_col.download_button("CSV", partial(export.to_csv, table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
+    md_col.download_button("Markdown", partial(export.to_markdown, table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
+    tex_col.download_button("LaTeX", partial(export.to_latex, table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
 
 
 def _bar_chart(values: pd.Series, kinds: pd.Series, chance: float | None = None) -> None:
@@ -424,7 +443,7 @@ def _conflict_analysis(points: pd.DataFrame) -> None:
     if not slack.empty:
         st.altair_chart(conflicts.slack_chart(slack), width="stretch")
         st.caption("TIES-SV: the SFT model's entries the slack kept back (% of those trimming kept), per language.")
-    st.download_button("Conflict numbers (CSV)", points.to_csv(index=False), "conflicts.csv", "text/csv",
+    st.download_button("Conflict numbers (CSV)", partial(points.to_csv, index=False), "conflicts.csv", "text/csv",
                        key="conflicts-all-csv")
     st.caption("The CSV: one row per merge and part (all, each tensor type, each layer) of its SFT model, "
                "with its densities and slack.")
@@ -469,7 +488,7 @@ def _conflict_section(record: dict) -> None:
                "type (attention, MLP, embeddings: embed_tokens and lm_head, counting shared vocabulary rows only; "
                "other: norms) and per layer. The CSV adds the share of the entries trimming kept and, for TIES-SV, "
                "the share the slack kept back.")
-    st.download_button("Conflict statistics (CSV)", parts.to_csv(index=False), f"conflicts_{record['model']}.csv",
+    st.download_button("Conflict statistics (CSV)", partial(parts.to_csv, index=False), f"conflicts_{record['model']}.csv",
                        "text/csv", key="conflicts-csv")
     with st.expander("Per tensor"):
         st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
