@@ -113,12 +113,14 @@ POINT_COLUMNS = ["model", "model_hash", "method", "language", "sft model", SFT_D
 
 def merge_points(models: pd.DataFrame) -> pd.DataFrame:
     """The SFT model's conflict numbers of every merge with statistics in the models table (sweep
-    trials included): one row per merge and part (its totals, each tensor type, each layer), with
+    trials included; each model id's newest build): one row per merge and part (its totals, each tensor type, each layer), with
     the merge's id, method, language(s) (`mvf+uig` for a merge of several), the SFT model's density,
     the CT models' density (missing where they differ) and the slack."""
     kinds = dict(zip(models["model"], models["kind"]))
     points, counts = [], []
-    for record in models.dropna(subset=["stats_json", "recipe_json"]).drop_duplicates("model_hash", keep="last").itertuples():
+    # Each model id's newest build only (as the results show it): an older build of a trial is not a point of its own.
+    records = models.dropna(subset=["stats_json", "recipe_json"]).sort_values("created_at", kind="stable")
+    for record in records.drop_duplicates("model", keep="last").itertuples():
         point = _merge_point(record, kinds)
         if point is None:
             continue
@@ -164,7 +166,8 @@ def at_ct_density(points: pd.DataFrame, ct_density: float | None) -> pd.DataFram
 
 def density_curve(points: pd.DataFrame, ct_density: float | None = None) -> pd.DataFrame:
     """Figure 3: TIES merges' SFT discarded share (totals) per language and SFT density, at one CT
-    density (`at_ct_density`); where several merges share a point (rebuilds), their mean."""
+    density (`at_ct_density`); where several merges share a point (a sweep's trial and the merge it
+    chose, two sweeps), their mean."""
     rows = at_ct_density(points[(points["method"] == "ties") & (points["breakdown"] == ALL)], ct_density)
     return (rows.groupby(["language", SFT_DENSITY], as_index=False)[[DISCARDED, DISCARDED_OF_KEPT]].mean()
             .sort_values(["language", SFT_DENSITY], ignore_index=True))

@@ -6,12 +6,11 @@ Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS f
 does not depend on the split, like the sweeps).
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-
-import json
 
 import altair as alt
 import pandas as pd

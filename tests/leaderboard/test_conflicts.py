@@ -84,11 +84,14 @@ MERGES = [  # model id, langs, recipe, stats
 
 
 def models_frame(extra: list[dict] = ()) -> pd.DataFrame:
+    """The models table's rows for MERGES and the plain models (then `extra`), recorded a minute apart."""
     rows = [{"model": m, "model_hash": f"h-{m}", "kind": "merge", "langs": langs, "recipe_json": json.dumps(r),
              "stats_json": json.dumps(s)} for m, langs, r, s in MERGES]
     rows += [{"model": m, "model_hash": f"h-{m}", "kind": k, "langs": "", "recipe_json": None, "stats_json": None}
              for m, k in KINDS.items()]
-    return pd.DataFrame([*rows, *extra])
+    rows += list(extra)
+    recorded = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(range(len(rows)), unit="min")
+    return pd.DataFrame(rows).assign(created_at=recorded)
 
 
 def test_merge_points_place_each_merge_by_its_sft_model_and_densities():
@@ -100,8 +103,12 @@ def test_merge_points_place_each_merge_by_its_sft_model_and_densities():
                    "stats_json": json.dumps(stats(two_tensors(1, 1)))}
     wavg = {"model": "wavg-uig-flan", "model_hash": "h-w", "kind": "merge", "langs": "uig",
             "recipe_json": json.dumps({"merge_method": "linear", "models": [{"model": "sft-flan"}]}), "stats_json": None}
-    points = conflicts.merge_points(models_frame([unknown_sft, wavg]))
+    # A newer build of a trial replaces the older one (its statistics: 50 of 200 discarded).
+    rebuilt = {"model": "ties-uig-flan@0.2", "model_hash": "h-rebuilt", "kind": "merge", "langs": "uig",
+               "recipe_json": json.dumps(recipe(0.2, 0.2)), "stats_json": json.dumps(stats(two_tensors(25, 25)))}
+    points = conflicts.merge_points(models_frame([unknown_sft, wavg, rebuilt]))
     assert set(points["model"]) == {m for m, *_ in MERGES}
+    assert set(points.loc[points["model"] == "ties-uig-flan@0.2", "model_hash"]) == {"h-rebuilt"}
     total = points[points["breakdown"] == "all"].set_index("model")
     assert total.loc["ties-uig-flan@0.8,0.2", [conflicts.SFT_DENSITY, conflicts.CT_DENSITY]].tolist() == [0.8, 0.2]
     assert total.loc["ties-uig-flan@0.8", conflicts.DISCARDED] == pytest.approx(15.0)  # 30 of 200
