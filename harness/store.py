@@ -563,7 +563,8 @@ UPGRADES = [
 def main_metric_rows(results: pd.DataFrame, main_metric: Callable[[str], str | None]) -> pd.DataFrame:
     """One row per (model, task): the task's main metric. A metric stored under several filters is
     read unfiltered (filter `none`) when stored so, else under its first filter in name order."""
-    rows = results[results["metric"] == results["task"].map(main_metric)]
+    metric_of = {task: main_metric(task) for task in results["task"].unique()}  # once per task, not per row
+    rows = results[results["metric"] == results["task"].map(metric_of)]
     rows = rows.assign(_filtered=rows["filter"] != NO_FILTER).sort_values(["_filtered", "filter"])
     return rows.drop_duplicates(["model", "task"]).drop(columns="_filtered").reset_index(drop=True)
 

@@ -171,8 +171,10 @@ def language_cells(scores: pd.DataFrame) -> Cells:
     the mean of independent task scores), items and limit; a language with none of them has no column."""
     per_task = {field: scores.pivot_table(index="model", columns="task", values=field, aggfunc="last")
                 for field in ("value", "stderr", "n")}
-    full_items = per_task["n"].max()  # per task: the most items any model was scored on
-    columns = {lang: _language_column(per_task, full_items, expected)
+    full_items = per_task["n"].max().to_dict()  # per task: the most items any model was scored on
+    # Plain dicts (model -> task -> value): the per-model loop below stays fast for hundreds of models.
+    by_model = {field: frame.to_dict(orient="index") for field, frame in per_task.items()}
+    columns = {lang: _language_column(by_model, full_items, expected)
                for lang, expected in _averaged_tasks(scores).items()}
     present = [code for code in LANGUAGES if code in columns] + sorted(set(columns) - set(LANGUAGES))
     index = per_task["value"].index
@@ -181,22 +183,23 @@ def language_cells(scores: pd.DataFrame) -> Cells:
     return Cells(*frames)
 
 
-def _language_column(per_task: dict[str, pd.DataFrame], full_items: pd.Series, expected: list[str]) -> dict[str, list]:
+def _language_column(by_model: dict[str, dict], full_items: dict[str, float], expected: list[str]) -> dict[str, list]:
     column = {"value": [], "stderr": [], "items": [], "limit": []}
-    for model in per_task["value"].index:
-        items = per_task["n"].loc[model, expected]
-        short = items < full_items[expected]
+    for model, values in by_model["value"].items():
+        items = [by_model["n"][model][task] for task in expected]
+        short = [n for n, task in zip(items, expected) if n < full_items[task]]  # NaN (not scored) is never short
         # A short task flags the cell even when the average is missing: the row is a --limit run.
-        column["limit"].append(float(items[short].max()) if short.any() else float("nan"))
-        average = language_average(expected, per_task["value"].loc[model].to_dict()).value
+        column["limit"].append(float(max(short)) if short else float("nan"))
+        average = language_average(expected, values).value
         if average is None:
             for field in ("value", "stderr", "items"):
                 column[field].append(float("nan"))
             continue
-        stderr = per_task["stderr"].loc[model, expected].astype(float)
+        stderr = [float(by_model["stderr"][model][task]) for task in expected]
+        known = not any(math.isnan(value) for value in stderr)
         column["value"].append(average * 100)
-        column["stderr"].append(100 * math.sqrt((stderr**2).sum()) / len(expected) if stderr.notna().all() else float("nan"))
-        column["items"].append(float(items.sum()))
+        column["stderr"].append(100 * math.sqrt(sum(value**2 for value in stderr)) / len(expected) if known else float("nan"))
+        column["items"].append(float(sum(items)))
     return column
 
 
@@ -267,11 +270,12 @@ def family_table(scores: pd.DataFrame, kinds: pd.DataFrame, shown_kinds: Iterabl
     frames = {field: {} for field in ("values", "stderr", "items", "limit")}
     task_members = {}  # family -> {task: the member model whose results fill it}
     lang_of = scores.drop_duplicates("task").set_index("task")["lang"]
-    for model, member in members.iterrows():
-        langs = list(by_model.values.columns) if pd.isna(member["family_lang"]) else [member["family_lang"]]
+    cells_of = {field: getattr(by_model, field).to_dict(orient="index") for field in frames}  # model -> column -> value
+    for model, family, family_lang in zip(members.index, members["family"], members["family_lang"]):
+        langs = list(by_model.values.columns) if pd.isna(family_lang) else [family_lang]
         for field, rows in frames.items():
-            rows.setdefault(member["family"], {}).update(getattr(by_model, field).loc[model, langs].to_dict())
-        task_members.setdefault(member["family"], {}).update(dict.fromkeys(lang_of.index[lang_of.isin(langs)], model))
+            rows.setdefault(family, {}).update({lang: cells_of[field][model][lang] for lang in langs})
+        task_members.setdefault(family, {}).update(dict.fromkeys(lang_of.index[lang_of.isin(langs)], model))
     columns = list(by_model.values.columns)
     cells = Cells(*(pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).astype(float)
                     for rows in frames.values()))
@@ -409,20 +413,18 @@ def _with_kinds(
     order = sorted(kind_codes.index, key=lambda m: (bool(limited[m]), _kind_rank(kind_codes[m]), _method_rank(kinds, m), m))
     cells = cells.rows(order)
     frame = cells.values.copy()
-    frame.insert(0, ITEMS, [_items_label(cells, m) for m in order])
+    frame.insert(0, ITEMS, _items_labels(cells, order))
     frame.insert(0, KIND, [kinds.at[m, "label"] if m in kinds.index else "unknown" for m in order])
     frame.index.name = "Model"
     return ScoreTable(frame=frame, score_columns=list(cells.values.columns), title=title, name=name, cells=cells,
                       kind_codes=kind_codes[order])
 
 
-def _items_label(cells: Cells, row: str) -> str:
-    """"limit N" for a row scored on at most N items of some task, else its items over all shown cells."""
-    limit = cells.limit.loc[row].max()
-    if pd.notna(limit):
-        return f"limit {int(limit)}"
-    items = cells.items.loc[row].drop(AVERAGE, errors="ignore").sum()
-    return str(int(items))
+def _items_labels(cells: Cells, rows: list) -> list[str]:
+    """Per row: "limit N" for a row scored on at most N items of some task, else its items over all shown cells."""
+    limits = cells.limit.max(axis=1).to_dict()
+    items = cells.items.drop(columns=AVERAGE, errors="ignore").sum(axis=1).to_dict()
+    return [f"limit {int(limits[row])}" if pd.notna(limits[row]) else str(int(items[row])) for row in rows]
 
 
 def _kind_rank(kind: str) -> int:

@@ -1,14 +1,16 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
-tables.py, ties.py, figures.py, recipes.py, samples.py, stats.py and export.py, so what is drawn
-here stays thin.
+tables.py, ties.py, figures.py, recipes.py, conflicts.py, multilang.py, samples.py, stats.py and
+export.py, so what is drawn here stays thin.
 
 Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
 does not depend on the split, like the sweeps).
 """
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,8 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import data, export, figures, recipes, samples, stats, sweeps, tables, ties
+from leaderboard import conflicts, data, export, figures, multilang, recipes, samples, stats, sweeps, tables, ties
+from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
@@ -34,14 +37,42 @@ class Context:
     scores: pd.DataFrame  # main-metric rows of the split (tables.main_scores)
     kinds: pd.DataFrame  # per model id: kind, label (tables.model_kinds)
     shown_kinds: list[str]
+    hide_trials: bool  # sweep trials left out of `scores`
 
 
 # ---------------------------------------------------------------- loading (cached)
 
+# What is derived from the store is cached for this long (and until "Reload results"): a page load
+# within it draws from memory (bench/leaderboard_bench.py: 200 models), a later one reads the store again.
+SNAPSHOT_TTL_S = 15
 
-@st.cache_data(ttl=15, show_spinner=False)
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
 def _snapshot(url: str) -> data.StoreSnapshot:
     return data.read_store(url)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def _split_scores(url: str, split: str, hide_trials: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The split's main-metric rows (tables.main_scores; sweep trials left out if asked) and their models' kinds."""
+    snapshot = _snapshot(url)
+    scores = tables.main_scores(snapshot.results, split, data.main_metric_lookup())
+    if hide_trials:
+        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
+    return scores, tables.model_kinds(scores, snapshot.models)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def _overview_table(url: str, split: str, hide_trials: bool, rows: str, shown_kinds: tuple[str, ...]) -> tables.ScoreTable:
+    scores, kinds = _split_scores(url, split, hide_trials)
+    build = tables.overview_table if rows == ROWS_MODELS else tables.family_table
+    return build(scores, kinds, shown_kinds)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False)
+def _merge_points(url: str) -> pd.DataFrame:
+    """The SFT model's conflict numbers of every merge in the store (conflicts.merge_points)."""
+    return conflicts.merge_points(_snapshot(url).models)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -76,7 +107,7 @@ def main() -> None:
         view = st.radio("View", [*VIEWS, *SNAPSHOT_VIEWS], key="view")
         split = st.selectbox("Split", SPLIT_CHOICES, index=0, key="split", help="the paper reports test")
         if st.button("Reload results"):
-            _snapshot.clear()
+            st.cache_data.clear()  # the snapshot and everything derived from it
             st.rerun()
         st.caption(f"Store: `{url}` (read-only)")
     if view in SNAPSHOT_VIEWS:
@@ -92,8 +123,8 @@ def main() -> None:
 
 def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
     metric_of = data.main_metric_lookup()
-    scores = tables.main_scores(snapshot.results, split, metric_of)
-    unknown = sorted({t for t in snapshot.results.loc[snapshot.results["split"] == split, "task"] if metric_of(t) is None})
+    scores, _ = _split_scores(snapshot.url, split, hide_trials=False)
+    unknown = sorted(t for t in snapshot.results.loc[snapshot.results["split"] == split, "task"].unique() if metric_of(t) is None)
     if unknown:
         st.warning(f"Not shown, no main metric known for: {', '.join(unknown)}")
     if scores.empty:
@@ -104,9 +135,7 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
     with st.sidebar:
         hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
                                   help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
-    if hide_trials:
-        scores = scores[~scores["model"].str.contains(tables.SWEEP_TRIAL_MARK, regex=False)]
-    kinds = tables.model_kinds(scores, snapshot.models)
+    scores, kinds = _split_scores(snapshot.url, split, hide_trials)
     # The same options on every split (every kind the store knows), so a choice survives a split change.
     known = set(snapshot.models["kind"]) | set(kinds["kind"])
     options = [k for k in KINDS if k in known] + sorted(known - set(KINDS))
@@ -114,7 +143,7 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         shown = st.multiselect(
             "Kinds", options, default=options, key="kinds", format_func=lambda k: tables.KIND_LABELS.get(k, k)
         )
-    return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown)
+    return Context(snapshot=snapshot, split=split, scores=scores, kinds=kinds, shown_kinds=shown, hide_trials=hide_trials)
 
 
 # ---------------------------------------------------------------- views
@@ -123,10 +152,8 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
 def overview(ctx: Context) -> None:
     st.header(f"Overview ({ctx.split})")
     rows = st.radio("Rows", [ROWS_FAMILIES, ROWS_MODELS], key="overview-rows", horizontal=True)
-    if rows == ROWS_MODELS:
-        table = tables.overview_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
-    else:
-        table = tables.family_table(ctx.scores, ctx.kinds, ctx.shown_kinds)
+    table = _overview_table(ctx.snapshot.url, ctx.split, ctx.hide_trials, rows, tuple(ctx.shown_kinds))
+    if rows == ROWS_FAMILIES:
         st.caption("A family's language cell is its model for that language (TIES-X's Uyghur cell: ties-uig-flan); "
                    "sweep trials and multi-language merges are in the Models table only.")
     table = _score_table(ctx, table, FAMILY_TIE_BASIS if rows == ROWS_FAMILIES else MODEL_TIE_BASIS)
@@ -245,6 +272,32 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     _plain_table(grid.trials.rename(columns={a: sweeps.axis_label(a) for a in grid.axes}), hide_index=True)
     st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
                "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
+    points = _merge_points(snapshot.url)
+    _sweep_conflicts(points[points["model"].isin(grid.trials["trial model"])])
+    _conflict_analysis(points)
+
+
+def multi_language(ctx: Context) -> None:
+    found = multilang.multi_language_merges(ctx.scores, ctx.snapshot.models)
+    if not found:
+        st.info(f"No merge over several languages has results on the {ctx.split} split: evaluate one, e.g. "
+                "`harness eval --model ties-mvf-uig-flan`.")
+        return
+    langs = st.selectbox("Languages", multilang.language_sets(found), key="multilang-langs",
+                         format_func=multilang.language_names)
+    st.header(f"Multi-language merges: {multilang.language_names(langs)} ({ctx.split})")
+    table = multilang.multilang_table(ctx.scores, ctx.kinds, langs, found, ctx.shown_kinds)
+    table = _score_table(ctx, table, FAMILY_TIE_BASIS)
+    _partial_note(ctx.scores[ctx.scores["lang"].isin(langs)])
+    st.caption("Rows as in Table 3 (a family's cell is its model for that language), restricted to these languages, "
+               "and each merge of one SFT model with the CT models of all of them as a row of its own. Average: the "
+               "mean over these languages.")
+    _downloads(table)
+    for merge in (m for m in found if m.langs == langs):
+        st.subheader(f"{merge.model} against the one-language merges")
+        _plain_table(multilang.comparison(ctx.scores, merge))
+    st.caption("One-language merge: the merge of the same method over a subset of the multi-language merge's "
+               "inputs with that one language (as recorded in the registry). Δ = multi − one-language, in points.")
 
 
 VIEWS: dict[str, Callable[[Context], None]] = {
@@ -252,6 +305,7 @@ VIEWS: dict[str, Callable[[Context], None]] = {
     "Per language": per_language,
     "Model": model_page,
     "Compare": compare,
+    "Multi-language": multi_language,
 }
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,
@@ -325,9 +379,10 @@ def _downloads(table: tables.ScoreTable) -> None:
         return
     stem = f"leaderboard_{table.name}"
     csv_col, md_col, tex_col = st.columns(3)
-    csv_col.download_button("CSV", export.to_csv(table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
-    md_col.download_button("Markdown", export.to_markdown(table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
-    tex_col.download_button("LaTeX", export.to_latex(table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
+    # Each file is written when its button is clicked, not on every page load.
+    csv_col.download_button("CSV", partial(export.to_csv, table), f"{stem}.csv", "text/csv", key=f"{stem}-csv")
+    md_col.download_button("Markdown", partial(export.to_markdown, table), f"{stem}.md", "text/markdown", key=f"{stem}-md")
+    tex_col.download_button("LaTeX", partial(export.to_latex, table), f"{stem}.tex", "text/x-tex", key=f"{stem}-tex")
 
 
 def _figure(figure: figures.Figure) -> None:
@@ -340,6 +395,64 @@ def _figure(figure: figures.Figure) -> None:
     png_col.download_button("PNG", lambda: figures.to_png(figure), f"{stem}.png", "image/png", key=f"{stem}-png")
     svg_col.download_button("SVG", lambda: figures.to_svg(figure), f"{stem}.svg", "image/svg+xml", key=f"{stem}-svg")
     csv_col.download_button("Chart data (CSV)", figures.to_csv(figure), f"{stem}.csv", "text/csv", key=f"{stem}-data")
+
+
+CT_SAME = "same as the SFT model's"
+
+
+def _sweep_conflicts(points: pd.DataFrame) -> None:
+    """The selected sweep's trials: what sign election took from the SFT model, by tensor type and layer
+    against its density (a slack sweep: the share the slack kept back against the slack)."""
+    if points.empty:
+        return
+    st.subheader("Conflicts in this sweep (SFT model)")
+    if points["slack"].nunique() > 1:
+        st.altair_chart(conflicts.slack_chart(conflicts.slack_curve(points)), width="stretch")
+        st.caption("TIES-SV: the SFT model's entries the slack kept back, as a share of those trimming kept.")
+        return
+    ct_density = _ct_density_choice(points, key="sweep-ct-density")
+    shown = conflicts.at_ct_density(points, ct_density)
+    if shown.empty:
+        st.info("No trial of this sweep has that CT density.")
+        return
+    by_type, by_layer = st.columns(2)
+    by_type.altair_chart(conflicts.type_density_chart(shown), width="stretch")
+    by_layer.altair_chart(conflicts.layer_density_chart(shown), width="stretch")
+    st.caption("The SFT model's entries discarded by sign election, as a share of its parameters, per tensor type "
+               "and per layer, against its density.")
+
+
+def _conflict_analysis(points: pd.DataFrame) -> None:
+    """Figures 3-4 over every merge in the store: the discarded share per language against density,
+    and TIES-SV's slack; the numbers as CSV."""
+    if points.empty:
+        return
+    st.subheader("Conflict analysis: every TIES merge in the store (Figures 3-4)")
+    ties = points[points["method"] == "ties"]
+    if not ties.empty:
+        ct_density = _ct_density_choice(ties, key="all-ct-density")
+        curve = conflicts.density_curve(points, ct_density)
+        if curve.empty:
+            st.info("No TIES merge has that CT density.")
+        else:
+            st.altair_chart(conflicts.density_chart(curve), width="stretch")
+            st.caption("One line per language: the share of the SFT model's parameters that sign election "
+                       "discarded, against its density (the mean where several merges share a point).")
+    slack = conflicts.slack_curve(points)
+    if not slack.empty:
+        st.altair_chart(conflicts.slack_chart(slack), width="stretch")
+        st.caption("TIES-SV: the SFT model's entries the slack kept back (% of those trimming kept), per language.")
+    st.download_button("Conflict numbers (CSV)", partial(points.to_csv, index=False), "conflicts.csv", "text/csv",
+                       key="conflicts-all-csv")
+    st.caption("The CSV: one row per merge and part (all, each tensor type, each layer) of its SFT model, "
+               "with its densities and slack.")
+
+
+def _ct_density_choice(points: pd.DataFrame, key: str) -> float | None:
+    """The CT models' density to draw at (None: equal to the SFT model's, one density for all)."""
+    options = [None, *sorted(points[conflicts.CT_DENSITY].dropna().unique())]
+    return st.selectbox("CT models' density", options, key=key,
+                        format_func=lambda d: CT_SAME if d is None else f"{d:g}")
 
 
 def _model_record(ctx: Context, model: str) -> dict:
@@ -366,6 +479,16 @@ def _conflict_section(record: dict) -> None:
         return
     st.subheader("Conflict statistics")
     _plain_table(totals, hide_index=True)
+    parts = conflicts.breakdown(json.loads(record["stats_json"]))
+    by_type, by_layer = st.columns(2)
+    by_type.altair_chart(conflicts.parts_chart(parts, "type"), width="stretch")
+    by_layer.altair_chart(conflicts.parts_chart(parts, "layer"), width="stretch")
+    st.caption("Each input model's entries discarded by sign election, as a share of its parameters, per tensor "
+               "type (attention, MLP, embeddings: embed_tokens and lm_head, counting shared vocabulary rows only; "
+               "other: norms) and per layer. The CSV adds the share of the entries trimming kept and, for TIES-SV, "
+               "the share the slack kept back.")
+    st.download_button("Conflict statistics (CSV)", partial(parts.to_csv, index=False), f"conflicts_{record['model']}.csv",
+                       "text/csv", key="conflicts-csv")
     with st.expander("Per tensor"):
         st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
 
