@@ -341,13 +341,19 @@ CPU_LORA_ARGS = ["--max-num-seqs", "1"]
 
 def lora_server_args(adapters: dict[str, Path], max_rank: int, device: str) -> list[str]:
     """Server arguments serving these adapters (name -> folder) of ranks up to `max_rank`."""
+    rank = served_lora_rank(max_rank)
+    modules = [f"{name}={Path(folder).resolve()}" for name, folder in adapters.items()]
+    cpu_args = CPU_LORA_ARGS if device == "cpu" else []
+    return ["--enable-lora", "--max-lora-rank", str(rank), *cpu_args, "--lora-modules", *modules]
+
+
+def served_lora_rank(max_rank: int) -> int:
+    """The --max-lora-rank a server needs for adapters of ranks up to `max_rank`: the next value vLLM takes."""
     rank = next((value for value in LORA_RANKS if value >= max_rank), None)
     if rank is None:
         raise HarnessError(f"LoRA rank {max_rank} is above the largest vLLM serves ({LORA_RANKS[-1]}); "
                            "evaluate the adapter with --backend hf")
-    modules = [f"{name}={Path(folder).resolve()}" for name, folder in adapters.items()]
-    cpu_args = CPU_LORA_ARGS if device == "cpu" else []
-    return ["--enable-lora", "--max-lora-rank", str(rank), *cpu_args, "--lora-modules", *modules]
+    return rank
 
 
 def load_lora_adapter(server_url: str, name: str, folder: Path, timeout_s: float = 600.0) -> None:
