@@ -89,3 +89,23 @@ def test_stored_rows_name_the_adapter_model(tiny_model, tiny_tasks, tmp_path):
     record = ResultStore(f"sqlite:///{tmp_path / 'r.db'}").models()
     assert record[["model", "kind"]].values.tolist() == [["lora-a", "adapter"]]
     assert record["model_hash"].tolist() == [model.model_hash]
+
+
+def test_eval_command_scores_several_adapters_within_one_set_of_servers(tiny_model, tmp_path, monkeypatch, capsys):
+    """`harness eval --model A --model B`: each model in turn, inside one AdapterServers whose rank
+    limit covers both (so the second adapter loads into the first one's server)."""
+    from harness import evaluate as eval_command, evaluation, lm_eval_run
+    from harness.cli import main
+
+    adapter_models(tiny_model, tmp_path, {"lora-a": 4, "lora-b": 16})
+    seen = []
+    monkeypatch.setattr(evaluation, "evaluate",
+                        lambda model, tasks, settings: seen.append((model.id, tasks, lm_eval_run._ADAPTER_SERVERS.get())))
+    monkeypatch.setattr(eval_command, "print_report", lambda report: None)
+    task = "lrm_mlic_tc_uig_test"
+    assert main(["eval", "--registry", str(tmp_path / "r.yaml"), "--model", "lora-a", "--model", "lora-b",
+                 "--tasks", task, "--store", f"sqlite:///{tmp_path / 'r.db'}"]) == 0
+    assert [(model_id, tasks) for model_id, tasks, _ in seen] == [("lora-a", [task]), ("lora-b", [task])]
+    servers = {id(servers) for _, _, servers in seen}
+    assert len(servers) == 1 and seen[0][2].max_rank == {tiny_model: 16}
+    assert lm_eval_run._ADAPTER_SERVERS.get() is None  # the block ended with the command
