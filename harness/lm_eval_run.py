@@ -311,6 +311,8 @@ class AdapterServers:
                 load_lora_adapter(server.url, model.id, model.path)
                 loaded.add(model.id)
             return server
+        if base in self.servers:  # it died (the task that saw it die said so): what is left of it goes
+            self.servers[base][0].stop()
         server = self._start(model, log_path)
         self.servers[base] = (server, {model.id})
         return server
