@@ -3,6 +3,8 @@
 - A checkpoint folder (`path:`) is used as it is.
 - A hub checkpoint (`hub:`) is downloaded with huggingface_hub (safetensors, JSON and tokenizer
   files only).
+- An adapter (`kind: adapter`) is its PEFT folder as it is, checked against its base, which is
+  built too: evaluating an adapter serves the base with the adapter applied (harness/lm_eval_run.py).
 - A merge (`recipe:`) is built with the `merges` library into the cache,
   `merges_dir()/<id>-<hash12>`, or reused from there. The hash covers the recipe, the identity
   of every input and the merges library version, so editing one CT model re-merges exactly the
@@ -14,7 +16,10 @@ or stale, and only those (with their ancestors), through `harness zoo`.
 
 A model's identity hash: for a local folder, a hash of its safetensors, JSON and tokenizer file
 contents (each file's hash is cached by path, size and mtime, so big models are read once); for
-a hub model, its repo id and resolved commit; for a merge, its cache key.
+a hub model, its repo id and resolved commit; for an adapter, a hash of its folder's hash and its
+base's identity (the same adapter files over another base are another model); for a merge, its cache
+key. A merge whose recipe lists adapters reads them as their folders: the merges library applies
+them to the recipe's base_model.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class BuiltModel:
     path: Path
     model_hash: str
     stats: dict | None
+    base: BuiltModel | None = None  # an adapter's base: the full model it applies to
 
 
 # ---- identity hashes --------------------------------------------------------------------------
@@ -123,6 +129,8 @@ class _Builder:
                 self.built[entry.id] = self._merge(entry)
             elif entry.hub is not None:
                 self.built[entry.id] = self._download(entry)
+            elif entry.base is not None:
+                self.built[entry.id] = self._adapter(entry)
             else:
                 self.built[entry.id] = self._local(entry)
         return self.built[entry.id]
@@ -141,6 +149,22 @@ class _Builder:
         check_weights(entry.id, entry.path)
         return BuiltModel(entry, entry.path, folder_hash(entry.path), None)
 
+    def _adapter(self, entry: ModelEntry) -> BuiltModel:
+        """An adapter folder, checked as merges.lora reads it and against its base (built first)."""
+        from merges.lora import LoraAdapter
+
+        base = self.build(entry.base)
+        if entry.path is None or not entry.path.is_dir():
+            raise HarnessError(f"adapter {entry.id!r}: no adapter folder at {entry.path}")
+        try:
+            adapter = LoraAdapter(entry.id, entry.path)
+            adapter.check_base(tensor_shapes(base.path), entry.base)
+        except MergeError as err:
+            raise HarnessError(str(err)) from None
+        check_recorded_base(entry, adapter.base_model, base.path)
+        identity = hashlib.sha256(f"adapter:{folder_hash(entry.path)}\nbase:{base.model_hash}".encode()).hexdigest()
+        return BuiltModel(entry, entry.path, identity, None, base=base)
+
     def _download(self, entry: ModelEntry) -> BuiltModel:
         from huggingface_hub import snapshot_download
 
@@ -156,6 +180,7 @@ class _Builder:
 
     def _merge(self, entry: ModelEntry) -> BuiltModel:
         import merges
+        from merges.lora import is_adapter_folder
 
         recipe = merges.load_recipe(entry.recipe)
         inputs = {name: self.build(name) for name in recipe.referenced_models()}
@@ -165,10 +190,42 @@ class _Builder:
         # reuses the folder the first one published.
         with _cache_entry_lock(folder):
             if folder.is_dir():
-                return BuiltModel(entry, folder, key, merges.load_stats(folder))
-            result = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
-                                      device=self.device, progress=self.progress)
-        return BuiltModel(entry, folder, key, result.stats)
+                stats = merges.load_stats(folder)
+            else:
+                stats = merges.run_merge(recipe, lambda name: inputs[name].path, folder,
+                                         device=self.device, progress=self.progress).stats
+        # A merge written as an adapter (the recipe's `output: {format: adapter}`) applies to its base_model.
+        base = inputs[recipe.base_model] if is_adapter_folder(folder) and recipe.base_model else None
+        return BuiltModel(entry, folder, key, stats, base=base)
+
+
+def tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a checkpoint folder's safetensors files (headers only)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})
+    return shapes
+
+
+def check_recorded_base(entry: ModelEntry, recorded: str | None, base_path: Path) -> None:
+    """The base PEFT recorded in adapter_config.json (base_model_name_or_path) agrees with the registry's.
+
+    Compared only when the recorded base is a local folder, an absolute path that exists here: then
+    it must be the registry base's folder (the same path once symlinks are resolved) or hold the same
+    files (the same folder_hash: a copy, or the zoo moved to another HARNESS_HOME). A hub name, or a
+    path from another machine, cannot be compared: the shape check against the base still applies.
+    """
+    if not recorded or not Path(recorded).is_absolute() or not Path(recorded).is_dir():
+        return
+    recorded_path = Path(recorded).resolve()
+    if recorded_path == Path(base_path).resolve() or folder_hash(recorded_path) == folder_hash(base_path):
+        return
+    raise HarnessError(f"adapter {entry.id!r} was trained on {recorded_path} (its adapter_config.json's "
+                       f"base_model_name_or_path), but its registry base {entry.base!r} is {base_path}, "
+                       "a different model")
 
 
 @contextlib.contextmanager

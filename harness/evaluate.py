@@ -4,6 +4,9 @@
       -> harness.evaluation.evaluate: the tasks not stored yet, one at a time, through lm-eval
       -> a table of tasks x metrics with the language averages (tasks.averages)
 
+Several `--model` are evaluated one after the other; LoRA adapters among them are served by one
+vLLM server per base, each adapter loaded into it at run time (harness.lm_eval_run.AdapterServers).
+
 A task already stored under the same key (model hash, split, task version, a fingerprint of exactly
 the items scored, few-shot count, backend, the evaluation options: harness.results) is skipped unless
 `--force`; if every task is stored, no server starts. An interrupted run resumes where it stopped.
@@ -26,7 +29,9 @@ from tasks.suite import SPLITS
 # ---- the command line ------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="registry id or alias, e.g. ties-uig")
+    parser.add_argument("--model", required=True, action="append",
+                        help="registry id or alias, e.g. ties-uig; repeatable: the models are evaluated in turn, "
+                             "LoRA adapters of one base on one server")
     parser.add_argument("--split", choices=SPLITS, default="test", help="task split (default: test)")
     parser.add_argument("--lang", nargs="+", metavar="LANG", help="languages to evaluate (default: the model's)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: every task of the languages)")
@@ -87,6 +92,7 @@ def run(args) -> int:
     from harness.build import materialize
     from harness.checkpoints import check_tokenizer
     from harness.evaluation import EvalSettings, ModelUnderTest, evaluate
+    from harness.lm_eval_run import shared_adapter_servers
     from harness.registry import load_registry
     from harness.store import ResultStore
 
@@ -96,13 +102,13 @@ def run(args) -> int:
         raise HarnessError("--max-model-len and --vllm-arg set up a server the harness starts; "
                            "they cannot go with --server (a server you started)")
     registry = load_registry(args.registry)
-    entry = registry.resolve(args.model)
-    selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)  # bad input fails before any build
+    entries = list({entry.id: entry for entry in map(registry.resolve, args.model)}.values())
+    for entry in entries:  # bad input fails before any build
+        selected_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, args.suite)
     options = eval_options(args)
     EvalSettings(backend=args.backend, limit=args.limit, **options)  # so do bad evaluation options
     ResultStore(args.store).engine.dispose()  # an unusable store fails now, before the zoo or a merge is built
     data_dir = default_data_dir(args.data_dir, registry)
-    tasks = choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
     settings = EvalSettings(
         split=args.split,
         limit=args.limit,
@@ -115,10 +121,14 @@ def run(args) -> int:
         device=args.device,
         **options,
     )
-    model = ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device))
-    check_tokenizer(model.id, model.path)  # before a run folder or a backend: one line, not lm-eval's traceback
-    report = evaluate(model, tasks, settings)
-    print_report(report)
+    tasks = {entry.id: choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
+             for entry in entries}
+    models = [ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device)) for entry in entries]
+    for model in models:  # before a run folder or a backend: one line, not lm-eval's traceback
+        check_tokenizer(model.id, model.checkpoint_dir)
+    with shared_adapter_servers([model for model in models if model.base is not None], settings):
+        for model in models:
+            print_report(evaluate(model, tasks[model.id], settings))
     return 0
 
 

@@ -31,7 +31,8 @@ from tasks.averages import LanguageAverage, language_average, language_tasks
 
 @dataclass(frozen=True)
 class ModelUnderTest:
-    """A local checkpoint folder and the identity its results are stored under."""
+    """A local checkpoint folder, or a LoRA adapter folder over a base model, and the identity its
+    results are stored under."""
 
     id: str
     path: Path
@@ -40,12 +41,20 @@ class ModelUnderTest:
     langs: tuple[str, ...] = ()
     recipe: dict | None = None
     stats: dict | None = None
+    base: "ModelUnderTest | None" = None  # for an adapter (`path` is its PEFT folder): the model it applies to
 
     @classmethod
     def from_built(cls, built) -> "ModelUnderTest":
         """From harness.build.BuiltModel."""
         entry = built.entry
-        return cls(entry.id, Path(built.path), built.model_hash, entry.kind, tuple(entry.langs), entry.recipe, built.stats)
+        base = cls.from_built(built.base) if built.base is not None else None
+        return cls(entry.id, Path(built.path), built.model_hash, entry.kind, tuple(entry.langs), entry.recipe,
+                   built.stats, base)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The full checkpoint the backends load (config, tokenizer, weights): an adapter's base's."""
+        return self.base.path if self.base is not None else self.path
 
 
 @dataclass

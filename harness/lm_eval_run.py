@@ -6,6 +6,12 @@ Backends and what they are for:
 - a server URL: the same client against a server someone already started.
 - `hf`: lm-eval's in-process transformers backend (the paper's setup; the parity reference).
 
+A LoRA adapter model (`kind: adapter`, or a merge written as an adapter) is never merged into its
+base for evaluation: vLLM serves the base with LoRA enabled and each request names the adapter
+(harness.server, "LoRA adapters"); the adapters of one base share one server, each loaded into it at
+run time (AdapterServers, for `harness eval` with several --model). The hf backend loads the base and
+applies the adapter with PEFT (lm-eval's `peft=` argument). Tokenizer and context length are the base's.
+
 With `--apply-chat-template` lm-eval renders each prompt with the tokenizer's chat template on the
 harness side for both backends (`local-completions` with token-id requests renders through the
 same Hugging Face tokenizer as `hf`), so the vLLM server still scores token ids and the two
@@ -24,6 +30,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING
 from harness import HarnessError, one_line
 from harness.paths import results_dir
 from harness.processes import process_exists
-from harness.server import ServerFailure, raise_on_sigterm, restore_sigterm
+from harness.server import ServerFailure, VLLMServer, raise_on_sigterm, restore_sigterm
 from tasks.errors import TaskError
 
 if TYPE_CHECKING:  # the types only; harness.evaluation imports this module
@@ -243,13 +250,18 @@ def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
     if settings.backend == "hf":
         yield Backend(hf_model(model, settings), model, settings, run_dir)
     elif settings.server_url:
-        from harness.server import api_root, served_model_name
+        from harness.server import api_root
 
         root = api_root(settings.server_url)
-        lm = completions_model(model, settings, f"{root}/v1/completions", served_model_name(root))
+        lm = completions_model(model, settings, f"{root}/v1/completions", request_model_name(model, root))
         yield Backend(lm, model, settings, run_dir)
+    elif model.base is not None:
+        with adapter_servers_for(model, settings) as servers:
+            server = servers.serve(model, run_dir / SERVER_LOG)
+            lm = completions_model(model, settings, server.completions_url, model.id)
+            yield Backend(lm, model, settings, run_dir, server=server)
     else:
-        from harness.server import ServerConfig, VLLMServer
+        from harness.server import ServerConfig
 
         config = ServerConfig(model_dir=model.path, served_name=model.id, log_path=run_dir / SERVER_LOG,
                               device=settings.device, max_model_len=settings.max_model_len,
@@ -257,6 +269,106 @@ def open_backend(model: ModelUnderTest, settings: EvalSettings, run_dir: Path):
         with VLLMServer(config) as server:
             lm = completions_model(model, settings, server.completions_url, model.id)
             yield Backend(lm, model, settings, run_dir, server=server)
+
+
+def request_model_name(model: ModelUnderTest, server_url: str) -> str:
+    """The `model` of requests to a server someone else started: an adapter's id, which the server
+    must list (`--enable-lora --lora-modules ID=DIR`); for a full model, the model it serves."""
+    from harness.server import served_models
+
+    served = served_models(server_url)
+    if model.base is None:
+        return served[0]
+    if model.id not in served:
+        raise HarnessError(f"the server at {server_url} does not serve adapter {model.id!r} (it serves: "
+                           f"{', '.join(served)}); start it over {model.base.path} with --enable-lora "
+                           f"--lora-modules {model.id}={model.path}")
+    return model.id
+
+
+# ---- LoRA adapters on one vLLM server per base ---------------------------------------------------
+
+class AdapterServers:
+    """vLLM servers for adapter models: one per base, started for the first adapter of that base
+    with it preloaded, and kept up for the others, each loaded into it at run time. The rank limit
+    covers every adapter the set is made for; `close()` stops them all."""
+
+    def __init__(self, adapters: list[ModelUnderTest], settings: EvalSettings):
+        self.settings = settings
+        self.max_rank: dict[Path, int] = {}  # per base folder
+        for model in adapters:
+            self.max_rank[model.base.path] = max(adapter_rank(model), self.max_rank.get(model.base.path, 0))
+        self.servers: dict[Path, tuple[VLLMServer, set[str]]] = {}
+
+    def serve(self, model: ModelUnderTest, log_path: Path) -> VLLMServer:
+        """A running server over the adapter's base that serves the adapter under its id."""
+        from harness.server import load_lora_adapter
+
+        base = model.base.path
+        if base in self.servers and self.servers[base][0].is_running():
+            server, loaded = self.servers[base]
+            if model.id not in loaded:
+                load_lora_adapter(server.url, model.id, model.path)
+                loaded.add(model.id)
+            return server
+        if base in self.servers:  # it died (the task that saw it die said so): what is left of it goes
+            self.servers[base][0].stop()
+        server = self._start(model, log_path)
+        self.servers[base] = (server, {model.id})
+        return server
+
+    def _start(self, model: ModelUnderTest, log_path: Path) -> VLLMServer:
+        from harness.environment import patched_environ
+        from harness.server import RUNTIME_LORA_ENV, ServerConfig, lora_server_args
+
+        rank = max(adapter_rank(model), self.max_rank.get(model.base.path, 0))
+        config = ServerConfig(model_dir=model.base.path, served_name=model.base.id, log_path=log_path,
+                              device=self.settings.device, max_model_len=self.settings.max_model_len,
+                              extra_args=lora_server_args({model.id: model.path}, rank, self.settings.device)
+                              + list(self.settings.vllm_args))
+        with patched_environ(RUNTIME_LORA_ENV):
+            return VLLMServer(config).start()
+
+    def close(self) -> None:
+        for server, _ in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+
+def adapter_rank(model: ModelUnderTest) -> int:
+    """The largest LoRA rank among the adapter's modules (what vLLM's --max-lora-rank must cover)."""
+    from merges.lora import LoraAdapter
+
+    return max(module.rank for module in LoraAdapter(model.id, model.path).modules.values())
+
+
+_ADAPTER_SERVERS: ContextVar[AdapterServers | None] = ContextVar("adapter_servers", default=None)
+
+
+@contextmanager
+def shared_adapter_servers(adapters: list[ModelUnderTest], settings: EvalSettings):
+    """Within this block, evaluating any of these adapters (through `evaluate`) reuses one server per
+    base; the servers stop when it ends, however it ends."""
+    servers = AdapterServers(adapters, settings)
+    token = _ADAPTER_SERVERS.set(servers)
+    previous_sigterm = raise_on_sigterm()
+    try:
+        yield servers
+    finally:
+        _ADAPTER_SERVERS.reset(token)
+        servers.close()
+        restore_sigterm(previous_sigterm)
+
+
+@contextmanager
+def adapter_servers_for(model: ModelUnderTest, settings: EvalSettings):
+    """The shared servers of an enclosing `shared_adapter_servers` block, else a server for this model only."""
+    shared = _ADAPTER_SERVERS.get()
+    if shared is not None:
+        yield shared
+    else:
+        with shared_adapter_servers([model], settings) as own:
+            yield own
 
 
 def completions_model(model: ModelUnderTest, settings: EvalSettings, completions_url: str, served_name: str):
@@ -267,15 +379,16 @@ def completions_model(model: ModelUnderTest, settings: EvalSettings, completions
 
     from harness.server import model_context_length
 
-    template_bos = settings.apply_chat_template and chat_template_writes_bos(model.path)
+    checkpoint = model.checkpoint_dir
+    template_bos = settings.apply_chat_template and chat_template_writes_bos(checkpoint)
     return get_model("local-completions")(
         model=served_name,
         base_url=completions_url,
         tokenizer_backend="huggingface",
-        tokenizer=str(model.path),
+        tokenizer=str(checkpoint),
         tokenized_requests=True,
-        add_bos_token=tokenizer_adds_bos(model.path) and not template_bos,
-        max_length=settings.max_model_len or model_context_length(model.path),
+        add_bos_token=tokenizer_adds_bos(checkpoint) and not template_bos,
+        max_length=settings.max_model_len or model_context_length(checkpoint),
         num_concurrent=settings.num_concurrent,
         batch_size=settings.batch_size,
         max_retries=settings.max_retries,
@@ -284,16 +397,19 @@ def completions_model(model: ModelUnderTest, settings: EvalSettings, completions
 
 
 def hf_model(model: ModelUnderTest, settings: EvalSettings):
-    """lm-eval's in-process transformers model (float32 on the CPU, the model's dtype on a GPU)."""
+    """lm-eval's in-process transformers model (float32 on the CPU, the model's dtype on a GPU);
+    an adapter is applied to its base by PEFT (lm-eval's `peft=`), not merged into the weights."""
     from lm_eval.api.registry import get_model
 
+    adapter = {"peft": str(model.path)} if model.base is not None else {}
     return get_model("hf")(
-        pretrained=str(model.path),
+        pretrained=str(model.checkpoint_dir),
         dtype="float32" if settings.device == "cpu" else "auto",
         device=settings.device,
         batch_size=settings.batch_size,
-        add_bos_token=tokenizer_adds_bos(model.path),
+        add_bos_token=tokenizer_adds_bos(model.checkpoint_dir),
         trust_remote_code=False,
+        **adapter,
     )
 
 
@@ -313,9 +429,9 @@ def check_chat_template(model: ModelUnderTest, system_instruction: str | None) -
     from jinja2.exceptions import TemplateError
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model.path))
+    tokenizer = AutoTokenizer.from_pretrained(str(model.checkpoint_dir))
     if not tokenizer.chat_template:
-        raise HarnessError(f"model {model.id} has no chat template in its tokenizer ({model.path}); "
+        raise HarnessError(f"model {model.id} has no chat template in its tokenizer ({model.checkpoint_dir}); "
                            "leave out --apply-chat-template")
     if system_instruction:
         try:

@@ -16,9 +16,17 @@ their names: `zoo` (the default) and `paper` (`--registry paper`); any other val
         langs: [uig]
         aliases: [ties-uig]
         recipe: {merge_method: ties, base_model: base, models: [...]}  # mergekit format, ids as models
+      lora-uig: {kind: adapter, base: base, langs: [uig], path: lora-uig}  # a PEFT LoRA adapter folder
 
 A model is a local checkpoint folder (`path`), a hub checkpoint (`hub`, optional `revision`) or a
 merge recipe over other ids (`recipe`). `harness models` lists a registry.
+
+An `adapter` is a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, read by
+merges.lora) at `path`, over the registry model named by `base` (required, and only adapters have
+one): that base is what it is evaluated on (harness/lm_eval_run.py) and what its ΔW is added to. The
+base must be a full model, not another adapter, and a recipe listing adapters must have their base as
+its base_model. What needs the folders (the adapter's recorded base path, its shapes against the
+base) is checked when the adapter is built (harness/build.py), not when the registry loads.
 
 `zoo:` marks the registry as the CPU model zoo's: a model whose folder is `<zoo>/<zoo model id>`,
 and a `data_dir` of `<zoo>/data`, are built by `harness zoo` when a command needs them
@@ -51,12 +59,15 @@ class ModelEntry:
     recipe: dict | None = None
     aliases: tuple[str, ...] = ()
     description: str = ""
+    base: str | None = None  # an adapter's base model id
 
     @property
     def source(self) -> str:
         """Where the weights come from, in words, for listings."""
         if self.recipe is not None:
             return f"merge: {self.recipe.get('merge_method', '?')}"
+        if self.base is not None:
+            return f"adapter over {self.base}: {self.path}"
         if self.hub is not None:
             return f"hub: {self.hub}" + (f"@{self.revision}" if self.revision else "")
         return f"local: {self.path}"
@@ -108,7 +119,7 @@ def _expand(value: str, relative_to: Path) -> Path:
 def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> ModelEntry:
     if not isinstance(raw, dict):
         raise HarnessError(f"{where}: model {model_id!r} must be a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"kind", "langs", "path", "hub", "revision", "recipe", "aliases", "description"}
+    unknown = set(raw) - {"kind", "langs", "path", "hub", "revision", "recipe", "aliases", "description", "base"}
     if unknown:
         raise HarnessError(f"{where}: model {model_id!r} has unknown field(s) {sorted(unknown)}")
     kind = raw.get("kind")
@@ -119,6 +130,7 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         raise HarnessError(f"{where}: model {model_id!r} needs exactly one of path, hub, recipe (has {sources or 'none'})")
     if (kind == "merge") != (sources[0] == "recipe"):
         raise HarnessError(f"{where}: model {model_id!r}: kind 'merge' goes with a recipe, and only merges have one")
+    base = _adapter_base(raw, kind, sources[0], model_id, where)
     langs = raw.get("langs") or []
     if not isinstance(langs, list):
         raise HarnessError(f"{where}: model {model_id!r}: langs must be a list of language codes, got {langs!r}")
@@ -144,7 +156,22 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         recipe=recipe,
         aliases=tuple(aliases),
         description=description or "",
+        base=base,
     )
+
+
+def _adapter_base(raw: dict, kind: str, source: str, model_id: str, where: str) -> str | None:
+    """An adapter's `base` id: required for adapters (local folders), refused for any other kind."""
+    base = raw.get("base")
+    if kind != "adapter":
+        if base is not None:
+            raise HarnessError(f"{where}: model {model_id!r}: only adapters have a base (kind is {kind!r})")
+        return None
+    if source != "path":
+        raise HarnessError(f"{where}: adapter {model_id!r} needs a path (its PEFT adapter folder), not {source}")
+    if not isinstance(base, str) or not base:
+        raise HarnessError(f"{where}: adapter {model_id!r} needs base: the registry id of the model it was trained on")
+    return base
 
 
 def _text_field(raw: dict, key: str, model_id: str, where: str) -> str | None:
@@ -162,6 +189,7 @@ def _check_references(models: dict[str, ModelEntry], where: str) -> None:
         for ref in entry.recipe_model_ids():
             if ref not in models:
                 raise HarnessError(f"{where}: recipe of {entry.id!r} refers to unknown model {ref!r}")
+    _check_adapter_bases(models, where)
     # Depth-first search for a cycle among recipe references.
     state: dict[str, str] = {}
 
@@ -178,6 +206,25 @@ def _check_references(models: dict[str, ModelEntry], where: str) -> None:
 
     for model_id in models:
         visit(model_id, [])
+
+
+def _check_adapter_bases(models: dict[str, ModelEntry], where: str) -> None:
+    """Each adapter's base is a full model of the registry, and a recipe over adapters is based on it."""
+    for entry in models.values():
+        if entry.base is None:
+            continue
+        if entry.base not in models:
+            raise HarnessError(f"{where}: adapter {entry.id!r} has unknown base {entry.base!r}")
+        if models[entry.base].kind == "adapter":
+            raise HarnessError(f"{where}: adapter {entry.id!r} has base {entry.base!r}, which is an adapter itself; "
+                               "the base must be a full model")
+    for entry in models.values():
+        recipe_base = (entry.recipe or {}).get("base_model")
+        for ref in entry.recipe_model_ids():
+            adapter = models[ref]
+            if adapter.base is not None and adapter.base != recipe_base:
+                raise HarnessError(f"{where}: recipe of {entry.id!r} lists adapter {ref!r}, whose base is "
+                                   f"{adapter.base!r}, but its base_model is {recipe_base!r}; they must be the same")
 
 
 def parse_registry(data: object, source: Path) -> Registry:

