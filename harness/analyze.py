@@ -18,7 +18,6 @@ matrix and stores it (store table `vector_similarity`) for the leaderboard's Lan
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ def run(args) -> int:
     return run_similarity(args)
 
 
-def run_similarity(args, out=sys.stdout) -> int:
+def run_similarity(args) -> int:
     from merges.similarity import similarity
 
     from harness.build import build_zoo_models_for
@@ -72,10 +71,10 @@ def run_similarity(args, out=sys.stdout) -> int:
     result = similarity({i.id: i.path for i in inputs}, (base.id, base.path), progress=True)
     seconds = time.perf_counter() - started
     print(f"cosine similarity of language vectors, against base {base.id!r} ({rule}); "
-          f"{result.bytes_read / 1e9:.3f} GB of tensors read in {seconds:.1f} s", file=out)
-    print(similarity_frame(result).to_string(float_format=lambda v: f"{v:.3f}"), file=out)
+          f"{result.bytes_read / 1e9:.3f} GB of tensors read in {seconds:.1f} s")
+    print(similarity_frame(result).to_string(float_format=lambda v: f"{v:.3f}"))
     url = _store(args.store, inputs, base, result)
-    print(f"results store: {url}", file=out)
+    print(f"results store: {url}")
     return 0
 
 
