@@ -16,7 +16,7 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import data, export, recipes, samples, stats, sweeps, tables
+from leaderboard import data, export, recipes, samples, similarity, stats, sweeps, tables
 from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
@@ -252,6 +252,23 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
                "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
 
 
+def language_vectors_page(snapshot: data.StoreSnapshot) -> None:
+    st.header("Language vectors: cosine similarity")
+    bases = similarity.bases(snapshot.similarities)
+    if not bases:
+        st.info("No similarities stored yet: compute some, e.g. `harness analyze similarity ct-tam ct-tel ct-uig`.")
+        return
+    base = st.selectbox("Against base", bases, key="vectors-base") if len(bases) > 1 else bases[0]
+    matrix = similarity.similarity_matrix(snapshot.similarities, base)
+    _similarity_heatmap(matrix)
+    st.table(matrix.cosine.style.format(precision=3, na_rep="–"))
+    st.download_button("CSV", similarity.to_csv(matrix), f"similarity_{base}.csv", "text/csv", key="vectors-csv")
+    st.caption(f"Cosine similarity of the models' language vectors against `{base}` (Dmonte et al., Figure 3): "
+               "a LoRA adapter's vector is its B·A·alpha/r over all its modules, a full model's its task vector "
+               "(weights minus the base's), flattened over all tensors. The newest value of each pair; – = not "
+               f"computed. Last computed {matrix.computed_at:%Y-%m-%d %H:%M} UTC.")
+
+
 VIEWS: dict[str, Callable[[Context], None]] = {
     "Overview": overview,
     "Per language": per_language,
@@ -260,6 +277,7 @@ VIEWS: dict[str, Callable[[Context], None]] = {
 }
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,
+    "Language vectors": language_vectors_page,
 }
 
 
@@ -329,6 +347,17 @@ def _sweep_chart(grid: sweeps.SweepGrid) -> None:
                  + base.mark_text(fontWeight="bold").encode(text="label:N",
                                                              color=alt.value("white")))
     st.altair_chart(chart, width="stretch")
+
+
+def _similarity_heatmap(matrix: similarity.SimilarityMatrix) -> None:
+    """Models by models, coloured by cosine (a fixed -1..1 scale, so two pages compare), each cell labelled."""
+    order = list(matrix.cosine.index)
+    base = alt.Chart(similarity.long_form(matrix)).encode(
+        x=alt.X("other:N", sort=order, title=None), y=alt.Y("model:N", sort=order, title=None),
+        tooltip=["model", "other", alt.Tooltip("cosine:Q", format=".3f")])
+    cells = base.mark_rect().encode(color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1])))
+    labels = base.mark_text(fontSize=11).encode(text=alt.Text("cosine:Q", format=".2f"))
+    st.altair_chart(cells + labels, width="stretch")
 
 
 def _search_chart(grid: sweeps.SweepGrid) -> None:
