@@ -69,7 +69,8 @@ def test_cosine_equals_the_flattened_reference(models, names):
     result = similarity({name: models[name] for name in names}, ("base", models["base"]))
     assert result.names == names
     expected = reference_cosine(models, names)
-    torch.testing.assert_close(result.cosine, expected, rtol=0, atol=1e-9)
+    # Full models' blocks are multiplied in float32 (summed in float64): far below a cosine's 3 printed places.
+    torch.testing.assert_close(result.cosine, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(result.cosine.diagonal(), torch.ones(len(names), dtype=torch.float64))
     # Not trivially 1 or 0: the vectors differ, and the adapters' share modules.
     off_diagonal = result.cosine[~torch.eye(len(names), dtype=torch.bool)]
@@ -90,7 +91,7 @@ def test_row_blocks_give_the_same_matrix_as_whole_tensors(models, monkeypatch):
     whole = similarity(inputs, ("base", models["base"]))
     monkeypatch.setattr(similarity_module, "BLOCK_ELEMENTS", 3 * 64 + 5)  # 3 rows of a 64-wide tensor
     blocked = similarity(inputs, ("base", models["base"]))
-    torch.testing.assert_close(blocked.gram, whole.gram, rtol=1e-12, atol=1e-18)
+    torch.testing.assert_close(blocked.gram, whole.gram, rtol=1e-6, atol=0)  # float32 sums in other blocks
     assert blocked.bytes_read == whole.bytes_read > 0
 
 
