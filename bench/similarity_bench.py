@@ -13,7 +13,6 @@ cache: the figure is the compute rate; reading cold from a disk slower than it a
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -65,17 +64,23 @@ def write_adapter(folder: Path, layers: int, rank: int, seed: int) -> None:
     save_file(tensors, str(folder / "adapter_model.safetensors"))
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss, not inherited from the parent)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
 def measure(root: Path, models: int) -> None:
     """In a fresh process (so that peak RSS is the similarity's, not the writing's): time both runs."""
     from merges.similarity import similarity
 
     full = {f"ct-{i}": root / f"ct-{i}" for i in range(models)}
     adapters = {f"lora-{i}": root / f"lora-{i}" for i in range(models)}
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_start = peak_rss_kib()
     start = time.perf_counter()
     read = similarity(full, ("base", root / "base")).bytes_read
     seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = peak_rss_kib()
     start = time.perf_counter()
     adapter_read = similarity(adapters).bytes_read
     adapter_seconds = time.perf_counter() - start

@@ -181,8 +181,11 @@ def _tensor_bytes(checked: _Models, tensor: str) -> int:
 
 
 def _add_tensor(checked: _Models, tensor: str, index: dict[str, int], gram: torch.Tensor, advance) -> None:
-    factored = {name: LowRank(*adapter.factors(tensor), adapter.modules[tensor].scale)
-                for name, adapter in checked.adapters.items() if tensor in adapter.modules}
+    factored = {}
+    for name, adapter in checked.adapters.items():
+        if tensor in adapter.modules:  # in float64 once here, not once per pair
+            b, a = adapter.factors(tensor)
+            factored[name] = LowRank(b.double(), a.double(), adapter.modules[tensor].scale)
     names = list(factored)
     for n, name_x in enumerate(names):
         for name_y in names[n:]:
@@ -190,7 +193,7 @@ def _add_tensor(checked: _Models, tensor: str, index: dict[str, int], gram: torc
             gram[index[name_x], index[name_y]] += value
             if name_x != name_y:
                 gram[index[name_y], index[name_x]] += value
-    advance(sum(f.b.numel() + f.a.numel() for f in factored.values()) * 4)
+    advance(sum(f.b.numel() + f.a.numel() for f in factored.values()) * 4)  # read as float32
     if checked.full:
         _add_full_blocks(checked, tensor, factored, index, gram, advance)
 
