@@ -4,7 +4,8 @@
 
 Writes a base and N full fine-tunes holding `--layers` decoder layers of Llama-2-7B (hidden 4096,
 MLP 11008; no embeddings) into a temporary folder, then times merges.similarity over the N full
-models (every tensor of the base and of each model read, a row block at a time) and over N LoRA
+models (every tensor of the base and of each model read, a row block at a time) against the I/O
+floor (reading the same tensors once with safetensors, nothing computed), and over N LoRA
 adapters of rank `--rank` on all seven projections. Prints GB of tensors read per second, peak RSS,
 and the time this throughput gives for the paper's 7 Llama-2-7B CT models and their base (8 x 6.74B
 parameters in float16 = 108 GB read). The files were just written, so they are read from the page
@@ -70,6 +71,18 @@ def peak_rss_kib() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
+def read_floor(folders: list[Path]) -> float:
+    """Seconds to read every tensor of these models once with safetensors: the I/O floor."""
+    from safetensors import safe_open
+
+    start = time.perf_counter()
+    for folder in folders:
+        with safe_open(str(folder / "model.safetensors"), framework="pt", device="cpu") as handle:
+            for name in handle.keys():
+                handle.get_tensor(name).clone()  # a copy: the tensor alone may only map the file
+    return time.perf_counter() - start
+
+
 def measure(root: Path, models: int) -> None:
     """In a fresh process (so that peak RSS is the similarity's, not the writing's): time both runs."""
     from merges.similarity import similarity
@@ -81,10 +94,11 @@ def measure(root: Path, models: int) -> None:
     read = similarity(full, ("base", root / "base")).bytes_read
     seconds = time.perf_counter() - start
     rss = peak_rss_kib()
+    floor = read_floor([root / "base", *full.values()])  # after the peak is taken: it holds whole tensors
     start = time.perf_counter()
     adapter_read = similarity(adapters).bytes_read
     adapter_seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "read": read, "rss_start": rss_start, "rss": rss,
+    print(json.dumps({"floor": floor, "seconds": seconds, "read": read, "rss_start": rss_start, "rss": rss,
                       "adapter_seconds": adapter_seconds, "adapter_read": adapter_read}))
 
 
@@ -114,7 +128,8 @@ def main() -> int:
     rate = got["read"] / got["seconds"]
     paper_bytes = 8 * LLAMA2_7B_PARAMS * 2
     print(f"{args.models} full models + base, {args.layers} Llama-2-7B layer(s), {args.dtype}: "
-          f"{got['read'] / 1e9:.2f} GB read in {got['seconds']:.1f} s = {rate / 1e9:.3f} GB/s; "
+          f"{got['read'] / 1e9:.2f} GB read in {got['seconds']:.1f} s = {rate / 1e9:.3f} GB/s, "
+          f"{got['seconds'] / got['floor']:.1f}x the I/O floor ({got['floor']:.1f} s to read the same tensors); "
           f"peak RSS {got['rss'] / 2**20:.2f} GiB (after imports: {got['rss_start'] / 2**20:.2f} GiB)")
     print(f"{args.models} adapters, rank {args.rank}: {got['adapter_read'] / 1e6:.0f} MB of factors "
           f"in {got['adapter_seconds']:.2f} s")

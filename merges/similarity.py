@@ -7,8 +7,9 @@ A model's language vector is what it adds to a shared base model, flattened over
 
     cos(i, j) = <v_i, v_j> / (|v_i| |v_j|)
 
-The Gram matrix G[i, j] = <v_i, v_j> is summed tensor by tensor in float64, without ever holding
-a whole vector, and for adapters without ever forming an out x in product:
+The Gram matrix G[i, j] = <v_i, v_j> is summed tensor by tensor in float64 (a full model's row
+block is multiplied in float32 first), without ever holding a whole vector, and for adapters
+without ever forming an out x in product:
 
 - two adapters: <s_i B_i A_i, s_j B_j A_j> = s_i s_j · sum((B_i^T B_j) ⊙ (A_i A_j^T)), r_i x r_j;
 - an adapter and a full model: <s B A, D> = s · sum(B ⊙ (D A^T)), on each row block of D;
@@ -204,7 +205,7 @@ def _add_full_blocks(checked: _Models, tensor: str, factored: dict[str, LowRank]
 
     Each block's deltas are formed in float32 (one pass per model: the subtraction converts) and its
     products summed in float32 by BLAS; the per-block sums are added in float64. Float64 throughout
-    took 2-3x as long on 2 cores, for digits far below what a cosine is read to."""
+    took about twice as long in bench/similarity_bench.py, for digits far below what a cosine is read to."""
     full = list(checked.full)
     rows = torch.tensor([index[name] for name in full])
     shape = checked.shapes[tensor]
