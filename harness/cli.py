@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "sweep": ("harness.sweep", "tune a merge's hyperparameters on dev, evaluate the best on test"),
     "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
+    "analyze": ("harness.analyze", "analyse models' weights: `similarity` of their language vectors (LoRA B·A, task vectors)"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),
     "report": ("harness.report", "write the leaderboard's tables and figures for a paper (Markdown, LaTeX, CSV, SVG, PNG)"),
 }

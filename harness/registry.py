@@ -145,7 +145,8 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         raise HarnessError(f"{where}: model {model_id!r}: recipe must be a mapping")
     if recipe is not None and not isinstance(recipe.get("models", []), list):
         raise HarnessError(f"{where}: model {model_id!r}: the recipe's models must be a list, got {recipe['models']!r}")
-    path, hub, revision, description = (_text_field(raw, key, model_id, where) for key in ("path", "hub", "revision", "description"))
+    path, hub, revision, description, base = (_text_field(raw, key, model_id, where)
+                                              for key in ("path", "hub", "revision", "description", "base"))
     return ModelEntry(
         id=model_id,
         kind=kind,

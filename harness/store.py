@@ -11,6 +11,7 @@ Tables
   arguments). A run that differs in any of them evaluates again (harness.results.needs_evaluation).
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
 - `sweep_trials`: one scored grid point (or search point) of a `harness sweep`.
+- `vector_similarity`: the cosine similarity of two models' language vectors (`harness analyze similarity`).
 A `harness sweep --search optuna` also keeps its Optuna study here, in Optuna's own tables
 (`studies`, `trials`, ...; harness.search).
 
@@ -470,6 +471,59 @@ def _is_sweep(sweep: SweepId):
     return sa.and_(t.model == sweep.model, t.grid == sweep.grid)
 
 
+# ---- language-vector similarity (harness analyze similarity) ------------------------------------
+# One row per ordered pair of models (the diagonal included): the cosine and inner product of their
+# language vectors (merges.similarity), both taken against the same base build. A pair computed
+# again against the same builds replaces its row.
+
+vector_similarity_table = sa.Table(
+    "vector_similarity",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),  # registry id
+    sa.Column("model_hash", sa.String(64), nullable=False),
+    sa.Column("other", sa.String(200), nullable=False),  # registry id of the second model
+    sa.Column("other_hash", sa.String(64), nullable=False),
+    sa.Column("base", sa.String(200), nullable=False),  # registry id the vectors are taken against
+    sa.Column("base_hash", sa.String(64), nullable=False),
+    sa.Column("cosine", sa.Float, nullable=False),
+    sa.Column("inner", sa.Float, nullable=False),  # <v_model, v_other>; on the diagonal, |v|^2
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_vector_similarity_lookup", "base_hash", "model_hash", "other_hash"),
+)
+
+
+@dataclass(frozen=True)
+class SimilarityRow:
+    model: str
+    model_hash: str
+    other: str
+    other_hash: str
+    base: str
+    base_hash: str
+    cosine: float
+    inner: float
+
+
+def write_similarities(store: ResultStore, rows: list[SimilarityRow]) -> None:
+    """Store one similarity matrix in one transaction, replacing earlier rows of the same pairs of builds."""
+    t = vector_similarity_table.c
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        for row in rows:
+            conn.execute(vector_similarity_table.delete().where(
+                t.model_hash == row.model_hash, t.other_hash == row.other_hash, t.base_hash == row.base_hash))
+        conn.execute(vector_similarity_table.insert(), [asdict(row) | {"created_at": now} for row in rows])
+
+
+def vector_similarities(store: ResultStore) -> pd.DataFrame:
+    """Every stored pair, oldest first; empty with the table's columns if none (or a store from before the table)."""
+    if not store.has_table("vector_similarity"):
+        return pd.DataFrame(columns=[c.name for c in vector_similarity_table.columns])
+    with store.engine.connect() as conn:
+        return pd.read_sql(sa.select(vector_similarity_table).order_by(vector_similarity_table.c.id), conn)
+
+
 # ---- upgrading a store written by an older harness -------------------------------------------
 # Before the typed columns, `results.metric` held "metric,filter" for a metric reported under several
 # filters and the bare name for one reported under one filter, and a sweep trial named its sweep
@@ -478,6 +532,8 @@ def _is_sweep(sweep: SweepId):
 # few-shot count of their key (`ResultKey`), sweep trials the identity of what they were scored on,
 # and results the evaluation options of their key.
 # Each upgrade adds one column; a table lacking the column still needs that upgrade.
+# A table added later (vector_similarity) needs no upgrade: opening a store for writing creates
+# the tables it lacks, and a read-only reader treats a missing table as empty.
 
 @dataclass(frozen=True)
 class Upgrade:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.kinds import KINDS
 from harness.store import SweepId
-from leaderboard import sweeps
+from leaderboard import similarity, sweeps
 from leaderboard.tables import KIND_LABELS
 from merges import METHODS
 
@@ -93,9 +93,26 @@ def search_progress_chart(grid: sweeps.SweepGrid, name: str) -> Figure:
                   "Points: each trial's dev score, in the order the search ran them; line: the best so far.")
 
 
+def similarity_heatmap(matrix: similarity.SimilarityMatrix) -> Figure:
+    """Models by models, coloured by cosine (a fixed -1..1 scale, so two pages compare), each cell labelled."""
+    order = list(matrix.cosine.index)
+    frame = similarity.long_form(matrix)
+    base = alt.Chart(frame, title=f"Cosine similarity of language vectors (against {matrix.base})").encode(
+        x=alt.X("other:N", sort=order, title=None), y=alt.Y("model:N", sort=order, title=None),
+        tooltip=["model", "other", alt.Tooltip("cosine:Q", format=".3f")])
+    cells = base.mark_rect().encode(color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1])))
+    labels = base.mark_text(fontSize=11).encode(text=alt.Text("cosine:Q", format=".2f"))
+    return Figure(f"similarity_{_stem(matrix.base)}", cells + labels, frame)
+
+
 def sweep_figure_name(sweep: SweepId) -> str:
     """A file stem for a sweep's chart: `sweep-ties-uig-flan-densities` (other characters become '_')."""
-    return "sweep-" + re.sub(r"[^A-Za-z0-9_-]+", "_", f"{sweep.model}-{sweep.grid}")
+    return "sweep-" + _stem(f"{sweep.model}-{sweep.grid}")
+
+
+def _stem(text: str) -> str:
+    """`text` as a file stem: letters, digits, '-' and '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)
 
 
 def to_svg(figure: Figure) -> str:

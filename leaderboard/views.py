@@ -19,7 +19,7 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import conflicts, data, export, figures, multilang, recipes, samples, stats, sweeps, tables, ties
+from leaderboard import conflicts, data, export, figures, multilang, recipes, samples, similarity, stats, sweeps, tables, ties
 from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
@@ -300,6 +300,23 @@ def multi_language(ctx: Context) -> None:
                "inputs with that one language (as recorded in the registry). Δ = multi − one-language, in points.")
 
 
+def language_vectors_page(snapshot: data.StoreSnapshot) -> None:
+    st.header("Language vectors: cosine similarity")
+    bases = similarity.bases(snapshot.similarities)
+    if not bases:
+        st.info("No similarities stored yet: compute some, e.g. `harness analyze similarity ct-tam ct-tel ct-uig`.")
+        return
+    base = st.selectbox("Against base", bases, key="vectors-base") if len(bases) > 1 else bases[0]
+    matrix = similarity.similarity_matrix(snapshot.similarities, base)
+    _figure(figures.similarity_heatmap(matrix))
+    st.table(matrix.cosine.style.format(precision=3, na_rep="–"))
+    st.download_button("CSV", similarity.to_csv(matrix), f"similarity_{base}.csv", "text/csv", key="vectors-csv")
+    st.caption(f"Cosine similarity of the models' language vectors against `{base}` (Dmonte et al., Figure 3): "
+               "a LoRA adapter's vector is its B·A·alpha/r over all its modules, a full model's its task vector "
+               "(weights minus the base's), flattened over all tensors. The newest value of each pair; – = not "
+               f"computed. Last computed {matrix.computed_at:%Y-%m-%d %H:%M} UTC.")
+
+
 VIEWS: dict[str, Callable[[Context], None]] = {
     "Overview": overview,
     "Per language": per_language,
@@ -309,6 +326,7 @@ VIEWS: dict[str, Callable[[Context], None]] = {
 }
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,
+    "Language vectors": language_vectors_page,
 }
 
 

@@ -126,6 +126,15 @@ class Checkpoint:
         except (SafetensorError, OSError) as err:
             raise MergeError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
 
+    def read_rows(self, tensor: str, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop (along the first dimension) of a tensor, without reading the rest of it."""
+        file = self.files[tensor]
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                return handle.get_slice(self.aliases.get(tensor, tensor))[start:stop]
+        except (SafetensorError, OSError) as err:
+            raise MergeError(f"model {self.name!r}: cannot read tensor {tensor} from {file} ({err})") from None
+
 
 @dataclass(frozen=True)
 class PlannedTensor:

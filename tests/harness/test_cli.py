@@ -43,7 +43,8 @@ print("heavy imports:", [m for m in ("pandas", "sqlalchemy", "lm_eval", "torch",
 
 def test_help_stays_clear_of_heavy_imports():
     """The subcommand modules import pandas, SQLAlchemy, lm-eval, torch and vLLM inside `run`."""
-    for argv in (["--help"], ["eval", "--help"], ["sweep", "--help"], ["leaderboard", "--help"]):
+    for argv in (["--help"], ["eval", "--help"], ["sweep", "--help"], ["leaderboard", "--help"],
+                 ["analyze", "similarity", "--help"]):
         result = subprocess.run([sys.executable, "-c", HELP_IMPORTS, *argv], capture_output=True, text=True, check=True)
         assert "usage: harness" in result.stdout, argv
         assert result.stdout.splitlines()[-1] == "heavy imports: []", argv

@@ -158,3 +158,18 @@ def test_results_from_before_the_evaluation_options_stand_in_for_runs_with_the_d
     stored = upgraded.results().iloc[0]
     assert (not stored["apply_chat_template"], stored["system_instruction"], stored["batch_size"],
             stored["max_model_len"], stored["vllm_args"]) == (True, "", 8, 0, "")
+
+
+def test_a_store_from_before_the_similarity_table_reads_empty_and_gains_it_when_opened_for_writing(store_url):
+    from harness.store import SimilarityRow, vector_similarities, write_similarities
+
+    ResultStore(store_url).engine.dispose()
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:  # as a harness before `harness analyze similarity` left it
+        conn.execute(sa.text("DROP TABLE vector_similarity"))
+    engine.dispose()
+    assert data.read_store(store_url).similarities.empty  # the read-only leaderboard: no table, no rows
+    store = ResultStore(store_url)  # opening for writing creates the table
+    write_similarities(store, [SimilarityRow("ct-a", "ha", "ct-b", "hb", "base", "h0", 0.5, 2.0)])
+    assert vector_similarities(store)[["model", "other", "cosine"]].values.tolist() == [["ct-a", "ct-b", 0.5]]
+    store.engine.dispose()
