@@ -9,12 +9,17 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
+from harness import HarnessError
+from harness.evaluation import EvalSettings
 from harness.store import ResultStore, SweepId, sweep_trials
+from harness.trials import Trial
 from tests.conftest import PROJECT_ROOT
 
 SWEEP = SweepId("ties-uig-flan", "file:grid")
@@ -56,6 +61,53 @@ def test_ray_options_need_the_ray_executor_and_a_grid(harness_cli, grid_2x2, tmp
     code, _, err = harness_cli("sweep", "--model", "ties-uig", "--grid", "densities", "--search", "optuna",
                                "--trials", "3", "--store", store, "--executor", "ray")
     assert code == 2 and "--executor ray scores a grid's trials" in err
+
+
+@dataclass
+class StandInJob:
+    """A SweepJob whose workers score with StandInScorer (imported by the workers from this module)."""
+
+    log_dir: Path
+    settings: EvalSettings = field(default_factory=lambda: EvalSettings(backend="hf"))
+    server_mode: str = "reload"
+
+    def scorer(self, evaluator):
+        return StandInScorer()
+
+
+class StandInScorer:
+    """Scores 0.5; the point `bad` fails as a bad recipe would, the point `poison` kills its worker."""
+
+    def reread_store(self) -> None:
+        pass
+
+    def score(self, trial: Trial) -> Trial:
+        if trial.point["x"] == "bad":
+            raise HarnessError("grid point x=bad: not a density")
+        if trial.point["x"] == "poison":
+            os._exit(1)  # as a worker killed mid-trial
+        trial.score, trial.status = 0.5, "evaluated"
+        return trial
+
+
+@pytest.mark.slow  # starts a Ray instance: about 20 s of both cores
+def test_a_workers_error_is_one_line_and_a_trial_that_kills_every_worker_fails_the_sweep(tmp_path):
+    ray = pytest.importorskip("ray")
+    from harness.ray_trials import RaySettings, score_on_ray
+
+    trials = [Trial({"x": x}, f"m@x={x}", {}) for x in ("a", "b", "c")]
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    try:
+        job, settings = StandInJob(tmp_path), RaySettings(workers=2)
+        scored = score_on_ray(trials, job, settings, progress=False)
+        assert [t.point["x"] for t in scored] == ["a", "b", "c"] and {t.score for t in scored} == {0.5}
+        with pytest.raises(HarnessError) as failed:
+            score_on_ray([*trials, Trial({"x": "bad"}, "m@x=bad", {})], job, settings, progress=False)
+        assert str(failed.value) == "grid point x=bad: not a density"  # the worker's error, not Ray's traceback
+        with pytest.raises(HarnessError, match="every Ray worker died; 1 trial\\(s\\) not scored"):
+            score_on_ray([Trial({"x": "poison"}, "m@x=poison", {})], job, settings, progress=False)
+    finally:
+        ray.shutdown()
 
 
 # ---- on the zoo, on a local Ray instance ---------------------------------------------------------
