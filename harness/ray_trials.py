@@ -95,7 +95,7 @@ def hold_to_cores(slot: int, cpus: int) -> None:
 def score_on_ray(trials: list[Trial], job: SweepJob, settings: RaySettings, progress: bool = True) -> list[Trial]:
     """Every trial scored on Ray workers, in grid order; trials already stored are read back."""
     ray = import_ray()
-    started_here = not ray.is_initialized() and settings.address is None
+    connected_here = not ray.is_initialized()  # else the caller's Ray session: left as it is
     connect(ray, settings)
     workers = []
     try:
@@ -104,8 +104,8 @@ def score_on_ray(trials: list[Trial], job: SweepJob, settings: RaySettings, prog
     finally:
         for worker in workers:
             ray.kill(worker)  # its vLLM server dies with it (harness.processes guards the server)
-        if started_here:
-            ray.shutdown()
+        if connected_here:
+            ray.shutdown()  # stops a local instance; leaves a joined cluster running
 
 
 def import_ray():
@@ -133,6 +133,7 @@ def connect(ray, settings: RaySettings) -> None:
 
 def start_workers(ray, job: SweepJob, settings: RaySettings) -> list:
     """The workers, each placed on its share of the cluster (cores, or a GPU), up and ready."""
+    check_store_reaches_every_node(ray, job.settings.store_url)
     resources = ray.cluster_resources()
     if job.settings.device == "cuda":
         count = settings.workers or int(resources.get("GPU", 0))
@@ -149,6 +150,15 @@ def start_workers(ray, job: SweepJob, settings: RaySettings) -> list:
     except ray.exceptions.RayActorError as err:
         raise HarnessError(f"a Ray worker failed to start: {first_line(err)}") from None
     return workers
+
+
+def check_store_reaches_every_node(ray, store_url: str | None) -> None:
+    """A SQLite file serves the workers of one machine only (a worker elsewhere would write a file of
+    its own, and SQLite's locking does not work across machines)."""
+    nodes = sum(node["Alive"] for node in ray.nodes())
+    if nodes > 1 and (store_url is None or store_url.startswith("sqlite")):
+        raise HarnessError(f"the Ray cluster has {nodes} nodes: give a store every node reaches, "
+                           "e.g. --store postgresql+psycopg://USER:PASSWORD@HOST/DB (SQLite serves one machine)")
 
 
 def dispatch(ray, workers: list, trials: list[Trial], progress: bool) -> list[Trial]:

@@ -46,6 +46,7 @@ from tasks import suite
 if TYPE_CHECKING:
     from harness.ray_trials import RaySettings
 
+
 @dataclass
 class Trial:
     point: dict
