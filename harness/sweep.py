@@ -3,11 +3,13 @@
     harness sweep --model ties-uig --grid densities [--limit N]
     harness sweep --model ties-uig --grid-file grid.yaml
     harness sweep --model ties-uig --grid densities --search optuna --trials 12 [--sampler cmaes] [--seed 1]
+    harness sweep --model ties-uig --grid densities --executor ray [--address ADDR] [--workers N]
 
 What a grid is: harness/grids.py; a search over ranges instead of a grid: harness/search.py.
 How the trials are built, scored, stored and resumed, and how the best is chosen (on dev only,
 unless --i-know-this-is-test): harness/trials.py. One vLLM server for all trials (`--server-mode reload`) or
-one per trial (`fresh`): harness/trial_scoring.py. Where the best is registered: harness/tuned.py.
+one per trial (`fresh`): harness/trial_scoring.py. A grid's trials on Ray workers (`--executor ray`):
+harness/ray_trials.py. Where the best is registered: harness/tuned.py.
 
 The sweep's modules (and with them pandas, SQLAlchemy, lm-eval) are imported by `run`, not here:
 `harness sweep --help` stays fast.
@@ -46,6 +48,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--server-mode", choices=("reload", "fresh"), default="reload",
                         help="reload: one vLLM server, weights reloaded per trial (default); fresh: a server per trial")
     parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: trials one after another here (default); ray: a grid's trials on Ray "
+                             "workers, each with its own backend (needs `pip install .[ray]`)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="with --executor ray: join this running Ray cluster (e.g. auto, HEAD:6379); "
+                             "default: a local Ray instance for the sweep")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --executor ray: Ray workers (default: 2 on the CPU, one per GPU with --device cuda)")
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--no-test", action="store_true", help="stop after choosing the best; no test evaluation")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -60,6 +70,7 @@ def run(args) -> int:
     from harness.trials import run_sweep
 
     check_selection(args.select_on, args.i_know_this_is_test)
+    ray = ray_settings(args)
     options = eval_options(args)
     EvalSettings(backend=args.backend, limit=args.limit, **options)  # bad evaluation options fail before anything is built
     registry = load_registry(args.registry)
@@ -69,9 +80,24 @@ def run(args) -> int:
     settings = EvalSettings(split=args.select_on, limit=args.limit, backend=args.backend, store_url=args.store,
                             data_dir=default_data_dir(args.data_dir, registry), device=args.device, **options)
     result = run_sweep(registry, entry.id, plan, settings, server_mode=args.server_mode, evaluate_test=not args.no_test,
-                       select_split=args.select_on, allow_test_selection=args.i_know_this_is_test)
-    print_result(result)
+                       select_split=args.select_on, allow_test_selection=args.i_know_this_is_test, ray=ray)
+    print_result(result, on_ray=ray is not None)
     return 0
+
+
+def ray_settings(args):
+    """harness.ray_trials.RaySettings with --executor ray (Ray itself is imported when the trials
+    are scored), else None; --address and --workers only go with it."""
+    if args.executor == "local":
+        given = [flag for flag, value in {"--address": args.address, "--workers": args.workers}.items()
+                 if value is not None]
+        if given:
+            raise HarnessError(f"{', '.join(given)} only apply with --executor ray")
+        return None
+    from harness.ray_trials import RaySettings, import_ray
+
+    import_ray()  # a missing Ray fails before anything is built
+    return RaySettings(args.address, args.workers)
 
 
 def sweep_plan(args, registry, entry):
@@ -92,7 +118,7 @@ def sweep_plan(args, registry, entry):
     return Search(space_of_grid(builtin_grid_of(args.grid, registry, entry)), settings)
 
 
-def print_result(result) -> None:
+def print_result(result, on_ray: bool = False) -> None:
     chosen_on = "" if result.select_split == "dev" else f", best chosen on {result.select_split} (no held-out score)"
     print(f"\nsweep {result.sweep.label}: {len(result.trials)} trial(s), "
           f"{sum(t.status == 'evaluated' for t in result.trials)} evaluated, "
@@ -107,4 +133,7 @@ def print_result(result) -> None:
         model_id = result.sweep.model
         print(f"registered {model_id}@best in {result.tuned_registry}; "
               f"evaluate it with: harness eval --registry {result.tuned_registry} --model {model_id}@best")
-    print(f"sweep time {result.total_s:.1f} s, of which trial scoring {result.eval_s:.1f} s")
+    if on_ray:  # the workers score at the same time: their summed scoring time may exceed the sweep's
+        print(f"sweep time {result.total_s:.1f} s; trial scoring {result.eval_s:.1f} s summed over the Ray workers")
+    else:
+        print(f"sweep time {result.total_s:.1f} s, of which trial scoring {result.eval_s:.1f} s")

@@ -12,6 +12,10 @@ counts and backend) are skipped, so an interrupted sweep resumes where it stoppe
 the best trial (first in grid or study order on a tie) is evaluated on test under the id `<id>@best`
 and written to the tuned registry (harness.tuned).
 
+The trials are scored one after another in this process (the local executor), or a grid's on Ray
+workers, each with its own backend and merge cache (`ray=`: harness.ray_trials); either way a
+SweepJob says what scoring a trial means, and each trial is stored as it is scored.
+
 Selection reads dev scores only: selecting on test (`select_split="test"`) is refused unless the
 caller says it knows (`allow_test_selection`, the CLI's --i-know-this-is-test); such a sweep gets a
 name of its own (`<grid>/select-on-test`) and its trials record the split that chose them.
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tqdm import tqdm
 
@@ -39,6 +43,10 @@ from harness.trial_scoring import TrialEvaluator
 from harness.tuned import register_best
 from tasks import suite
 
+if TYPE_CHECKING:
+    from harness.ray_trials import RaySettings
+
+
 @dataclass
 class Trial:
     point: dict
@@ -48,6 +56,7 @@ class Trial:
     lang_scores: dict | None = None
     model_hash: str | None = None
     status: str = "pending"  # pending | evaluated | stored
+    eval_s: float = 0.0  # seconds spent scoring it (0 when read from the store)
 
 
 @dataclass
@@ -59,7 +68,7 @@ class SweepResult:
     test_report: EvalReport | None  # the best trial's test evaluation (None: not evaluated)
     tuned_registry: Path | None
     total_s: float = 0.0
-    eval_s: float = 0.0  # time spent scoring trials (server starts and merges excluded)
+    eval_s: float = 0.0  # time spent scoring trials, summed over them (server starts and merges excluded)
     select_split: str = "dev"  # the split whose scores chose the best
 
 
@@ -157,6 +166,10 @@ class TrialScorer:
         self.backend = backend
         self.stored = stored_trial_scores(store, sweep, scoring)
 
+    def reread_store(self) -> None:
+        """Take in the trials other processes stored meanwhile (harness.ray_trials: other workers)."""
+        self.stored = stored_trial_scores(self.store, self.sweep, self.scoring)
+
     def score(self, trial: Trial) -> Trial:
         build_start = time.monotonic()
         trial.model_hash = self.backend.build(trial)
@@ -166,6 +179,7 @@ class TrialScorer:
             trial.status = "stored"
             return trial
         trial.lang_scores, eval_s = self.backend.evaluate(trial)
+        trial.eval_s = eval_s
         trial.score = sum(trial.lang_scores.values()) / len(trial.lang_scores)
         trial.status = "evaluated"
         write_sweep_trial(self.store, TrialRow(
@@ -176,6 +190,26 @@ class TrialScorer:
         ))
         self.stored[trial.model_hash] = (trial.score, trial.lang_scores)
         return trial
+
+
+@dataclass
+class SweepJob:
+    """Everything a process needs to score the sweep's trials: this one (the local executor) or a
+    Ray worker (harness.ray_trials), each with its own evaluator."""
+
+    registry: object  # harness.registry.Registry
+    model_id: str
+    settings: EvalSettings
+    server_mode: str  # reload | fresh (harness.trial_scoring)
+    sweep: SweepId
+    scoring: str  # harness.evaluation.scoring_identity of the selection split
+    split: str  # the selection split
+    log_dir: Path  # where vLLM server logs go
+
+    def scorer(self, evaluator: TrialEvaluator) -> TrialScorer:
+        backend = MergedTrials(self.registry, self.model_id, self.settings, evaluator, self.split)
+        return TrialScorer(ResultStore(self.settings.store_url), self.sweep, self.scoring, self.split,
+                           self.settings.limit, backend)
 
 
 def score_grid(trials: list[Trial], scorer: TrialScorer, progress: bool = True) -> list[Trial]:
@@ -207,15 +241,24 @@ def score_search(planner: TrialPlanner, search: Search, scorer: TrialScorer, pro
     return [scored.get(trial.model_id) or scorer.score(trial) for trial in trials]
 
 
-def scoring_plan(planner: TrialPlanner, plan: Grid | Search, progress: bool) -> Callable[[TrialScorer], list[Trial]]:
-    """How a sweep's trials are scored. Every grid point, or every range of a search, is checked
-    here, before anything is built or stored."""
+def scoring_plan(planner: TrialPlanner, plan: Grid | Search, progress: bool,
+                 ray: RaySettings | None = None) -> Callable[[SweepJob, TrialEvaluator], list[Trial]]:
+    """How a sweep's trials are scored: one after another here, or a grid's on Ray workers
+    (harness.ray_trials). Every grid point, or every range of a search, is checked here, before
+    anything is built or stored."""
     if isinstance(plan, Search):
+        if ray is not None:
+            raise HarnessError("--executor ray scores a grid's trials; a --search asks for one point after "
+                               "another and runs on the local executor")
         check_search_settings(plan.settings)
         planner.check_space(plan)
-        return lambda scorer: score_search(planner, plan, scorer, progress)
+        return lambda job, evaluator: score_search(planner, plan, job.scorer(evaluator), progress)
     trials = [planner.trial(point) for point in plan.points()]
-    return lambda scorer: score_grid(trials, scorer, progress)
+    if ray is not None:
+        from harness.ray_trials import score_on_ray  # imports Ray, an optional extra
+
+        return lambda job, evaluator: score_on_ray(trials, job, ray, progress)
+    return lambda job, evaluator: score_grid(trials, job.scorer(evaluator), progress)
 
 
 def study_name(sweep: SweepId, scoring: str) -> str:
@@ -230,26 +273,26 @@ def sweep_name(plan: Grid | Search, select_split: str) -> str:
 
 def run_sweep(registry, model_id: str, plan: Grid | Search, settings: EvalSettings, server_mode: str = "reload",
               evaluate_test: bool = True, progress: bool = True, select_split: str = "dev",
-              allow_test_selection: bool = False) -> SweepResult:
-    """Build, evaluate and store every trial not stored yet; choose the best; test and register it."""
+              allow_test_selection: bool = False, ray: RaySettings | None = None) -> SweepResult:
+    """Build, evaluate and store every trial not stored yet; choose the best; test and register it.
+    With `ray`, a grid's trials are scored on Ray workers (harness.ray_trials), the test here."""
     check_selection(select_split, allow_test_selection)
     started = time.monotonic()
     entry = registry.resolve(model_id)
     if not entry.langs:
         raise HarnessError(f"model {entry.id!r} has no languages in the registry: no dev tasks to tune on")
-    score_trials = scoring_plan(TrialPlanner(registry, entry.id), plan, progress)
+    score_trials = scoring_plan(TrialPlanner(registry, entry.id), plan, progress, ray)
     sweep = SweepId(entry.id, sweep_name(plan, select_split))
     store = ResultStore(settings.store_url)
     selection_tasks = [task for lang in entry.langs for task in suite.task_names(lang, select_split)]
     scoring = scoring_identity(selection_tasks, dataclasses.replace(settings, split=select_split))
     log_dir = harness_home() / "sweeps" / "logs" / entry.id
+    job = SweepJob(registry, entry.id, settings, server_mode, sweep, scoring, select_split, log_dir)
     with TrialEvaluator(settings, server_mode, log_dir) as evaluator:
-        backend = MergedTrials(registry, entry.id, settings, evaluator, select_split)
-        scorer = TrialScorer(store, sweep, scoring, select_split, settings.limit, backend)
-        trials = score_trials(scorer)
+        trials = score_trials(job, evaluator)
         best = max(trials, key=lambda t: t.score)  # max keeps the first of equal scores: grid or study order
         mark_sweep_choice(store, sweep, best.model_hash)
-        trial_eval_s = evaluator.eval_s
+        trial_eval_s = sum(trial.eval_s for trial in trials)  # summed over workers on Ray
         test_scores, tuned, test_report = None, None, None
         if evaluate_test:
             best_id = f"{entry.id}@best"
