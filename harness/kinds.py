@@ -4,5 +4,6 @@ A module of its own so the leaderboard can read it without importing the `harnes
 """
 
 # base: the pre-trained model; ct: base continually pre-trained on one language; sft: base
-# instruction-tuned; ctsft: a ct model instruction-tuned; merge: a merge recipe over other models.
-KINDS = ("base", "ct", "sft", "ctsft", "merge")
+# instruction-tuned; ctsft: a ct model instruction-tuned; adapter: a PEFT LoRA adapter over another
+# registry model (its `base`); merge: a merge recipe over other models.
+KINDS = ("base", "ct", "sft", "ctsft", "adapter", "merge")

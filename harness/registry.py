@@ -51,6 +51,7 @@ class ModelEntry:
     recipe: dict | None = None
     aliases: tuple[str, ...] = ()
     description: str = ""
+    base: str | None = None  # kind adapter: the registry id of the model the adapter was trained on
 
     @property
     def source(self) -> str:
@@ -108,7 +109,7 @@ def _expand(value: str, relative_to: Path) -> Path:
 def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> ModelEntry:
     if not isinstance(raw, dict):
         raise HarnessError(f"{where}: model {model_id!r} must be a mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"kind", "langs", "path", "hub", "revision", "recipe", "aliases", "description"}
+    unknown = set(raw) - {"kind", "langs", "path", "hub", "revision", "recipe", "aliases", "description", "base"}
     if unknown:
         raise HarnessError(f"{where}: model {model_id!r} has unknown field(s) {sorted(unknown)}")
     kind = raw.get("kind")
@@ -133,7 +134,11 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         raise HarnessError(f"{where}: model {model_id!r}: recipe must be a mapping")
     if recipe is not None and not isinstance(recipe.get("models", []), list):
         raise HarnessError(f"{where}: model {model_id!r}: the recipe's models must be a list, got {recipe['models']!r}")
-    path, hub, revision, description = (_text_field(raw, key, model_id, where) for key in ("path", "hub", "revision", "description"))
+    path, hub, revision, description, base = (_text_field(raw, key, model_id, where)
+                                              for key in ("path", "hub", "revision", "description", "base"))
+    if (kind == "adapter") != (base is not None):
+        raise HarnessError(f"{where}: model {model_id!r}: kind 'adapter' needs `base` (the id it was trained on), "
+                           "and only adapters have one")
     return ModelEntry(
         id=model_id,
         kind=kind,
@@ -144,6 +149,7 @@ def _parse_entry(model_id: str, raw: object, model_root: Path, where: str) -> Mo
         recipe=recipe,
         aliases=tuple(aliases),
         description=description or "",
+        base=base,
     )
 
 
