@@ -23,10 +23,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import HarnessError
 from harness.registry import Registry, load_registry
-from harness.store import TimedStep
+
+if TYPE_CHECKING:  # the store loads pandas and SQLAlchemy, which `harness --help` must not
+    from harness.store import TimedStep
 
 COMB = "lora-comb"
 
@@ -108,6 +111,7 @@ def run(args) -> int:
 
 def initial_training(zoo_folder: Path, plan: Plan) -> list[TimedStep]:
     """The adapters' training as the zoo build measured it (zoo.json)."""
+    from harness.store import TimedStep
     from harness.zoo.build import read_manifest
 
     records = read_manifest(zoo_folder).get("artifacts", {})
@@ -121,6 +125,7 @@ def time_merge(registry: Registry, merge_id: str, phase: str, model: str, folder
     import merges
 
     from harness.build import materialize
+    from harness.store import TimedStep
 
     recipe = merges.load_recipe(registry.resolve(merge_id).recipe)
     inputs = {name: materialize(registry, name, progress=False).path for name in recipe.referenced_models()}
@@ -144,6 +149,7 @@ def retrain(plan: Plan, config, zoo_folder: Path, folder: Path) -> list[TimedSte
 
 def _retrain_one(adapter_id: str, shares: dict[str, int], plan: Plan, config, zoo_folder: Path, folder: Path,
                  role: str) -> TimedStep:
+    from harness.store import TimedStep
     from harness.zoo.adapters import adapter_seed, save_adapter, train_adapter
     from harness.zoo.build import TOKENIZER
     from harness.zoo.tokenizer import load_tokenizer

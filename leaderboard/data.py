@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.paths import default_store_url
-from harness.store import EVAL_HINT, STORE_ENV, ResultStore, check_store_exists, sweep_trials
+from harness.store import EVAL_HINT, STORE_ENV, ResultStore, check_store_exists, maintenance_times, sweep_trials
 from tasks.errors import TaskError
 from tasks.suite import main_metric
 
@@ -20,6 +20,7 @@ class StoreSnapshot:
     results: pd.DataFrame  # every split, each model id's latest build only
     models: pd.DataFrame
     sweeps: pd.DataFrame  # harness sweep trials, every sweep (store.sweep_trials)
+    maintenance: pd.DataFrame  # harness maintain's measured steps, every experiment (store.maintenance_times)
 
 
 def store_url() -> str:
@@ -31,7 +32,7 @@ def read_store(url: str) -> StoreSnapshot:
     store = ResultStore(url, readonly=True)
     try:
         return StoreSnapshot(url=url, results=store.results(latest_only=True), models=store.models(),
-                             sweeps=sweep_trials(store))
+                             sweeps=sweep_trials(store), maintenance=maintenance_times(store))
     except sa.exc.SQLAlchemyError as err:
         raise HarnessError(f"cannot read results store {url}: {' '.join(str(err).split())[:200]}") from None
     finally:

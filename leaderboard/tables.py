@@ -34,7 +34,7 @@ from tasks.errors import TaskError
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import FAMILIES, chance_level, in_default_suite, parse_task_name
 
-KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "merge": "Merge"}
+KIND_LABELS = {"base": "Base", "ct": "CT", "sft": "SFT", "ctsft": "CT-then-SFT", "adapter": "Adapter", "merge": "Merge"}
 # The paper's order of merge methods within the merges: WAVG, TIES, TIES-SV (others after, by name).
 MERGE_METHOD_ORDER = ("linear", "ties", "ties_sv")
 # The paper names merges over the English-instruction SFT model (sft-flan) by their method alone (TIES-X).
