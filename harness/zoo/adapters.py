@@ -60,7 +60,10 @@ def train_adapter(config: ZooConfig, tokenizer, base, shares: dict[str, int], se
     with training_threads():
         torch.manual_seed(seed)  # the A matrices' initialisation (B starts at zero)
         network = get_peft_model(base, lora)
-        network.peft_config["default"].base_model_name_or_path = BASE_ID
+        settings = network.peft_config["default"]
+        settings.base_model_name_or_path = BASE_ID
+        # PEFT keeps the modules as a set, saved in the process's hash order: sorted, the config has the same bits
+        settings.target_modules = sorted(settings.target_modules)
         started = time.perf_counter()
         # The LoRA layers sit inside base's own modules, so the zoo's loop trains them through it.
         losses = train(network.get_base_model(), batches, stage, seed, desc=desc, progress=progress)
@@ -72,6 +75,9 @@ def save_adapter(adapter: TrainedAdapter, folder: Path) -> None:
     """adapter_config.json + adapter_model.safetensors (merges/lora.py reads them)."""
     # No embedding check: base_model_name_or_path is the registry id "base", not a folder to look in.
     adapter.network.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
+    # PEFT's model card names the folder base was loaded from: not part of the adapter, and it would
+    # make the zoo's files depend on where the zoo is.
+    (folder / "README.md").unlink(missing_ok=True)
 
 
 def adapter_seed(config: ZooConfig, adapter_id: str) -> int:
