@@ -74,13 +74,14 @@ def plan_for(registry: Registry, config, lang: str, factor: int) -> Plan:
         raise HarnessError(f"--update {lang!r}: not a language of the zoo; one of {', '.join(config.languages)}")
     if factor < 2:
         raise HarnessError(f"--factor {factor}: an update adds data, so the factor must be 2 or more")
-    plan = Plan(lang, factor, tuple(config.languages), ())
+    indv = f"lora-{lang}"
+    merges = tuple(entry.id for entry in registry.models.values() if indv in entry.recipe_model_ids())
+    plan = Plan(lang, factor, tuple(config.languages), merges)
     for adapter in plan.adapters:
         entry = registry.resolve(adapter)
         if entry.kind != "adapter":
             raise HarnessError(f"model {adapter!r} of registry {registry.name!r} is a {entry.kind}, not an adapter")
-    merges = tuple(entry.id for entry in registry.models.values() if plan.indv in entry.recipe_model_ids())
-    return Plan(lang, factor, plan.languages, merges)
+    return plan
 
 
 def run(args) -> int:

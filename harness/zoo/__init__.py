@@ -11,8 +11,9 @@ The zoo mirrors the paper's pipeline on synthetic languages: `base` is pre-train
 text, `sft-flan` fine-tuned on English task data, `ct-<lang>` continued on text in the language's
 real script (1/4 English replay), `ctsft-<lang>-flan` / `-mt` fine-tuned from ct on English /
 translated task data; `lora-<lang>` (INDV) and `lora-comb` (COMB) are the second paper's LoRA
-adapters over base, on each language's / every language's translated task data. `build_zoo` also writes synthetic evaluation data for all seven languages
-and the English control (`eng`, evaluated only) into `<dest>/data`. Modules: lexicon (the
+adapters over base, on each language's / every language's translated task data. `build_zoo` also
+writes synthetic evaluation data for all seven languages and the English control (`eng`,
+evaluated only) into `<dest>/data`. Modules: lexicon (the
 languages), generators (English text and task items), corpora (training text per stage),
 tokenizer, train, adapters (the LoRA adapters), heldout (held-out loss per language), evaldata,
 build (manifest and caching).
