@@ -191,6 +191,7 @@ def write_registry(registry: Registry, plan: Plan, folder: Path) -> Registry:
         data["models"][plan.updated(merge)] = {"kind": "merge", "langs": list(entry.langs), "recipe": recipe,
                                                "description": f"{merge} over the retrained {plan.indv}"}
     path = folder / "registry.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     os.replace(temp, path)

@@ -66,3 +66,25 @@ def test_maintain_refuses_bad_arguments_in_one_line_before_building(tiny_zoo_reg
     code, _, err = harness_cli("--registry", str(tiny_zoo_registry), "maintain", *args)
     assert code == 2 and err.strip() == f"harness maintain: error: {message}"
     assert not (tiny_zoo_registry.parent / "zoo").exists()
+
+
+def test_the_experiments_registry_remakes_each_merge_over_the_retrained_adapter(tmp_path):
+    """The shipped zoo registry: the four merges over lora-uig, re-made in the experiment's registry
+    over lora-uig@uig-x2 with the other six adapters unchanged."""
+    from harness.maintain import plan_for, write_registry
+    from harness.zoo.config import ZooConfig
+
+    registry = load_registry()
+    plan = plan_for(registry, ZooConfig(), "uig", 2)
+    assert plan.merges == ("lora-ties", "lora-dare-ties", "lora-knots-ties", "lora-knots-dare-ties")
+    updated = write_registry(registry, plan, tmp_path / "uig-x2")
+    assert load_registry(tmp_path / "uig-x2" / "registry.yaml").models.keys() == updated.models.keys()
+    for merge in plan.merges:
+        before, after = registry.resolve(merge).recipe, updated.resolve(f"{merge}@uig-x2").recipe
+        assert [spec["model"] for spec in after["models"]] == [
+            "lora-uig@uig-x2" if spec["model"] == "lora-uig" else spec["model"] for spec in before["models"]]
+        assert [spec["parameters"] for spec in after["models"]] == [spec["parameters"] for spec in before["models"]]
+        assert after["merge_method"] == before["merge_method"] and after["base_model"] == "base"
+    comb = updated.resolve("lora-comb@uig-x2")
+    assert comb.kind == "adapter" and comb.path == tmp_path / "uig-x2" / "lora-comb"
+    assert updated.resolve("lora-ties").recipe == registry.resolve("lora-ties").recipe  # the source's, kept
