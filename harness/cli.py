@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "eval": ("harness.evaluate", "evaluate a model on its languages' tasks and store the results"),
     "sweep": ("harness.sweep", "tune a merge's hyperparameters on dev, evaluate the best on test"),
     "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
+    "maintain": ("harness.maintain", "retrain one language's adapter with more data and re-merge, against retraining "
+                 "COMB; store the times (the paper's Table 2)"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "analyze": ("harness.analyze", "analyse models' weights: `similarity` of their language vectors (LoRA B·A, task vectors)"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),

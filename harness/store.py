@@ -12,6 +12,7 @@ Tables
 - `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
 - `sweep_trials`: one scored grid point (or search point) of a `harness sweep`.
 - `vector_similarity`: the cosine similarity of two models' language vectors (`harness analyze similarity`).
+- `maintenance_times`: the measured training and merge times of a `harness maintain` experiment.
 A `harness sweep --search optuna` also keeps its Optuna study here, in Optuna's own tables
 (`studies`, `trials`, ...; harness.search).
 
@@ -493,6 +494,30 @@ vector_similarity_table = sa.Table(
 )
 
 
+# ---- maintenance times (harness maintain) -----------------------------------------------------------
+# One row per timed step of a maintenance experiment (Dmonte et al.'s Table 2): training an adapter
+# or making a merge, in the initial build or in the update of one language with more data. A new
+# table: a store from before it gets it when opened for writing (create_all), and a read-only
+# open of such a store reads no rows (`maintenance_times`), so it needs no entry in UPGRADES.
+
+maintenance_table = sa.Table(
+    "maintenance_times",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), nullable=False),  # <lang>-x<factor>, e.g. uig-x2
+    sa.Column("lang", sa.String(8), nullable=False),  # the updated language
+    sa.Column("factor", sa.Integer, nullable=False),  # its examples in the update, in budgets (zoo LoraSetting)
+    sa.Column("phase", sa.String(8), nullable=False),  # initial | update
+    sa.Column("role", sa.String(8), nullable=False),  # indv | comb | merge
+    sa.Column("model", sa.String(200), nullable=False),  # the registry id of what was trained or merged
+    sa.Column("evaluated_as", sa.String(400), nullable=False),  # the id its results are stored under
+    sa.Column("seconds", sa.Float, nullable=False),  # measured wall time (training: the optimisation alone)
+    sa.Column("steps", sa.Integer),  # training only
+    sa.Column("examples", sa.Integer),  # training only
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class SimilarityRow:
     model: str
@@ -522,6 +547,37 @@ def vector_similarities(store: ResultStore) -> pd.DataFrame:
         return pd.DataFrame(columns=[c.name for c in vector_similarity_table.columns])
     with store.engine.connect() as conn:
         return pd.read_sql(sa.select(vector_similarity_table).order_by(vector_similarity_table.c.id), conn)
+
+
+@dataclass(frozen=True)
+class TimedStep:
+    """One measured step of a maintenance experiment, as `write_maintenance` stores it."""
+
+    phase: str  # initial | update
+    role: str  # indv | comb | merge
+    model: str
+    evaluated_as: str
+    seconds: float
+    steps: int | None = None
+    examples: int | None = None
+
+
+def write_maintenance(store: ResultStore, experiment: str, lang: str, factor: int, steps: list[TimedStep]) -> None:
+    """Store an experiment's steps in one transaction, replacing the rows of an earlier run of it."""
+    created = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        conn.execute(maintenance_table.delete().where(maintenance_table.c.experiment == experiment))
+        conn.execute(maintenance_table.insert(), [
+            {"experiment": experiment, "lang": lang, "factor": factor, **asdict(step), "created_at": created}
+            for step in steps])
+
+
+def maintenance_times(store: ResultStore) -> pd.DataFrame:
+    """Every stored maintenance step, oldest first; empty with the table's columns if none."""
+    if not store.has_table("maintenance_times"):
+        return pd.DataFrame(columns=[c.name for c in maintenance_table.columns])
+    with store.engine.connect() as conn:
+        return pd.read_sql(sa.select(maintenance_table).order_by(maintenance_table.c.id), conn)
 
 
 # ---- upgrading a store written by an older harness -------------------------------------------

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from harness import HarnessError
 from harness.paths import default_store_url
-from harness.store import EVAL_HINT, STORE_ENV, ResultStore, check_store_exists, sweep_trials, vector_similarities
+from harness.store import (EVAL_HINT, STORE_ENV, ResultStore, check_store_exists, maintenance_times, sweep_trials,
+                           vector_similarities)
 from tasks.errors import TaskError
 from tasks.suite import main_metric
 
@@ -21,6 +22,7 @@ class StoreSnapshot:
     models: pd.DataFrame
     sweeps: pd.DataFrame  # harness sweep trials, every sweep (store.sweep_trials)
     similarities: pd.DataFrame  # harness analyze similarity rows (store.vector_similarities)
+    maintenance: pd.DataFrame  # harness maintain's measured steps, every experiment (store.maintenance_times)
 
 
 def store_url() -> str:
@@ -32,7 +34,8 @@ def read_store(url: str) -> StoreSnapshot:
     store = ResultStore(url, readonly=True)
     try:
         return StoreSnapshot(url=url, results=store.results(latest_only=True), models=store.models(),
-                             sweeps=sweep_trials(store), similarities=vector_similarities(store))
+                             sweeps=sweep_trials(store), similarities=vector_similarities(store),
+                             maintenance=maintenance_times(store))
     except sa.exc.SQLAlchemyError as err:
         raise HarnessError(f"cannot read results store {url}: {' '.join(str(err).split())[:200]}") from None
     finally:

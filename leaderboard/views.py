@@ -19,10 +19,11 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import metric_label
-from leaderboard import conflicts, data, export, figures, multilang, recipes, samples, similarity, stats, sweeps, tables, ties
+from leaderboard import (conflicts, data, export, figures, maintenance, multilang, recipes, samples, similarity, stats,
+                         sweeps, tables, ties)
 from merges import METHODS
 from tasks import averages
-from tasks.languages import LANGUAGES
+from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import SPLITS
 
 # The split selector's options: test, the split the paper reports, first and the default.
@@ -317,6 +318,31 @@ def language_vectors_page(snapshot: data.StoreSnapshot) -> None:
                f"computed. Last computed {matrix.computed_at:%Y-%m-%d %H:%M} UTC.")
 
 
+def maintenance_page(snapshot: data.StoreSnapshot) -> None:
+    st.header("Maintenance cost (Table 2 of Dmonte et al.)")
+    times = snapshot.maintenance
+    if times.empty:
+        st.info("No maintenance experiment stored yet: run one, e.g. `harness maintain --update uig --factor 2`.")
+        return
+    experiment = st.selectbox("Experiment", maintenance.experiments(times), key="maintenance-experiment")
+    table = maintenance.cost_table(times[times["experiment"] == experiment], _test_averages(snapshot))
+    st.dataframe(table.style.format(na_rep="–", precision=1), hide_index=True, use_container_width=True)
+    st.caption("Measured wall times on this machine (training: the optimisation alone). INDV sequential: the "
+               "adapters one after another; parallel: at once, the slowest one. Saving: less time than COMB. "
+               "Quality: the test average over the target languages, where evaluated (`harness eval --registry "
+               "$HARNESS_HOME/maintain/<experiment>/registry.yaml --model <model>` for the updated ones).")
+
+
+def _test_averages(snapshot: data.StoreSnapshot) -> dict[str, float]:
+    """Model id -> its test average over the target languages (only where it has all of them)."""
+    scores = tables.main_scores(snapshot.results, "test", data.main_metric_lookup())
+    if scores.empty:
+        return {}
+    averages = tables.language_averages(scores)
+    targets = [lang for lang in TARGET_LANGUAGES if lang in averages.columns]
+    return averages[targets].mean(axis=1, skipna=False).dropna().to_dict() if targets else {}
+
+
 VIEWS: dict[str, Callable[[Context], None]] = {
     "Overview": overview,
     "Per language": per_language,
@@ -327,6 +353,7 @@ VIEWS: dict[str, Callable[[Context], None]] = {
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,
     "Language vectors": language_vectors_page,
+    "Maintenance": maintenance_page,
 }
 
 

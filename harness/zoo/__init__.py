@@ -10,10 +10,13 @@ Other commands need not wait for the whole zoo: they build only the zoo models t
 The zoo mirrors the paper's pipeline on synthetic languages: `base` is pre-trained on English-like
 text, `sft-flan` fine-tuned on English task data, `ct-<lang>` continued on text in the language's
 real script (1/4 English replay), `ctsft-<lang>-flan` / `-mt` fine-tuned from ct on English /
-translated task data. `build_zoo` also writes synthetic evaluation data for all seven languages
-and the English control (`eng`, evaluated only) into `<dest>/data`. Modules: lexicon (the
+translated task data; `lora-<lang>` (INDV) and `lora-comb` (COMB) are the second paper's LoRA
+adapters over base, on each language's / every language's translated task data. `build_zoo` also
+writes synthetic evaluation data for all seven languages and the English control (`eng`,
+evaluated only) into `<dest>/data`. Modules: lexicon (the
 languages), generators (English text and task items), corpora (training text per stage),
-tokenizer, train, heldout (held-out loss per language), evaldata, build (manifest and caching).
+tokenizer, train, adapters (the LoRA adapters), heldout (held-out loss per language), evaldata,
+build (manifest and caching).
 Heavy imports (torch, transformers) happen only when something must be trained.
 """
 
@@ -91,6 +94,8 @@ def zoo_info(dest: Path, config: ZooConfig = ZooConfig()) -> str:
     lines.append(f"{'model':<18} {'size':>8} {'steps':>6} {'train loss':>15} {'loss en':>8} {'loss lang':>9} "
                  f"{'base on lang':>12}  state")
     for model in zoo_models(config):
+        if model.kind == "lora":
+            continue  # listed below, with their training times
         weights = dest / model.id / "model.safetensors"
         size = f"{weights.stat().st_size / 2**20:.1f} MiB" if weights.is_file() else "-"
         record = records.get(model.id, {})
@@ -100,8 +105,29 @@ def zoo_info(dest: Path, config: ZooConfig = ZooConfig()) -> str:
         lines.append(f"{model.id:<18} {size:>8} {record.get('steps', '-'):>6} {loss:>15} "
                      f"{_loss(heldout.get('en')):>8} {_loss(heldout.get(own)):>9} {_loss(base_losses.get(own)):>12}  "
                      f"{'stale' if model.id in stale else 'ok'}")
+    lines += _adapter_lines(dest, config, records, stale)
     lines.append(f"task data: {dest / 'data'} ({'stale' if 'data' in stale else 'ok'})")
     return "\n".join(lines)
+
+
+def _adapter_lines(dest: Path, config: ZooConfig, records: dict, stale: list[str]) -> list[str]:
+    """The LoRA adapters over base: rank, training wall time, steps, examples, losses."""
+    from harness.zoo.config import adapter_models
+
+    lines = [f"{'adapter':<18} {'rank':>4} {'train s':>8} {'steps':>6} {'examples':>8} {'train loss':>15} "
+             f"{'loss en':>8} {'loss lang':>9}  state"]
+    for model in adapter_models(config):
+        record = records.get(model.id, {})
+        loss = f"{record['first_loss']:.2f} -> {record['final_loss']:.2f}" if "final_loss" in record else "-"
+        heldout = record.get("heldout_loss", {})
+        own = heldout.get(model.lang)
+        if own is None and heldout:  # lora-comb: the mean over the languages it trained on
+            own = sum(heldout[lang] for lang in config.languages) / len(config.languages)
+        seconds = f"{record['train_seconds']:.1f}" if "train_seconds" in record else "-"
+        lines.append(f"{model.id:<18} {config.lora.rank:>4} {seconds:>8} {record.get('steps', '-'):>6} "
+                     f"{record.get('examples', '-'):>8} {loss:>15} {_loss(heldout.get('en')):>8} {_loss(own):>9}  "
+                     f"{'stale' if model.id in stale else 'ok'}")
+    return lines
 
 
 def _loss(value: float | None) -> str:

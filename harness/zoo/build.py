@@ -81,6 +81,8 @@ def _complete(folder: Path, name: str) -> bool:
         return folder.is_dir()
     if name == TOKENIZER:
         return (folder / "tokenizer.json").is_file()
+    if name.startswith("lora-"):
+        return (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
@@ -300,6 +302,9 @@ def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, pro
     started = time.perf_counter()
     tokenizer = load_tokenizer(dest / TOKENIZER)
     parent = load_model(dest / model.parent) if model.parent else None
+    if model.kind == "lora":
+        return train_adapter_into(model, config, tokenizer, parent, folder, progress) | {
+            "seconds": round(time.perf_counter() - started, 2)}
     network, losses = train_zoo_model(model, config, tokenizer, parent, progress)
     save_model(network, tokenizer, folder)
     heldout = heldout_losses(network, tokenizer, model, config)
@@ -307,6 +312,24 @@ def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, pro
     return {"seconds": round(time.perf_counter() - started, 2), "steps": len(losses),
             "first_loss": round(sum(losses[:head]) / head, 4), "final_loss": round(sum(losses[-head:]) / head, 4),
             "heldout_loss": heldout}
+
+
+def train_adapter_into(model: ZooModel, config: ZooConfig, tokenizer, base, folder: Path, progress: bool) -> dict:
+    """Train one of the paper's adapters over base and save it (adapters.py); its manifest details:
+    the optimisation's own wall time, steps and examples (the maintenance view compares them)."""
+    from harness.zoo.adapters import adapter_seed, save_adapter, train_adapter
+    from harness.zoo.config import COMBINED
+    from harness.zoo.heldout import heldout_losses
+
+    langs = config.languages if model.task_lang == COMBINED else (model.task_lang,)
+    adapter = train_adapter(config, tokenizer, base, {lang: 1 for lang in langs}, adapter_seed(config, model.id),
+                            desc=model.id, progress=progress)
+    save_adapter(adapter, folder)
+    head = max(1, len(adapter.losses) // 10)
+    return {"train_seconds": adapter.train_seconds, "steps": len(adapter.losses), "examples": adapter.examples,
+            "rank": config.lora.rank, "first_loss": round(sum(adapter.losses[:head]) / head, 4),
+            "final_loss": round(sum(adapter.losses[-head:]) / head, 4),
+            "heldout_loss": heldout_losses(adapter.network.get_base_model(), tokenizer, model, config)}
 
 
 def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, progress: bool = False):

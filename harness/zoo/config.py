@@ -44,6 +44,21 @@ class EvalSizes:
 
 
 @dataclass(frozen=True)
+class LoraSetting:
+    """The paper's adapters (Dmonte et al.): plain LoRA over `base` on task data, one per language.
+
+    Budget rule: a language's adapter (INDV, `lora-<lang>`) trains `stage.steps` steps of
+    `stage.batch_size` examples of that language; the combined adapter (COMB, `lora-comb`) sees the
+    same examples of every language, interleaved, in len(languages) times the steps, so COMB and
+    the INDV adapters together train on the same data.
+    """
+    rank: int = 8
+    alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    stage: Stage = Stage(steps=60, batch_size=8, seq_len=320, lr=2e-3, warmup_steps=5, prompt_loss_weight=1.0)
+
+
+@dataclass(frozen=True)
 class ZooConfig:
     seed: int = 1234
     languages: tuple[str, ...] = tuple(TARGET_LANGUAGES)  # trained for; the English control is only evaluated
@@ -55,15 +70,19 @@ class ZooConfig:
     code_switch: float = 0.15  # chance that a word of a language document stays English
     tokenizer_documents: int = 1200  # documents per language (English: twice as many) for BPE
     eval_sizes: EvalSizes = EvalSizes()
+    lora: LoraSetting = LoraSetting()
 
 
 @dataclass(frozen=True)
 class ZooModel:
     id: str  # the registry id and folder name
-    kind: str  # pretrain | continued | sft
+    kind: str  # pretrain | continued | sft | lora (a PEFT adapter over its parent, not a full model)
     parent: str | None  # the model it starts from
-    lang: str  # language of its training text: "en" or a LANGUAGES code
-    task_lang: str | None = None  # sft only: language of the task data
+    lang: str  # language of its training text: "en", a LANGUAGES code, or COMBINED (lora-comb)
+    task_lang: str | None = None  # sft and lora: language of the task data (COMBINED: every language's)
+
+
+COMBINED = "all"  # the language of lora-comb: every target language's task data
 
 
 def zoo_models(config: ZooConfig) -> list[ZooModel]:
@@ -75,8 +94,15 @@ def zoo_models(config: ZooConfig) -> list[ZooModel]:
             ZooModel(f"ctsft-{lang}-flan", "sft", f"ct-{lang}", lang, "en"),
             ZooModel(f"ctsft-{lang}-mt", "sft", f"ct-{lang}", lang, lang),
         ]
-    return models
+    return models + adapter_models(config)
+
+
+def adapter_models(config: ZooConfig) -> list[ZooModel]:
+    """The paper's adapters over base: INDV `lora-<lang>` per language, then COMB `lora-comb`."""
+    return ([ZooModel(f"lora-{lang}", "lora", "base", lang, lang) for lang in config.languages]
+            + [ZooModel("lora-comb", "lora", "base", COMBINED, COMBINED)])
 
 
 def stage_of(config: ZooConfig, model: ZooModel) -> Stage:
-    return {"pretrain": config.pretrain, "continued": config.continued, "sft": config.sft}[model.kind]
+    return {"pretrain": config.pretrain, "continued": config.continued, "sft": config.sft,
+            "lora": config.lora.stage}[model.kind]

@@ -11,7 +11,7 @@ import random
 
 import torch
 
-from harness.zoo.config import ZooConfig, ZooModel
+from harness.zoo.config import COMBINED, ZooConfig, ZooModel
 from harness.zoo.corpora import english_documents, language_documents
 from harness.zoo.generators import Writer
 from harness.zoo.lexicon import stable_seed
@@ -23,8 +23,8 @@ ROWS_PER_FORWARD = 4  # bounds the memory of the logits (rows x tokens x vocabul
 
 
 def languages_of(model: ZooModel, config: ZooConfig) -> list[str]:
-    """English, plus the model's own language; base relates to every language of the zoo."""
-    if model.kind == "pretrain":
+    """English, plus the model's own language; base and lora-comb relate to every language of the zoo."""
+    if model.kind == "pretrain" or model.lang == COMBINED:
         return ["en", *config.languages]
     return ["en"] if model.lang == "en" else ["en", model.lang]
 

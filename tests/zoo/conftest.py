@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.zoo.config import EvalSizes, ModelShape, Stage, ZooConfig
+from harness.zoo.config import EvalSizes, LoraSetting, ModelShape, Stage, ZooConfig
 
 TINY = ZooConfig(
     languages=("tel", "uig"),  # one FLORES language with MGSM, one MLiC-Eval language
@@ -10,6 +10,8 @@ TINY = ZooConfig(
     pretrain=Stage(steps=3, batch_size=2, seq_len=32, lr=1e-3, warmup_steps=1),
     continued=Stage(steps=2, batch_size=2, seq_len=32, lr=1e-3, warmup_steps=1),
     sft=Stage(steps=2, batch_size=2, seq_len=320, lr=1e-3, warmup_steps=1),
+    lora=LoraSetting(rank=4, alpha=8, stage=Stage(steps=2, batch_size=2, seq_len=320, lr=1e-3, warmup_steps=1,
+                                                  prompt_loss_weight=1.0)),
     tokenizer_documents=60,
     eval_sizes=EvalSizes(sib={"train": 5, "dev": 4, "test": 6}, belebele=10, mgsm=7,
                          mlic={"tc": (4, 6), "mrc": (3, 5), "rs": (3, 4), "math": (3, 4)}),

@@ -15,13 +15,14 @@ from harness.zoo.config import zoo_models
 def record_training(patch: pytest.MonkeyPatch) -> list[str]:
     """Record which models get trained (and still train them); returns the growing list of ids."""
     trained: list[str] = []
-    real = zoo_build.train_zoo_model
+    for trainer in ("train_zoo_model", "train_adapter_into"):  # full models, LoRA adapters
+        real = getattr(zoo_build, trainer)
 
-    def recording(model, *args, **kwargs):
-        trained.append(model.id)
-        return real(model, *args, **kwargs)
+        def recording(model, *args, real=real, **kwargs):
+            trained.append(model.id)
+            return real(model, *args, **kwargs)
 
-    patch.setattr(zoo_build, "train_zoo_model", recording)
+        patch.setattr(zoo_build, trainer, recording)
     return trained
 
 
@@ -145,9 +146,10 @@ def test_a_model_trains_once_its_parent_is_in_place(tiny_config):
     waiting = list(models.values())
     assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["base"]
     waiting.remove(models["base"])  # base is in place: its children may start
-    assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["sft-flan", "ct-tel", "ct-uig"]
+    adapters = ["lora-tel", "lora-uig", "lora-comb"]  # over base
+    assert [m.id for m in zoo_build.ready_to_train(waiting, [])] == ["sft-flan", "ct-tel", "ct-uig", *adapters]
     waiting.remove(models["ct-tel"])  # ct-tel is training: its children wait for it
-    assert [m.id for m in zoo_build.ready_to_train(waiting, [models["ct-tel"]])] == ["sft-flan", "ct-uig"]
+    assert [m.id for m in zoo_build.ready_to_train(waiting, [models["ct-tel"]])] == ["sft-flan", "ct-uig", *adapters]
 
 
 # ---- building only what a command needs ---------------------------------------------------------
@@ -217,7 +219,8 @@ def test_every_model_records_its_heldout_losses(first_build, tiny_config):
     assert languages == {
         "base": ["en", "tel", "uig"], "sft-flan": ["en"],
         "ct-tel": ["en", "tel"], "ctsft-tel-flan": ["en", "tel"], "ctsft-tel-mt": ["en", "tel"],
-        "ct-uig": ["en", "uig"], "ctsft-uig-flan": ["en", "uig"], "ctsft-uig-mt": ["en", "uig"]}
+        "ct-uig": ["en", "uig"], "ctsft-uig-flan": ["en", "uig"], "ctsft-uig-mt": ["en", "uig"],
+        "lora-tel": ["en", "tel"], "lora-uig": ["en", "uig"], "lora-comb": ["en", "tel", "uig"]}
     # measured on the saved weights, the same every time
     ct_uig = next(model for model in zoo_models(tiny_config) if model.id == "ct-uig")
     again = heldout_losses(load_model(dest / "ct-uig"), load_tokenizer(dest / "tokenizer"), ct_uig, tiny_config)
