@@ -50,6 +50,7 @@ from merges.errors import MergeError
 from merges.io import (Checkpoint, MergeCancelled, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files,
                        write_config)
 from merges.kernels import ties_cpu
+from merges.lora import AdapterCheckpoint, is_adapter_folder
 from merges.methods import METHODS, MethodParams, ModelCounts
 from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
@@ -95,7 +96,7 @@ class Merge:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MergeError("--device cuda: no CUDA GPU is available to torch here")
-        self.checkpoints = {name: self._open(name, resolve) for name in recipe.referenced_models()}
+        self.checkpoints = self._open_all(resolve)
         self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
         self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
         self.merged_models = ([self.base] if self.base else []) + self.inputs
@@ -105,12 +106,29 @@ class Merge:
         self.vocab_source = self._vocabulary_source()
         self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
 
-    @staticmethod
-    def _open(name: str, resolve: Callable[[str], Path]) -> Checkpoint:
-        folder = Path(resolve(name))
-        if not folder.is_dir():
-            raise MergeError(f"model {name!r}: folder not found: {folder}")
-        return Checkpoint(name, folder)
+    def _open_all(self, resolve: Callable[[str], Path]) -> dict[str, Checkpoint]:
+        """Every model the recipe names, base first: an adapter is read over the base (below)."""
+        folders = {}
+        for name in self.recipe.referenced_models():
+            folders[name] = Path(resolve(name))
+            if not folders[name].is_dir():
+                raise MergeError(f"model {name!r}: folder not found: {folders[name]}")
+        base_name = self.recipe.base_model
+        if base_name is not None and is_adapter_folder(folders[base_name]):
+            raise MergeError(f"base_model {base_name!r} is a LoRA adapter; the base must be a full model")
+        checkpoints = {}
+        for name, folder in folders.items():
+            checkpoints[name] = self._open(name, folder, checkpoints.get(base_name))
+        return checkpoints
+
+    def _open(self, name: str, folder: Path, base: Checkpoint | None) -> Checkpoint:
+        """A full model folder, or an adapter folder read as base + ΔW over the recipe's base_model."""
+        if not is_adapter_folder(folder):
+            return Checkpoint(name, folder)
+        if base is None:
+            raise MergeError(f"model {name!r} is a LoRA adapter: the recipe needs a base_model "
+                             "(the model the adapter was trained on) to read it over")
+        return AdapterCheckpoint(name, folder, base)
 
     def _read_missing_lm_heads_from_embeddings(self) -> None:
         """Where some model stores an lm_head, a tied model (none stored) reads its embedding."""

@@ -16,8 +16,10 @@ naming the adapter and the setting: a silently wrong ΔW would make every merge 
 A per-module rank (`rank_pattern`) needs nothing special: r is read from A's shape.
 
 `materialise(base_tensor, delta)` is the one definition of "base + ΔW" in this project: the
-merge engine reads an adapter input through it, and a full model built from an adapter uses it,
-so a merge over adapters and a merge over the full models they make see the same tensors.
+merge engine reads an adapter input through it (`AdapterCheckpoint`: the adapter seen as the full
+model it makes over a base checkpoint, one tensor at a time), and a full model built from an
+adapter uses it, so a merge over adapters and a merge over the full models they make see the
+same tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from merges.errors import MergeError
+from merges.io import Checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -182,3 +185,24 @@ class LoraAdapter:
 def materialise(base_tensor: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """base + ΔW, added in float32 and stored in the base tensor's dtype."""
     return (base_tensor.float() + delta).to(base_tensor.dtype)
+
+
+class AdapterCheckpoint(Checkpoint):
+    """An adapter read as the full model it makes: the base checkpoint's tensors, with base + ΔW
+    (`materialise`) in place of each tensor the adapter changes. Config and tokenizer are the
+    base's. Tensors are built one at a time on `read`, so memory stays that of one module.
+
+    The adapter is checked against the base (every adapted tensor exists there with ΔW's shape)
+    on opening, before a merge writes anything."""
+
+    def __init__(self, name: str, folder: Path, base: Checkpoint):
+        self.adapter = LoraAdapter(name, folder)
+        self.adapter.check_base({tensor: info.shape for tensor, info in base.tensors.items()}, base.name)
+        super().__init__(name, base.folder)
+        self.base_name = base.name
+
+    def read(self, tensor: str) -> torch.Tensor:
+        stored = super().read(tensor)
+        if tensor not in self.adapter.modules:
+            return stored
+        return materialise(stored, self.adapter.delta(tensor))
