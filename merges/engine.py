@@ -223,7 +223,15 @@ class Merge:
             protect=protect,
             seeds=tuple(tensor_seed(recipe.seed, name, i) for i in range(len(recipe.models))),
             rescale=recipe.rescale,
+            rank_bound=self._rank_bound(name),
         )
+
+    def _rank_bound(self, name: str) -> int | None:
+        """When every input is an adapter: the sum of their LoRA ranks on tensor `name`, an upper
+        bound on the rank of the stacked task vectors (KnOTS takes a cheaper SVD then); else None."""
+        if not all(isinstance(ckpt, AdapterCheckpoint) for ckpt in self.inputs):
+            return None
+        return sum(ckpt.adapter.modules[name].rank for ckpt in self.inputs if name in ckpt.adapter.modules)
 
     def _load(self, ckpt: Checkpoint, name: str, compute_dtype: torch.dtype | None = None) -> torch.Tensor:
         """A tensor on the device, in `compute_dtype` or (None) as stored: the methods promote inputs

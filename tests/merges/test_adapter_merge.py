@@ -46,7 +46,8 @@ def recipe(method: str, models: list[str], **parameters) -> dict:
             "parameters": parameters}
 
 
-MERGES = [("linear", {}), ("task_arithmetic", {"lambda": 0.8}), ("ties", {}), ("dare_ties", {"seed": 7})]
+MERGES = [("linear", {}), ("task_arithmetic", {"lambda": 0.8}), ("ties", {}), ("dare_ties", {"seed": 7}),
+          ("knots_ties", {}), ("knots_dare_ties", {"seed": 7})]
 
 
 @pytest.mark.parametrize("method, parameters", MERGES)
@@ -58,11 +59,15 @@ def test_merging_adapters_equals_merging_the_full_models_they_make(adapter_model
                              tmp_path / "full", progress=False)
     got, expected = load_folder(over_adapters.path), load_folder(over_full.path)
     assert set(got) == set(expected)
+    # KnOTS over adapters takes the SVD from a sketch (the adapters bound the rank), over full
+    # models the full SVD: the same basis to rounding, so a looser bound.
+    tolerance = dict(rtol=1e-5, atol=1e-6) if method.startswith("knots") else dict(rtol=1e-6, atol=1e-7)
     changed = 0
     for tensor in expected:
-        torch.testing.assert_close(got[tensor], expected[tensor], rtol=1e-6, atol=1e-7, msg=tensor)
+        torch.testing.assert_close(got[tensor], expected[tensor], **tolerance, msg=tensor)
         changed += not torch.equal(expected[tensor], load_folder(adapter_models["base"])[tensor])
     assert changed >= 5 * 2  # q, k, v, up, down of both layers: the adapters did change the merge
+    assert (over_adapters.stats is None) == method.startswith(("linear", "task_arithmetic", "knots"))
     if over_full.stats is not None:
         assert over_adapters.stats["total"] == {
             name.removeprefix("full-"): counts for name, counts in over_full.stats["total"].items()}
