@@ -13,6 +13,13 @@
 4. writes config, generation config, tokenizer, the recipe and, for methods that elect signs,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
 
+Adapters as inputs. A model folder that is a PEFT LoRA adapter (`merges.lora`) is read as the
+full model it makes over the recipe's base_model, base + ΔW one tensor at a time
+(`AdapterCheckpoint`), checked against the base before anything is written; a recipe with an
+adapter but no base_model is an error. With `output: {format: adapter, rank: R}` the merge is
+written as a LoRA adapter instead (`merges.adapter_output`): only the tensors that may change
+are merged, the adapted modules are factorised, any other tensor must stay the base's.
+
 An error, Ctrl-C or SIGTERM stops the merge at once (queued tensors are dropped, running ones
 stop at their next write) and removes the temporary folder.
 
@@ -46,6 +53,7 @@ from typing import Callable, Mapping
 import torch
 import yaml
 
+from merges.adapter_output import AdapterWriter, adapter_config
 from merges.errors import MergeError
 from merges.io import (Checkpoint, MergeCancelled, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files,
                        write_config)
@@ -105,6 +113,9 @@ class Merge:
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
         self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
+        if recipe.output:
+            self.adapter_targets = self._adapter_targets()
+            self.jobs = [job for job in self.jobs if self._may_change(job.name)]
 
     def _open_all(self, resolve: Callable[[str], Path]) -> dict[str, Checkpoint]:
         """Every model the recipe names, base first: an adapter is read over the base (below)."""
@@ -129,6 +140,32 @@ class Merge:
             raise MergeError(f"model {name!r} is a LoRA adapter: the recipe needs a base_model "
                              "(the model the adapter was trained on) to read it over")
         return AdapterCheckpoint(name, folder, base)
+
+    # ---- adapter output (merges.adapter_output) ----------------------------------------------
+
+    def _adapter_targets(self) -> dict[str, tuple[int, int]]:
+        """The base tensors the input adapters change, with their shapes: the output's modules."""
+        adapters = [ckpt.adapter for ckpt in self.inputs if isinstance(ckpt, AdapterCheckpoint)]
+        if not adapters:
+            raise MergeError("output.format adapter: no input model is a LoRA adapter, so there are no adapted "
+                             "modules to write; write a full model instead")
+        return {target: module.shape for adapter in adapters for target, module in sorted(adapter.modules.items())}
+
+    def _may_change(self, name: str) -> bool:
+        """Whether tensor `name` must be merged for an adapter output. A method over task vectors
+        leaves the base where every task vector is zero, as in a tensor that every input is an
+        adapter of and none adapts: those are skipped. Others are merged and, outside the adapted
+        modules, checked unchanged by the writer."""
+        untouched = all(isinstance(ckpt, AdapterCheckpoint) and name not in ckpt.adapter.modules
+                        for ckpt in self.inputs)
+        return not (self.recipe.uses_base and untouched)
+
+    def adapter_writer(self, folder: Path) -> AdapterWriter:
+        adapters = [ckpt.adapter for ckpt in self.inputs if isinstance(ckpt, AdapterCheckpoint)]
+        config = adapter_config(self.recipe.output.rank, list(self.adapter_targets), adapters[0].base_model,
+                                adapters[0].config.get("task_type"))
+        return AdapterWriter(folder, self.checkpoints[self.recipe.base_model], self.adapter_targets,
+                             self.recipe.output.rank, config)
 
     def _read_missing_lm_heads_from_embeddings(self) -> None:
         """Where some model stores an lm_head, a tied model (none stored) reads its embedding."""
@@ -241,7 +278,7 @@ class Merge:
             raise MergeError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
         return tensor
 
-    def merge_into(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts] | None:
+    def merge_into(self, job: TensorJob, writer: ShardedWriter | AdapterWriter) -> list[ModelCounts] | None:
         """Merge one tensor and write it; returns its conflict counts (methods that elect signs)."""
         if job.cpu_kernel:
             return self._merge_with_cpu_kernel(job, writer)
@@ -281,7 +318,7 @@ class Merge:
         The one place that picks an execution backend."""
         dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
         return (self.recipe.merge_method == ties_cpu.METHOD and self.device.type == "cpu"
-                and ties_cpu.supports(dtypes, out.dtype))
+                and ties_cpu.supports(dtypes, out.dtype) and self.recipe.output is None)  # adapters take whole tensors
 
     def _merge_with_cpu_kernel(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
         """TIES straight from the stored inputs into the output file, slab by slab; the kernel
@@ -376,9 +413,13 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
         raise MergeError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
     merge = Merge(recipe, resolve, device, dtype)
     out_dir = Path(out_dir)
-    with sigterm_interrupts(), atomic_folder(out_dir) as temp:
-        plan = [job.out for job in merge.jobs]
-        writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
+    what = "the merged adapter" if recipe.output else "the merged model"
+    with sigterm_interrupts(), atomic_folder(out_dir, what) as temp:
+        if recipe.output:
+            writer = merge.adapter_writer(temp)
+        else:
+            plan = [job.out for job in merge.jobs]
+            writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
         try:
             counts = _merge_all(merge, writer, threads or default_threads(), progress)
         finally:
@@ -486,7 +527,7 @@ def estimated_peak_bytes(merge: Merge, threads: int, memory_budget: int = DEFAUL
     return max(sizes[0], min(memory_budget, sum(sizes[:threads]))) if sizes else 0
 
 
-def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
+def _merge_all(merge: Merge, writer: ShardedWriter | AdapterWriter, threads: int, progress: bool,
                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
     from tqdm import tqdm
@@ -543,6 +584,10 @@ def _stopping_error(futures: list) -> BaseException:
 
 
 def _write_side_files(merge: Merge, folder: Path) -> None:
+    """The recipe; for a full model also its config, generation config and tokenizer."""
+    (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    if merge.recipe.output:
+        return
     config_source = merge.merged_models[0]
     vocab_size = None
     embeddings = [job for job in merge.jobs if is_vocab_tensor(job.name)]
@@ -552,4 +597,3 @@ def _write_side_files(merge: Merge, folder: Path) -> None:
     untied = any(job.name == LM_HEAD for job in merge.jobs)
     write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size, untied)
     copy_tokenizer_files(merge.vocab_source, folder)
-    (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")
