@@ -110,6 +110,8 @@ class Merge:
         self.merged_models = ([self.base] if self.base else []) + self.inputs
         self._read_missing_lm_heads_from_embeddings()
         self.out_dtype = TORCH_DTYPES[dtype or recipe.dtype] if (dtype or recipe.dtype) else None
+        if recipe.output:
+            self.out_dtype = torch.float32  # the adapter factorises the merged tensors, unrounded
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
         self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
@@ -227,9 +229,17 @@ class Merge:
             if info.dtype.is_floating_point != dtype.is_floating_point:
                 raise MergeError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
         if dtype.is_floating_point:
-            dtype = self.out_dtype or dtype
+            dtype = self.out_dtype or self._stored_dtype(name)
         out = PlannedTensor(name, shape, dtype)
         return TensorJob(name, out, shared_rows, self._uses_cpu_kernel(name, out))
+
+    def _stored_dtype(self, name: str) -> torch.dtype:
+        """The output's default dtype for a tensor: the first merged model's as stored; an
+        adapter's is its base's (it is read in float32, see AdapterCheckpoint)."""
+        first = self.merged_models[0]
+        if isinstance(first, AdapterCheckpoint):
+            first = self.checkpoints[self.recipe.base_model]
+        return first.tensors[name].dtype
 
     def _vocab_shape(self, name: str, infos: dict) -> tuple[tuple[int, ...], int]:
         source = self.vocab_source.name

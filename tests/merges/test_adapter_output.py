@@ -111,3 +111,18 @@ def test_output_enters_the_canonical_form_only_when_it_is_an_adapter():
               "output": {"format": "adapter", "rank": 4}}
     with pytest.raises(MergeError, match="output.format adapter needs base_model"):
         load_recipe(linear)
+
+
+def test_over_a_bfloat16_base_the_language_vectors_are_not_rounded(adapter_models, tmp_path):
+    """Adapters are read in float32 over a bf16 base: the adapter output's ΔW is the one over a
+    float32 base (not base + ΔW rounded to bf16), and a full-model output is bf16 throughout."""
+    base = {name: tensor.to(torch.bfloat16) for name, tensor in load_folder(adapter_models["base"]).items()}
+    models = dict(adapter_models, base=save_checkpoint(tmp_path / "bf16-base", base, llama_config(dtype="bfloat16")))
+    over_bf16 = merges.merge(adapter_recipe("ties", FULL_RANK), models, tmp_path / "bf16", progress=False).path
+    over_fp32 = merges.merge(adapter_recipe("ties", FULL_RANK), adapter_models, tmp_path / "fp32", progress=False).path
+    got, expected = load_folder(over_bf16), load_folder(over_fp32)
+    for key in (k for k in expected if k.endswith("lora_B.weight")):
+        a_key = key.replace("lora_B", "lora_A")
+        torch.testing.assert_close(got[key] @ got[a_key], expected[key] @ expected[a_key], rtol=1e-4, atol=1e-6)
+    full = merges.merge(recipe("ties", list(ADAPTERS)), models, tmp_path / "full", progress=False).path
+    assert {tensor.dtype for tensor in load_folder(full).values()} == {torch.bfloat16}
