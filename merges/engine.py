@@ -151,7 +151,8 @@ class Merge:
         if not adapters:
             raise MergeError("output.format adapter: no input model is a LoRA adapter, so there are no adapted "
                              "modules to write; write a full model instead")
-        return {target: module.shape for adapter in adapters for target, module in sorted(adapter.modules.items())}
+        return {target: module.shape
+                for adapter in adapters for target, module in sorted(adapter.modules.items())}
 
     def _may_change(self, name: str) -> bool:
         """Whether tensor `name` must be merged for an adapter output. A method over task vectors

@@ -79,7 +79,8 @@ def test_tensors_no_adapter_changes_are_the_bases(adapter_models, tmp_path):
     for tensor in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.1.mlp.gate_proj.weight",
                    "model.layers.0.self_attn.o_proj.weight", "model.norm.weight"):
         assert torch.equal(got[tensor], base[tensor]), tensor
-    assert not torch.equal(got["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(got[q_proj], base[q_proj])
 
 
 def test_an_adapter_needs_a_base_model(adapter_models, tmp_path):
