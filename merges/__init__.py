@@ -1,4 +1,5 @@
-"""The merge library: WAVG (linear), task arithmetic, TIES, TIES-SV and DARE over HF checkpoints.
+"""The merge library: WAVG (linear), task arithmetic, TIES, TIES-SV, DARE and KnOTS over HF checkpoints
+and PEFT LoRA adapters (an adapter is read as base + ΔW; a merge can be written as an adapter).
 
     import merges
     result = merges.merge("recipe.yaml", {"base": "models/base", "sft": "models/sft", "ct": "models/ct"},

@@ -13,6 +13,13 @@
 4. writes config, generation config, tokenizer, the recipe and, for methods that elect signs,
    `conflict_stats.json`, all in a temporary folder renamed to `out_dir` when complete.
 
+Adapters as inputs. A model folder that is a PEFT LoRA adapter (`merges.lora`) is read as the
+full model it makes over the recipe's base_model, base + ΔW one tensor at a time
+(`AdapterCheckpoint`), checked against the base before anything is written; a recipe with an
+adapter but no base_model is an error. With `output: {format: adapter, rank: R}` the merge is
+written as a LoRA adapter instead (`merges.adapter_output`): only the tensors that may change
+are merged, the adapted modules are factorised, any other tensor must stay the base's.
+
 An error, Ctrl-C or SIGTERM stops the merge at once (queued tensors are dropped, running ones
 stop at their next write) and removes the temporary folder.
 
@@ -46,10 +53,12 @@ from typing import Callable, Mapping
 import torch
 import yaml
 
+from merges.adapter_output import AdapterWriter, adapter_config
 from merges.errors import MergeError
 from merges.io import (Checkpoint, MergeCancelled, PlannedTensor, ShardedWriter, atomic_folder, copy_tokenizer_files,
                        write_config)
 from merges.kernels import ties_cpu
+from merges.lora import AdapterCheckpoint, is_adapter_folder
 from merges.methods import METHODS, MethodParams, ModelCounts
 from merges.recipe import Recipe, load_recipe
 from merges.stats import STATS_FILE, conflict_stats, write_stats
@@ -95,22 +104,71 @@ class Merge:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MergeError("--device cuda: no CUDA GPU is available to torch here")
-        self.checkpoints = {name: self._open(name, resolve) for name in recipe.referenced_models()}
+        self.checkpoints = self._open_all(resolve)
         self.base = self.checkpoints[recipe.base_model] if recipe.uses_base else None
         self.inputs = [self.checkpoints[spec.model] for spec in recipe.models]
         self.merged_models = ([self.base] if self.base else []) + self.inputs
         self._read_missing_lm_heads_from_embeddings()
         self.out_dtype = TORCH_DTYPES[dtype or recipe.dtype] if (dtype or recipe.dtype) else None
+        if recipe.output:
+            self.out_dtype = torch.float32  # the adapter factorises the merged tensors, unrounded
         self._check_architectures()
         self.vocab_source = self._vocabulary_source()
         self.jobs = [self._plan(name) for name in self.merged_models[0].tensors]
+        if recipe.output:
+            self.adapter_targets = self._adapter_targets()
+            self.jobs = [job for job in self.jobs if self._may_change(job.name)]
 
-    @staticmethod
-    def _open(name: str, resolve: Callable[[str], Path]) -> Checkpoint:
-        folder = Path(resolve(name))
-        if not folder.is_dir():
-            raise MergeError(f"model {name!r}: folder not found: {folder}")
-        return Checkpoint(name, folder)
+    def _open_all(self, resolve: Callable[[str], Path]) -> dict[str, Checkpoint]:
+        """Every model the recipe names, base first: an adapter is read over the base (below)."""
+        folders = {}
+        for name in self.recipe.referenced_models():
+            folders[name] = Path(resolve(name))
+            if not folders[name].is_dir():
+                raise MergeError(f"model {name!r}: folder not found: {folders[name]}")
+        base_name = self.recipe.base_model
+        if base_name is not None and is_adapter_folder(folders[base_name]):
+            raise MergeError(f"base_model {base_name!r} is a LoRA adapter; the base must be a full model")
+        checkpoints = {}
+        for name, folder in folders.items():
+            checkpoints[name] = self._open(name, folder, checkpoints.get(base_name))
+        return checkpoints
+
+    def _open(self, name: str, folder: Path, base: Checkpoint | None) -> Checkpoint:
+        """A full model folder, or an adapter folder read as base + ΔW over the recipe's base_model."""
+        if not is_adapter_folder(folder):
+            return Checkpoint(name, folder)
+        if base is None:
+            raise MergeError(f"model {name!r} is a LoRA adapter: the recipe needs a base_model "
+                             "(the model the adapter was trained on) to read it over")
+        return AdapterCheckpoint(name, folder, base)
+
+    # ---- adapter output (merges.adapter_output) ----------------------------------------------
+
+    def _adapter_targets(self) -> dict[str, tuple[int, int]]:
+        """The base tensors the input adapters change, with their shapes: the output's modules."""
+        adapters = [ckpt.adapter for ckpt in self.inputs if isinstance(ckpt, AdapterCheckpoint)]
+        if not adapters:
+            raise MergeError("output.format adapter: no input model is a LoRA adapter, so there are no adapted "
+                             "modules to write; write a full model instead")
+        return {target: module.shape
+                for adapter in adapters for target, module in sorted(adapter.modules.items())}
+
+    def _may_change(self, name: str) -> bool:
+        """Whether tensor `name` must be merged for an adapter output. A method over task vectors
+        leaves the base where every task vector is zero, as in a tensor that every input is an
+        adapter of and none adapts: those are skipped. Others are merged and, outside the adapted
+        modules, checked unchanged by the writer."""
+        untouched = all(isinstance(ckpt, AdapterCheckpoint) and name not in ckpt.adapter.modules
+                        for ckpt in self.inputs)
+        return not (self.recipe.uses_base and untouched)
+
+    def adapter_writer(self, folder: Path) -> AdapterWriter:
+        adapters = [ckpt.adapter for ckpt in self.inputs if isinstance(ckpt, AdapterCheckpoint)]
+        config = adapter_config(self.recipe.output.rank, list(self.adapter_targets), adapters[0].base_model,
+                                adapters[0].config.get("task_type"))
+        return AdapterWriter(folder, self.checkpoints[self.recipe.base_model], self.adapter_targets,
+                             self.recipe.output.rank, config)
 
     def _read_missing_lm_heads_from_embeddings(self) -> None:
         """Where some model stores an lm_head, a tied model (none stored) reads its embedding."""
@@ -172,9 +230,17 @@ class Merge:
             if info.dtype.is_floating_point != dtype.is_floating_point:
                 raise MergeError(f"tensor {name}: dtype {info.dtype} in model {model!r} but {dtype} in model {first!r}")
         if dtype.is_floating_point:
-            dtype = self.out_dtype or dtype
+            dtype = self.out_dtype or self._stored_dtype(name)
         out = PlannedTensor(name, shape, dtype)
         return TensorJob(name, out, shared_rows, self._uses_cpu_kernel(name, out))
+
+    def _stored_dtype(self, name: str) -> torch.dtype:
+        """The output's default dtype for a tensor: the first merged model's as stored; an
+        adapter's is its base's (it is read in float32, see AdapterCheckpoint)."""
+        first = self.merged_models[0]
+        if isinstance(first, AdapterCheckpoint):
+            first = self.checkpoints[self.recipe.base_model]
+        return first.tensors[name].dtype
 
     def _vocab_shape(self, name: str, infos: dict) -> tuple[tuple[int, ...], int]:
         source = self.vocab_source.name
@@ -205,7 +271,15 @@ class Merge:
             protect=protect,
             seeds=tuple(tensor_seed(recipe.seed, name, i) for i in range(len(recipe.models))),
             rescale=recipe.rescale,
+            rank_bound=self._rank_bound(name),
         )
+
+    def _rank_bound(self, name: str) -> int | None:
+        """When every input is an adapter: the sum of their LoRA ranks on tensor `name`, an upper
+        bound on the rank of the stacked task vectors (KnOTS takes a cheaper SVD then); else None."""
+        if not all(isinstance(ckpt, AdapterCheckpoint) for ckpt in self.inputs):
+            return None
+        return sum(ckpt.adapter.modules[name].rank for ckpt in self.inputs if name in ckpt.adapter.modules)
 
     def _load(self, ckpt: Checkpoint, name: str, compute_dtype: torch.dtype | None = None) -> torch.Tensor:
         """A tensor on the device, in `compute_dtype` or (None) as stored: the methods promote inputs
@@ -215,7 +289,7 @@ class Merge:
             raise MergeError(f"tensor {name} of model {ckpt.name!r} has NaN or infinite values")
         return tensor
 
-    def merge_into(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts] | None:
+    def merge_into(self, job: TensorJob, writer: ShardedWriter | AdapterWriter) -> list[ModelCounts] | None:
         """Merge one tensor and write it; returns its conflict counts (methods that elect signs)."""
         if job.cpu_kernel:
             return self._merge_with_cpu_kernel(job, writer)
@@ -255,7 +329,7 @@ class Merge:
         The one place that picks an execution backend."""
         dtypes = [ckpt.tensors[name].dtype for ckpt in self.merged_models]
         return (self.recipe.merge_method == ties_cpu.METHOD and self.device.type == "cpu"
-                and ties_cpu.supports(dtypes, out.dtype))
+                and ties_cpu.supports(dtypes, out.dtype) and self.recipe.output is None)  # adapters take whole tensors
 
     def _merge_with_cpu_kernel(self, job: TensorJob, writer: ShardedWriter) -> list[ModelCounts]:
         """TIES straight from the stored inputs into the output file, slab by slab; the kernel
@@ -350,9 +424,13 @@ def run_merge(recipe: Recipe | dict | str | Path, resolve: Callable[[str], Path]
         raise MergeError(f"dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
     merge = Merge(recipe, resolve, device, dtype)
     out_dir = Path(out_dir)
-    with sigterm_interrupts(), atomic_folder(out_dir) as temp:
-        plan = [job.out for job in merge.jobs]
-        writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
+    what = "the merged adapter" if recipe.output else "the merged model"
+    with sigterm_interrupts(), atomic_folder(out_dir, what) as temp:
+        if recipe.output:
+            writer = merge.adapter_writer(temp)
+        else:
+            plan = [job.out for job in merge.jobs]
+            writer = ShardedWriter(temp, plan, **({"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}))
         try:
             counts = _merge_all(merge, writer, threads or default_threads(), progress)
         finally:
@@ -460,7 +538,7 @@ def estimated_peak_bytes(merge: Merge, threads: int, memory_budget: int = DEFAUL
     return max(sizes[0], min(memory_budget, sum(sizes[:threads]))) if sizes else 0
 
 
-def _merge_all(merge: Merge, writer: ShardedWriter, threads: int, progress: bool,
+def _merge_all(merge: Merge, writer: ShardedWriter | AdapterWriter, threads: int, progress: bool,
                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict[str, list[ModelCounts]]:
     """Merge every tensor on a pool of threads; the first error stops the rest and is raised."""
     from tqdm import tqdm
@@ -517,6 +595,10 @@ def _stopping_error(futures: list) -> BaseException:
 
 
 def _write_side_files(merge: Merge, folder: Path) -> None:
+    """The recipe; for a full model also its config, generation config and tokenizer."""
+    (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    if merge.recipe.output:
+        return
     config_source = merge.merged_models[0]
     vocab_size = None
     embeddings = [job for job in merge.jobs if is_vocab_tensor(job.name)]
@@ -526,4 +608,3 @@ def _write_side_files(merge: Merge, folder: Path) -> None:
     untied = any(job.name == LM_HEAD for job in merge.jobs)
     write_config(config_source, folder, floats[0] if floats else torch.float32, vocab_size, untied)
     copy_tokenizer_files(merge.vocab_source, folder)
-    (folder / RECIPE_FILE).write_text(yaml.safe_dump(merge.recipe.to_dict(), sort_keys=False), encoding="utf-8")

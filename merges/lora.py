@@ -16,8 +16,10 @@ naming the adapter and the setting: a silently wrong ΔW would make every merge 
 A per-module rank (`rank_pattern`) needs nothing special: r is read from A's shape.
 
 `materialise(base_tensor, delta)` is the one definition of "base + ΔW" in this project: the
-merge engine reads an adapter input through it, and a full model built from an adapter uses it,
-so a merge over adapters and a merge over the full models they make see the same tensors.
+merge engine reads an adapter input through it (`AdapterCheckpoint`: the adapter seen as the full
+model it makes over a base checkpoint, one tensor at a time), and a full model built from an
+adapter uses it, so a merge over adapters and a merge over the full models they make see the
+same tensors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from merges.errors import MergeError
+from merges.io import Checkpoint, TensorInfo
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -179,6 +182,35 @@ class LoraAdapter:
                                  f"has {list(base_shapes[target])}")
 
 
-def materialise(base_tensor: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """base + ΔW, added in float32 and stored in the base tensor's dtype."""
-    return (base_tensor.float() + delta).to(base_tensor.dtype)
+def materialise(base_tensor: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """base + ΔW, added in float32 and stored in `dtype` (default: the base tensor's)."""
+    return (base_tensor.float() + delta).to(dtype or base_tensor.dtype)
+
+
+class AdapterCheckpoint(Checkpoint):
+    """An adapter read as the full model it makes: the base checkpoint's tensors, with base + ΔW
+    (`materialise`) in place of each tensor the adapter changes. Config and tokenizer are the
+    base's. Tensors are built one at a time on `read`, so memory stays that of one module.
+
+    The adapted tensors are read in float32 whatever the base's dtype: a LoRA's ΔW is small
+    against the base's weights, and rounding base + ΔW to a bfloat16 base would lose much of it
+    before the merge (PEFT never rounds it either: it adds B A x to the base layer's output).
+    The merge's output is rounded once, to its dtype. Over a float32 base this is exactly the
+    full model `materialise` makes.
+
+    The adapter is checked against the base (every adapted tensor exists there with ΔW's shape)
+    on opening, before a merge writes anything."""
+
+    def __init__(self, name: str, folder: Path, base: Checkpoint):
+        self.adapter = LoraAdapter(name, folder)
+        self.adapter.check_base({tensor: info.shape for tensor, info in base.tensors.items()}, base.name)
+        super().__init__(name, base.folder)
+        self.base_name = base.name
+        for target in self.adapter.modules:
+            self.tensors[target] = TensorInfo(self.tensors[target].shape, torch.float32)
+
+    def read(self, tensor: str) -> torch.Tensor:
+        stored = super().read(tensor)
+        if tensor not in self.adapter.modules:
+            return stored
+        return materialise(stored, self.adapter.delta(tensor), torch.float32)

@@ -14,6 +14,9 @@ A recipe looks like mergekit's:
     tokenizer_source: ct-uig         # optional: tokenizer and extended-vocabulary rows (default: the
                                      # model with the most vocabulary rows, the first of them in
                                      # base-then-recipe order; see merges.engine)
+    output: {format: adapter, rank: 16}   # optional: write a PEFT LoRA adapter of this rank over
+                                     # base_model instead of a full model (see merges.adapter_output);
+                                     # {format: model} is the default and changes nothing
 
 Which parameters a method reads, their defaults and bounds come from its spec
 (`merges.methods.spec`). mergekit's shared keys (weight, density, lambda, normalize,
@@ -38,8 +41,10 @@ from merges.methods.spec import SHARED_MODEL_PARAMETERS, SHARED_PARAMETERS, Valu
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
-TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source"}
+TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source", "output"}
 MODEL_KEYS = {"model", "parameters"}
+OUTPUT_KEYS = {"format", "rank"}
+OUTPUT_FORMATS = ("model", "adapter")
 # Every parameter some method reads, by name: what a recipe may carry (the shared definitions
 # last, so that they, not a method's own default, check a method that does not read them).
 KNOWN_MODEL_PARAMETERS = {p.name: p for spec in METHODS.values() for p in spec.model_parameters} | {
@@ -64,6 +69,13 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class AdapterOutput:
+    """`output: {format: adapter, rank: R}`: the merge is written as a rank-R LoRA adapter."""
+
+    rank: int
+
+
+@dataclass(frozen=True)
 class Recipe:
     merge_method: str
     models: tuple[ModelSpec, ...]
@@ -76,6 +88,7 @@ class Recipe:
     rescale: bool          # DARE: rescale survivors by 1/density
     dtype: str | None
     tokenizer_source: str | None
+    output: AdapterOutput | None = None  # None: a full model folder (the default format)
 
     @property
     def spec(self) -> MethodSpec:
@@ -107,7 +120,8 @@ class Recipe:
             entry = {k: v for k, v in asdict(spec).items() if k != "model" and (k != "protect" or v)}
             models.append({"model": spec.model, "parameters": entry})
         out = {"merge_method": self.merge_method, "base_model": self.base_model, "models": models,
-               "parameters": params, "dtype": self.dtype, "tokenizer_source": self.tokenizer_source}
+               "parameters": params, "dtype": self.dtype, "tokenizer_source": self.tokenizer_source,
+               "output": {"format": "adapter", "rank": self.output.rank} if self.output else None}
         return {k: v for k, v in out.items() if v is not None}
 
     def canonical_json(self) -> str:
@@ -197,6 +211,24 @@ def _models(raw_models: object, spec: MethodSpec, base: str | None, params: dict
     return models
 
 
+def _output(value: object, base: str | None, where: str) -> AdapterOutput | None:
+    """The recipe's output format: None for a full model (the default), else the adapter's rank."""
+    given = _mapping(value, "output", where, OUTPUT_KEYS)
+    form = given.get("format", "model")
+    if form not in OUTPUT_FORMATS:
+        raise MergeError(f"{where}: output.format must be {' or '.join(OUTPUT_FORMATS)}, got {form!r}")
+    rank = given.get("rank")
+    if form == "model":
+        if rank is not None:
+            raise MergeError(f"{where}: output.rank is only for output.format adapter")
+        return None
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise MergeError(f"{where}: output.rank must be a positive integer (the adapter's LoRA rank), got {rank!r}")
+    if base is None:
+        raise MergeError(f"{where}: output.format adapter needs base_model (the model the adapter applies to)")
+    return AdapterOutput(rank)
+
+
 def parse_recipe(data: object, where: str = "recipe") -> Recipe:
     top = _mapping(data, "the recipe", where, TOP_KEYS)
     spec = _method(top.get("merge_method"), where)
@@ -215,7 +247,8 @@ def parse_recipe(data: object, where: str = "recipe") -> Recipe:
         if tokenizer_source not in [m.model for m in models] + ([base] if base else []):
             raise MergeError(f"{where}: tokenizer_source {tokenizer_source!r} is not one of the recipe's models")
     recipe = Recipe(merge_method=spec.name, models=tuple(models), base_model=base, dtype=dtype,
-                    tokenizer_source=tokenizer_source, **merge_wide)
+                    tokenizer_source=tokenizer_source, output=_output(top.get("output"), base, where),
+                    **merge_wide)
     problem = spec.check(recipe) if spec.check else None
     if problem:
         raise MergeError(f"{where}: {problem}")

@@ -20,6 +20,9 @@ class MethodParams:
     protect: int | None = None    # ties_sv: index of the protected model
     seeds: tuple[int, ...] = ()   # DARE: one seed per model for this tensor
     rescale: bool = True          # DARE: divide survivors by density
+    # KnOTS: an upper bound on the rank of the inputs' stacked task vectors for this tensor (the
+    # sum of the adapters' LoRA ranks), None where unknown (some input is a full model).
+    rank_bound: int | None = None
 
 
 @dataclass

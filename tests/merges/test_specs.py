@@ -94,7 +94,8 @@ def test_defaults_come_from_the_spec(spec):
 def test_normalize_defaults_follow_mergekit():
     defaults = {name: load_recipe(valid_recipe(spec)).normalize for name, spec in METHODS.items()}
     assert defaults == {"linear": True, "task_arithmetic": False, "ties": True, "ties_sv": True,
-                        "dare_linear": False, "dare_ties": False}
+                        "dare_linear": False, "dare_ties": False,
+                        "knots_ties": True, "knots_dare_ties": False}  # as the methods KnOTS runs in its basis
 
 
 OTHERS = [(spec, p) for spec in METHODS.values() for other in METHODS.values()
@@ -153,14 +154,15 @@ def test_ties_sv_cross_checks():
 def test_labels_come_from_the_specs():
     assert {name: method_label(name) for name in METHODS} == {
         "linear": "WAVG", "task_arithmetic": "Task arithmetic", "ties": "TIES", "ties_sv": "TIES-SV",
-        "dare_linear": "DARE-linear", "dare_ties": "DARE-TIES"}
+        "dare_linear": "DARE-linear", "dare_ties": "DARE-TIES", "knots_ties": "KnOTS-TIES",
+        "knots_dare_ties": "KnOTS-DARE-TIES"}
     assert method_label("breadcrumbs") == "breadcrumbs"
 
 
 def test_only_methods_that_elect_signs_report_conflicts():
     assert {name for name, spec in METHODS.items() if spec.elects_signs} == {"ties", "ties_sv", "dare_ties"}
     assert {name for name, spec in METHODS.items() if spec.takes_density} == {
-        "ties", "ties_sv", "dare_linear", "dare_ties"}
+        "ties", "ties_sv", "dare_linear", "dare_ties", "knots_ties", "knots_dare_ties"}
 
 
 def test_merge_takes_a_mapping_of_model_folders(tiny_models, tmp_path):
