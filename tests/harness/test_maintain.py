@@ -88,3 +88,22 @@ def test_the_experiments_registry_remakes_each_merge_over_the_retrained_adapter(
     comb = updated.resolve("lora-comb@uig-x2")
     assert comb.kind == "adapter" and comb.path == tmp_path / "uig-x2" / "lora-comb"
     assert updated.resolve("lora-ties").recipe == registry.resolve("lora-ties").recipe  # the source's, kept
+
+
+def test_maintain_times_the_merges_over_the_adapters_before_and_after_the_update(tiny_zoo_registry, harness_cli):
+    """All branches together: the registry's merges over the adapters (the merge library reads each
+    adapter as base + ΔW) are made and timed in the initial build and again over the retrained adapter."""
+    registry = yaml.safe_load(tiny_zoo_registry.read_text())
+    inputs = [{"model": f"lora-{lang}", "parameters": {"weight": 1.0, "density": 1.0}} for lang in TINY.languages]
+    for merge_id, method in (("lora-ties", "ties"), ("lora-knots-ties", "knots_ties")):
+        registry["models"][merge_id] = {"kind": "merge", "langs": list(TINY.languages), "recipe": {
+            "merge_method": method, "base_model": "base", "models": inputs}}
+    tiny_zoo_registry.write_text(yaml.safe_dump(registry))
+    code, out, err = harness_cli("--registry", str(tiny_zoo_registry), "maintain", "--update", "uig", "--factor", "2")
+    assert code == 0, err
+    rows = maintenance_times(ResultStore())
+    merges = rows[rows["role"] == "merge"]
+    assert sorted(zip(merges["phase"], merges["model"])) == [
+        ("initial", "lora-knots-ties"), ("initial", "lora-ties"), ("update", "lora-knots-ties"), ("update", "lora-ties")]
+    assert set(merges.loc[merges["phase"] == "update", "evaluated_as"]) == {"lora-ties@uig-x2", "lora-knots-ties@uig-x2"}
+    assert (merges["seconds"] > 0).all()
