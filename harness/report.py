@@ -59,9 +59,9 @@ class SplitData:
 
     def with_ties(self, table: "ScoreTable") -> "ScoreTable":
         """The table with its statistical tie groups, tested on the split's sample logs."""
-        from leaderboard import ties
+        from leaderboard import samples, ties
 
-        return ties.with_tie_groups(table, ties.sample_loader(self.scores, _read_samples))[0]
+        return ties.with_tie_groups(table, ties.sample_loader(self.scores, samples.logged_item_scores))[0]
 
 
 @dataclass
@@ -166,10 +166,3 @@ def write_report(report: ReportData, folder: Path) -> int:
         written += 3
     return written
 
-
-def _read_samples(run_dir: str | None, task: str) -> list[dict] | None:
-    """A task's sample log in a run folder (None when there is none); a damaged log is an error naming it."""
-    from leaderboard import samples
-
-    path = samples.find_samples_file(run_dir, task)
-    return samples.read_samples(path) if path is not None else None

@@ -81,12 +81,23 @@ def _samples(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten file 
 
 
 def _samples_of(run_dir: str | None, task: str) -> list[dict] | None:
-    """The task's logged samples; None (with a warning on the page for a damaged log) when there are none."""
+    """The task's logged samples, whole (the sample browser); None (with a warning on the page for a
+    damaged log) when there are none."""
     path = samples.find_samples_file(run_dir, task)
     if path is None:
         return None
     try:
         return _samples(str(path), path.stat().st_mtime)
+    except HarnessError as err:
+        st.warning(str(err))
+        return None
+
+
+def _item_scores_of(run_dir: str | None, task: str, metric: str, filter_name: str) -> pd.Series | None:
+    """One metric's per-item scores in the task's sample log (samples.logged_item_scores, cached per
+    file version); None (with a warning on the page for a damaged log) when there are none."""
+    try:
+        return samples.logged_item_scores(run_dir, task, metric, filter_name)
     except HarnessError as err:
         st.warning(str(err))
         return None
@@ -364,7 +375,7 @@ def _score_table(ctx: Context, table: tables.ScoreTable, tie_basis: str) -> tabl
 def _tie_groups(key: str, _table: tables.ScoreTable, _scores: pd.DataFrame) -> tuple[pd.DataFrame, list[ties.TieTest]]:
     """The table's tie groups and tests, computed once per table contents (`key`): reading the
     sample logs and bootstrapping every column takes seconds on a store with many logged models."""
-    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _samples_of))
+    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _item_scores_of))
     return tied.ties, tests
 
 
@@ -576,10 +587,8 @@ def _with_language_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str,
                filter_name: str) -> stats.PairedDiff | None:
-    samples_a, samples_b = _samples_of(run_dir_a, task), _samples_of(run_dir_b, task)
-    if samples_a is None or samples_b is None:
+    scores_a = _item_scores_of(run_dir_a, task, metric, filter_name)  # the stored row's metric and filter
+    scores_b = _item_scores_of(run_dir_b, task, metric, filter_name)
+    if scores_a is None or scores_b is None:
         return None
-    return stats.compare_scores(  # the sample lines of the stored row's filter
-        samples.sample_scores(samples_a, metric, filter_name),
-        samples.sample_scores(samples_b, metric, filter_name),
-    )
+    return stats.compare_scores(scores_a, scores_b)
