@@ -20,7 +20,6 @@ from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import SweepId, metric_label
 from leaderboard import conflicts, data, export, figures, multilang, recipes, samples, similarity, stats, sweeps, tables, ties
-from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES
 from tasks.suite import SPLITS
