@@ -4,9 +4,11 @@
     harness report --out paper/ --store sqlite:////data/results.db --split test
 
 Writes, for each split, the leaderboard's tables (Table 3 by recipe family, the per-model overview,
-one table per language; each with its statistical tie groups, leaderboard.ties) to
-OUT/tables/<name>.md, .tex and .csv, and its figures (leaderboard.figures: each language's average
-per model, each sweep's chart) to OUT/figures/<name>.svg, .png and .csv (the data drawn). Everything
+one table per language, Table 5 per set of languages a multi-language merge spans; each with its
+statistical tie groups, leaderboard.ties) to OUT/tables/<name>.md, .tex and .csv, and its figures
+(leaderboard.figures: each language's average per model, each sweep's chart, the conflict analysis
+of Figures 3-4, the language vectors' similarity heatmap; each when the store holds its data) to
+OUT/figures/<name>.svg, .png and .csv (the data drawn). Everything
 is written into a temporary folder renamed to OUT when complete (merges.io.atomic_folder): OUT must
 not exist, and a failed report leaves nothing behind. What the report holds is listed once, in
 TABLE_SETS and FIGURE_SETS below.
@@ -59,9 +61,9 @@ class SplitData:
 
     def with_ties(self, table: "ScoreTable") -> "ScoreTable":
         """The table with its statistical tie groups, tested on the split's sample logs."""
-        from leaderboard import ties
+        from leaderboard import samples, ties
 
-        return ties.with_tie_groups(table, ties.sample_loader(self.scores, _read_samples))[0]
+        return ties.with_tie_groups(table, ties.sample_loader(self.scores, samples.logged_item_scores))[0]
 
 
 @dataclass
@@ -138,9 +140,57 @@ def sweep_figures(report: ReportData) -> list["Figure"]:
     return found
 
 
+def multilang_tables(report: ReportData) -> list["ScoreTable"]:
+    """Table 5: per split, each set of languages that a multi-language merge spans."""
+    from leaderboard import multilang
+
+    found = []
+    for split in report.splits:
+        merges = multilang.multi_language_merges(split.scores, report.snapshot.models)
+        found += [split.with_ties(multilang.multilang_table(split.scores, split.kinds, langs, merges))
+                  for langs in multilang.language_sets(merges)]
+    return found
+
+
+def conflict_figures(report: ReportData) -> list["Figure"]:
+    """The Sweeps view's conflict analysis (Figures 3-4): over every merge, the SFT model's discarded
+    share per language against density (the CT models at the SFT model's density, the paper's one
+    k) and TIES-SV's slack; per sweep, its trials by tensor type and by layer (or its slack)."""
+    from leaderboard import conflicts, figures, sweeps
+
+    points = conflicts.merge_points(report.snapshot.models)
+    if points.empty:
+        return []
+    found = []
+    curve = conflicts.density_curve(points)
+    if not curve.empty:
+        found.append(figures.conflict_density_chart(curve, ct_density=None))
+    slack = conflicts.slack_curve(points)
+    if not slack.empty:
+        found.append(figures.conflict_slack_chart(slack))
+    for sweep in sweeps.sweep_ids(report.snapshot.sweeps):
+        trials = sweeps.sweep_grid(report.snapshot.sweeps, sweep).trials["trial model"]
+        ours = points[points["model"].isin(trials)]
+        if ours["slack"].nunique() > 1:  # a slack sweep
+            found.append(figures.conflict_slack_chart(conflicts.slack_curve(ours), sweep))
+            continue
+        shown = conflicts.at_ct_density(ours, None)
+        if not shown.empty:
+            found += [figures.sweep_conflict_chart(shown, sweep, by) for by in ("type", "layer")]
+    return found
+
+
+def similarity_figures(report: ReportData) -> list["Figure"]:
+    """The Language vectors page's heatmap, one per base model with stored similarities."""
+    from leaderboard import figures, similarity
+
+    rows = report.snapshot.similarities
+    return [figures.similarity_heatmap(similarity.similarity_matrix(rows, base)) for base in similarity.bases(rows)]
+
+
 # Everything the report writes: each entry maps the store's data to a list of tables or figures.
-TABLE_SETS = (overview_tables, language_tables)
-FIGURE_SETS = (language_figures, sweep_figures)
+TABLE_SETS = (overview_tables, language_tables, multilang_tables)
+FIGURE_SETS = (language_figures, sweep_figures, conflict_figures, similarity_figures)
 
 
 # ---------------------------------------------------------------- writing
@@ -166,10 +216,3 @@ def write_report(report: ReportData, folder: Path) -> int:
         written += 3
     return written
 
-
-def _read_samples(run_dir: str | None, task: str) -> list[dict] | None:
-    """A task's sample log in a run folder (None when there is none); a damaged log is an error naming it."""
-    from leaderboard import samples
-
-    path = samples.find_samples_file(run_dir, task)
-    return samples.read_samples(path) if path is not None else None

@@ -13,14 +13,13 @@ The paper's question is what sign election takes from the SFT model (the one tha
 - for TIES-SV, the share of the SFT model's trimmed entries that the slack kept back.
 
 The SFT model of a merge is its input whose kind is `sft` in the models table, else the input
-TIES-SV protects; a merge with neither is left out. Pure pandas and Altair: every chart builder
-takes one of these frames and returns a chart, so a report can draw them without Streamlit.
+TIES-SV protects; a merge with neither is left out. Pure pandas: the charts of these frames are
+leaderboard.figures' conflict builders (drawn by the views, written by `harness report`).
 """
 
 import json
 import re
 
-import altair as alt
 import pandas as pd
 
 import merges
@@ -179,64 +178,3 @@ def slack_curve(points: pd.DataFrame) -> pd.DataFrame:
     rows = points[(points["method"] == "ties_sv") & (points["breakdown"] == ALL)]
     return (rows.groupby(["language", "slack"], as_index=False)[[KEPT_BY_SLACK, DISCARDED]].mean()
             .sort_values(["language", "slack"], ignore_index=True))
-
-
-# ---------------------------------------------------------------- charts (pure: frame in, chart out)
-
-
-def density_chart(curve: pd.DataFrame) -> alt.Chart:
-    """Figure 3: one line per language, SFT density on x, the SFT discarded share on y."""
-    return (alt.Chart(curve).mark_line(point=True).encode(
-        x=alt.X(f"{SFT_DENSITY}:Q", title="density of the SFT model"),
-        y=alt.Y(f"{DISCARDED}:Q", title="SFT parameters discarded by sign election (%)"),
-        color=alt.Color("language:N", title="language"),
-        tooltip=["language", SFT_DENSITY, alt.Tooltip(f"{DISCARDED}:Q", format=".2f"),
-                 alt.Tooltip(f"{DISCARDED_OF_KEPT}:Q", format=".2f")],
-    ))
-
-
-def type_density_chart(points: pd.DataFrame) -> alt.Chart:
-    """The discarded share against SFT density, one line per tensor type (rows: breakdown `type`)."""
-    rows = points[points["breakdown"] == "type"]
-    return (alt.Chart(rows).mark_line(point=True).encode(
-        x=alt.X(f"{SFT_DENSITY}:Q", title="density of the SFT model"),
-        y=alt.Y(f"{DISCARDED}:Q", title="SFT parameters discarded (%)"),
-        color=alt.Color("part:N", title="tensor type", sort=[*TENSOR_TYPES, OTHER_TYPE]),
-        tooltip=["part", SFT_DENSITY, alt.Tooltip(f"{DISCARDED}:Q", format=".2f")],
-    ))
-
-
-def layer_density_chart(points: pd.DataFrame) -> alt.Chart:
-    """A heatmap: layer x SFT density, coloured by the discarded share (rows: breakdown `layer`)."""
-    rows = points[points["breakdown"] == "layer"]
-    return (alt.Chart(rows).mark_rect().encode(
-        x=alt.X(f"{SFT_DENSITY}:O", title="density of the SFT model"),
-        y=alt.Y("layer:O", title="layer"),
-        color=alt.Color(f"{DISCARDED}:Q", title="discarded (%)", scale=alt.Scale(scheme="orangered")),
-        tooltip=["layer", SFT_DENSITY, alt.Tooltip(f"{DISCARDED}:Q", format=".2f")],
-    ))
-
-
-def slack_chart(curve: pd.DataFrame) -> alt.Chart:
-    """TIES-SV: the share the slack kept back against the slack, one line per language."""
-    return (alt.Chart(curve).mark_line(point=True).encode(
-        x=alt.X("slack:Q", title="slack"),
-        y=alt.Y(f"{KEPT_BY_SLACK}:Q", title="SFT entries kept back by the slack (% of kept by trimming)"),
-        color=alt.Color("language:N", title="language"),
-        tooltip=["language", "slack", alt.Tooltip(f"{KEPT_BY_SLACK}:Q", format=".2f"),
-                 alt.Tooltip(f"{DISCARDED}:Q", format=".2f")],
-    ))
-
-
-def parts_chart(parts: pd.DataFrame, by: str) -> alt.Chart:
-    """One merge (`breakdown(stats)` rows of `by`: type or layer): each input model's discarded share per part."""
-    rows = parts[parts["breakdown"] == by]
-    x = (alt.X("layer:O", title="layer") if by == "layer"
-         else alt.X("part:N", title="tensor type", sort=[*TENSOR_TYPES, OTHER_TYPE]))
-    return (alt.Chart(rows).mark_bar().encode(
-        x=x, xOffset="model:N",
-        y=alt.Y(f"{DISCARDED}:Q", title="discarded by sign election (% of parameters)"),
-        color=alt.Color("model:N", title="input model"),
-        tooltip=["model", "part", alt.Tooltip(f"{DISCARDED}:Q", format=".2f"),
-                 alt.Tooltip(f"{DISCARDED_OF_KEPT}:Q", format=".2f"), alt.Tooltip(f"{KEPT_BY_SLACK}:Q", format=".2f")],
-    ))

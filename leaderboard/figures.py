@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.kinds import KINDS
 from harness.store import SweepId
-from leaderboard import similarity, sweeps
+from leaderboard import conflicts, multilang, similarity, sweeps
 from leaderboard.tables import KIND_LABELS
 from merges import METHODS
 
@@ -103,6 +103,95 @@ def similarity_heatmap(matrix: similarity.SimilarityMatrix) -> Figure:
     cells = base.mark_rect().encode(color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1])))
     labels = base.mark_text(fontSize=11).encode(text=alt.Text("cosine:Q", format=".2f"))
     return Figure(f"similarity_{_stem(matrix.base)}", cells + labels, frame)
+
+
+# ---------------------------------------------------------------- conflict analysis (frames of leaderboard.conflicts)
+
+LANGUAGE_NAME = "language name"  # the legend of the per-language charts ("Uyghur", "Mongolian (...) + Uyghur")
+SFT_DENSITY_AXIS = alt.X(f"{conflicts.SFT_DENSITY}:Q", title="density of the SFT model")
+PART_ORDER = [*conflicts.TENSOR_TYPES, conflicts.OTHER_TYPE]
+
+
+def conflict_density_chart(curve: pd.DataFrame, ct_density: float | None) -> Figure:
+    """Figure 3 (conflicts.density_curve): one line per language, the SFT model's density on x, the
+    share of its parameters that sign election discarded on y."""
+    frame = _with_language_names(curve)
+    at = "CT models at the SFT model's density" if ct_density is None else f"CT models at density {ct_density:g}"
+    chart = alt.Chart(frame, title=f"SFT parameters discarded by sign election, per language ({at})").mark_line(
+        point=True).encode(
+        x=SFT_DENSITY_AXIS,
+        y=alt.Y(f"{conflicts.DISCARDED}:Q", title="SFT parameters discarded (%)"),
+        color=alt.Color(f"{LANGUAGE_NAME}:N", title="language"),
+        tooltip=[LANGUAGE_NAME, conflicts.SFT_DENSITY, alt.Tooltip(f"{conflicts.DISCARDED}:Q", format=".2f"),
+                 alt.Tooltip(f"{conflicts.DISCARDED_OF_KEPT}:Q", format=".2f")],
+    )
+    name = "conflicts-density" + ("" if ct_density is None else "-ct-" + _stem(f"{ct_density:g}"))
+    return Figure(name, chart, frame, "One line per language: the share of the SFT model's parameters that sign "
+                                      "election discarded, against its density (the mean where several merges share a point).")
+
+
+def conflict_slack_chart(curve: pd.DataFrame, sweep: SweepId | None = None) -> Figure:
+    """TIES-SV (conflicts.slack_curve): the share of the SFT model's trimmed entries the slack kept
+    back against the slack, one line per language; of one sweep's trials, or (None) of every merge."""
+    subject = sweep.label if sweep is not None else "All TIES-SV merges"
+    name = f"{sweep_figure_name(sweep)}-conflicts-slack" if sweep is not None else "conflicts-slack"
+    frame = _with_language_names(curve)
+    chart = alt.Chart(frame, title=f"{subject}: SFT entries the slack kept back (TIES-SV)").mark_line(point=True).encode(
+        x=alt.X("slack:Q", title="slack"),
+        y=alt.Y(f"{conflicts.KEPT_BY_SLACK}:Q", title="kept back by the slack (% of kept by trimming)"),
+        color=alt.Color(f"{LANGUAGE_NAME}:N", title="language"),
+        tooltip=[LANGUAGE_NAME, "slack", alt.Tooltip(f"{conflicts.KEPT_BY_SLACK}:Q", format=".2f"),
+                 alt.Tooltip(f"{conflicts.DISCARDED}:Q", format=".2f")],
+    )
+    return Figure(name, chart, frame, "TIES-SV: the SFT model's entries the slack kept back, as a share of those "
+                                      "trimming kept, per language.")
+
+
+def sweep_conflict_chart(points: pd.DataFrame, sweep: SweepId, by: str) -> Figure:
+    """A sweep's trials (conflicts.merge_points rows at one CT density): the SFT model's discarded
+    share against its density, one line per tensor type (`by` = "type") or a layer x density heatmap ("layer")."""
+    rows = points[points["breakdown"] == by]
+    frame = rows[["model", "language", conflicts.SFT_DENSITY, conflicts.CT_DENSITY, "part", "layer", *conflicts.COUNTS,
+                  conflicts.DISCARDED, conflicts.DISCARDED_OF_KEPT]].reset_index(drop=True)
+    title = f"{sweep.label}: SFT parameters discarded by sign election, per {'layer' if by == 'layer' else 'tensor type'}"
+    if by == "layer":
+        chart = alt.Chart(frame, title=title).mark_rect().encode(
+            x=alt.X(f"{conflicts.SFT_DENSITY}:O", title="density of the SFT model"),
+            y=alt.Y("layer:O", title="layer"),
+            color=alt.Color(f"{conflicts.DISCARDED}:Q", title="discarded (%)", scale=alt.Scale(scheme="orangered")),
+            tooltip=["layer", conflicts.SFT_DENSITY, alt.Tooltip(f"{conflicts.DISCARDED}:Q", format=".2f")],
+        )
+    else:
+        chart = alt.Chart(frame, title=title).mark_line(point=True).encode(
+            x=SFT_DENSITY_AXIS,
+            y=alt.Y(f"{conflicts.DISCARDED}:Q", title="SFT parameters discarded (%)"),
+            color=alt.Color("part:N", title="tensor type", sort=PART_ORDER),
+            tooltip=["part", conflicts.SFT_DENSITY, alt.Tooltip(f"{conflicts.DISCARDED}:Q", format=".2f")],
+        )
+    return Figure(f"{sweep_figure_name(sweep)}-conflicts-{by}", chart, frame,
+                  "The SFT model's entries discarded by sign election, as a share of its parameters, against its density.")
+
+
+def merge_conflict_chart(parts: pd.DataFrame, model: str, by: str) -> Figure:
+    """One merge (conflicts.breakdown): each input model's discarded share per tensor type (`by` =
+    "type") or per layer ("layer"), bars side by side."""
+    frame = parts[parts["breakdown"] == by].reset_index(drop=True)
+    x = alt.X("layer:O", title="layer") if by == "layer" else alt.X("part:N", title="tensor type", sort=PART_ORDER)
+    chart = alt.Chart(frame, title=f"{model}: discarded by sign election per {'layer' if by == 'layer' else 'tensor type'}").mark_bar().encode(
+        x=x, xOffset="model:N",
+        y=alt.Y(f"{conflicts.DISCARDED}:Q", title="discarded (% of parameters)"),
+        color=alt.Color("model:N", title="input model"),
+        tooltip=["model", "part", alt.Tooltip(f"{conflicts.DISCARDED}:Q", format=".2f"),
+                 alt.Tooltip(f"{conflicts.DISCARDED_OF_KEPT}:Q", format=".2f"),
+                 alt.Tooltip(f"{conflicts.KEPT_BY_SLACK}:Q", format=".2f")],
+    )
+    return Figure(f"conflicts-{_stem(model)}-{by}", chart, frame)
+
+
+def _with_language_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each row's language(s) by name (`mvf+uig` -> "Mongolian (...) + Uyghur")."""
+    names = {code: multilang.language_names(tuple(code.split("+"))) for code in frame["language"].unique()}
+    return frame.assign(**{LANGUAGE_NAME: frame["language"].map(names)})
 
 
 def sweep_figure_name(sweep: SweepId) -> str:

@@ -4,12 +4,20 @@ lm-eval 0.4.13 writes one JSON object per (document, filter): `doc_id`, `doc`, `
 `arguments` ({"gen_args_0": {"arg_0": prompt, "arg_1": continuation or generation kwargs}, ...}),
 `resps` / `filtered_resps` (stringified: ["-1.2", "False"] log-likelihood pairs for multiple
 choice, the generated text for generation), `filter`, `metrics` (names) and one value per metric.
+
+Two readers: `read_samples` (whole records, for the sample browser) and `item_scores` (one metric's
+per-document values, for the paired bootstraps of the Compare view and the tie groups). The second
+decodes only `doc_id`, `filter` and the metric (msgspec skips the rest: about 10x faster than
+json.loads on lm-eval's multi-MB logs) and keeps what it read per file and modification time.
 """
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pandas as pd
 
 from harness import HarnessError, one_line
@@ -53,10 +61,41 @@ def _one_filter(samples: list[dict], filter_name: str | None) -> list[dict]:
     return [s for s in samples if s.get("filter", "none") == chosen]
 
 
-def sample_scores(samples: list[dict], metric: str, filter_name: str | None = None) -> pd.Series:
-    """Per-document value of a metric (index doc_id), for one filter (default: the first logged)."""
-    rows = [(s["doc_id"], float(s[metric])) for s in _one_filter(samples, filter_name) if metric in s]
-    return pd.Series(dict(rows), dtype=float).sort_index()
+def item_scores(path: Path, metric: str, filter_name: str | None = None) -> pd.Series:
+    """Per-document value of a metric in a sample log (index doc_id), for one filter (default: the
+    first logged); documents without the metric are left out. Read once per file version (path,
+    modification time and size): do not change the returned Series. A damaged file is a one-line
+    HarnessError naming it."""
+    stat = Path(path).stat()
+    return _item_scores(str(path), stat.st_mtime_ns, stat.st_size, metric, filter_name)
+
+
+def logged_item_scores(run_dir: str | Path | None, task: str, metric: str, filter_name: str | None) -> pd.Series | None:
+    """`item_scores` of the task's newest sample log in a run folder; None when it logged none."""
+    path = find_samples_file(run_dir, task)
+    return item_scores(path, metric, filter_name) if path is not None else None
+
+
+@lru_cache(maxsize=1024)  # a few KB per log: every log a large store's tables test
+def _item_scores(path: str, mtime_ns: int, size: int, metric: str, filter_name: str | None) -> pd.Series:
+    try:
+        with open(path, "rb") as lines:
+            records = _item_decoder(metric).decode_lines(lines.read())
+    except (OSError, msgspec.MsgspecError) as err:  # also not UTF-8, a line not a JSON object, no doc_id
+        raise HarnessError(f"cannot read the sample log {path}: {one_line(err, 200)}") from None
+    names = list(dict.fromkeys(record.filter for record in records))
+    chosen = filter_name if filter_name in names else (names[0] if names else None)
+    values = {record.doc_id: float(record.value) for record in records
+              if record.filter == chosen and record.value is not msgspec.UNSET}
+    return pd.Series(values, dtype=float).sort_index()
+
+
+@lru_cache(maxsize=None)
+def _item_decoder(metric: str) -> msgspec.json.Decoder:
+    """Decodes a log line into its doc_id, filter and `metric` value (UNSET where it has none)."""
+    item = msgspec.defstruct("LoggedItem", [("doc_id", int | str), ("filter", str, "none"), ("value", Any, msgspec.UNSET)],
+                             rename={"value": metric})
+    return msgspec.json.Decoder(item)
 
 
 def browser_rows(samples: list[dict], metric: str, filter_name: str | None = None, task: str | None = None) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from leaderboard import samples, stats
+from leaderboard import stats
 from leaderboard.tables import ScoreTable
 
 ALPHA = 0.05  # family-wise error rate per column (Holm)
@@ -37,20 +37,19 @@ TIE, DIFFERENT, UNTESTED = "tie", "different", "not tested (no sample logs)"
 ItemScores = Callable[[str, str], "pd.Series | None"]
 
 
-def sample_loader(scores: pd.DataFrame, read_samples: Callable[[str | None, str], list[dict] | None]) -> ItemScores:
+def sample_loader(scores: pd.DataFrame, logged_scores: Callable[[str | None, str, str, str], "pd.Series | None"]) -> ItemScores:
     """Per-item scores from each stored result's sample log, on the stored row's metric and filter.
-    `read_samples(run_dir, task)` returns the log's records or None (the app caches it)."""
-    rows = scores.drop_duplicates(["model", "task"], keep="last").set_index(["model", "task"])
+    `logged_scores(run_dir, task, metric, filter)` is samples.logged_item_scores (the app wraps it to
+    warn about a damaged log)."""
+    latest = scores.drop_duplicates(["model", "task"], keep="last")
+    logs = {(model, task): (run_dir, metric, filter_name) for model, task, run_dir, metric, filter_name
+            in zip(latest["model"], latest["task"], latest["run_dir"], latest["metric"], latest["filter"])}
     loaded: dict[tuple[str, str], pd.Series | None] = {}
 
     def load(model: str, task: str) -> pd.Series | None:
         if (model, task) not in loaded:
-            loaded[(model, task)] = None
-            if (model, task) in rows.index:
-                row = rows.loc[(model, task)]
-                logged = read_samples(row["run_dir"], task)
-                if logged is not None:
-                    loaded[(model, task)] = samples.sample_scores(logged, row["metric"], row["filter"])
+            run_dir, metric, filter_name = logs.get((model, task), (None, None, None))
+            loaded[(model, task)] = logged_scores(run_dir, task, metric, filter_name) if metric else None
         return loaded[(model, task)]
 
     return load

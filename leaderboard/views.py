@@ -18,10 +18,9 @@ import streamlit as st
 
 from harness import HarnessError
 from harness.kinds import KINDS
-from harness.store import metric_label
+from harness.store import SweepId, metric_label
 from leaderboard import (conflicts, data, export, figures, maintenance, multilang, recipes, samples, similarity, stats,
                          sweeps, tables, ties)
-from merges import METHODS
 from tasks import averages
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import SPLITS
@@ -82,12 +81,23 @@ def _samples(path: str, mtime: float) -> list[dict]:  # mtime: a rewritten file 
 
 
 def _samples_of(run_dir: str | None, task: str) -> list[dict] | None:
-    """The task's logged samples; None (with a warning on the page for a damaged log) when there are none."""
+    """The task's logged samples, whole (the sample browser); None (with a warning on the page for a
+    damaged log) when there are none."""
     path = samples.find_samples_file(run_dir, task)
     if path is None:
         return None
     try:
         return _samples(str(path), path.stat().st_mtime)
+    except HarnessError as err:
+        st.warning(str(err))
+        return None
+
+
+def _item_scores_of(run_dir: str | None, task: str, metric: str, filter_name: str) -> pd.Series | None:
+    """One metric's per-item scores in the task's sample log (samples.logged_item_scores, cached per
+    file version); None (with a warning on the page for a damaged log) when there are none."""
+    try:
+        return samples.logged_item_scores(run_dir, task, metric, filter_name)
     except HarnessError as err:
         st.warning(str(err))
         return None
@@ -274,7 +284,7 @@ def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     st.caption("Dev score: mean over the model's languages of each language's task average (main metric). "
                "★ marks the chosen point: the best dev score, the first in grid order on a tie.")
     points = _merge_points(snapshot.url)
-    _sweep_conflicts(points[points["model"].isin(grid.trials["trial model"])])
+    _sweep_conflicts(points[points["model"].isin(grid.trials["trial model"])], sweep)
     _conflict_analysis(points)
 
 
@@ -326,7 +336,7 @@ def maintenance_page(snapshot: data.StoreSnapshot) -> None:
         return
     experiment = st.selectbox("Experiment", maintenance.experiments(times), key="maintenance-experiment")
     table = maintenance.cost_table(times[times["experiment"] == experiment], _test_averages(snapshot))
-    st.dataframe(table.style.format(na_rep="–", precision=1), hide_index=True, use_container_width=True)
+    st.table(table.style.format(na_rep="–", precision=1), hide_index=True)
     st.caption("Measured wall times on this machine (training: the optimisation alone). INDV sequential: the "
                "adapters one after another; parallel: at once, the slowest one. Saving: less time than COMB. "
                "Quality: the test average over the target languages, where evaluated (`harness eval --registry "
@@ -391,7 +401,7 @@ def _score_table(ctx: Context, table: tables.ScoreTable, tie_basis: str) -> tabl
 def _tie_groups(key: str, _table: tables.ScoreTable, _scores: pd.DataFrame) -> tuple[pd.DataFrame, list[ties.TieTest]]:
     """The table's tie groups and tests, computed once per table contents (`key`): reading the
     sample logs and bootstrapping every column takes seconds on a store with many logged models."""
-    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _samples_of))
+    tied, tests = ties.with_tie_groups(_table, ties.sample_loader(_scores, _item_scores_of))
     return tied.ties, tests
 
 
@@ -442,29 +452,30 @@ def _figure(figure: figures.Figure) -> None:
     csv_col.download_button("Chart data (CSV)", figures.to_csv(figure), f"{stem}.csv", "text/csv", key=f"{stem}-data")
 
 
+def _figures_side_by_side(*drawn: figures.Figure) -> None:
+    for column, figure in zip(st.columns(len(drawn)), drawn):
+        with column:
+            _figure(figure)
+
+
 CT_SAME = "same as the SFT model's"
 
 
-def _sweep_conflicts(points: pd.DataFrame) -> None:
+def _sweep_conflicts(points: pd.DataFrame, sweep: SweepId) -> None:
     """The selected sweep's trials: what sign election took from the SFT model, by tensor type and layer
     against its density (a slack sweep: the share the slack kept back against the slack)."""
     if points.empty:
         return
     st.subheader("Conflicts in this sweep (SFT model)")
     if points["slack"].nunique() > 1:
-        st.altair_chart(conflicts.slack_chart(conflicts.slack_curve(points)), width="stretch")
-        st.caption("TIES-SV: the SFT model's entries the slack kept back, as a share of those trimming kept.")
+        _figure(figures.conflict_slack_chart(conflicts.slack_curve(points), sweep))
         return
     ct_density = _ct_density_choice(points, key="sweep-ct-density")
     shown = conflicts.at_ct_density(points, ct_density)
     if shown.empty:
         st.info("No trial of this sweep has that CT density.")
         return
-    by_type, by_layer = st.columns(2)
-    by_type.altair_chart(conflicts.type_density_chart(shown), width="stretch")
-    by_layer.altair_chart(conflicts.layer_density_chart(shown), width="stretch")
-    st.caption("The SFT model's entries discarded by sign election, as a share of its parameters, per tensor type "
-               "and per layer, against its density.")
+    _figures_side_by_side(*(figures.sweep_conflict_chart(shown, sweep, by) for by in ("type", "layer")))
 
 
 def _conflict_analysis(points: pd.DataFrame) -> None:
@@ -480,13 +491,10 @@ def _conflict_analysis(points: pd.DataFrame) -> None:
         if curve.empty:
             st.info("No TIES merge has that CT density.")
         else:
-            st.altair_chart(conflicts.density_chart(curve), width="stretch")
-            st.caption("One line per language: the share of the SFT model's parameters that sign election "
-                       "discarded, against its density (the mean where several merges share a point).")
+            _figure(figures.conflict_density_chart(curve, ct_density))
     slack = conflicts.slack_curve(points)
     if not slack.empty:
-        st.altair_chart(conflicts.slack_chart(slack), width="stretch")
-        st.caption("TIES-SV: the SFT model's entries the slack kept back (% of those trimming kept), per language.")
+        _figure(figures.conflict_slack_chart(slack))
     st.download_button("Conflict numbers (CSV)", partial(points.to_csv, index=False), "conflicts.csv", "text/csv",
                        key="conflicts-all-csv")
     st.caption("The CSV: one row per merge and part (all, each tensor type, each layer) of its SFT model, "
@@ -525,9 +533,7 @@ def _conflict_section(record: dict) -> None:
     st.subheader("Conflict statistics")
     _plain_table(totals, hide_index=True)
     parts = conflicts.breakdown(json.loads(record["stats_json"]))
-    by_type, by_layer = st.columns(2)
-    by_type.altair_chart(conflicts.parts_chart(parts, "type"), width="stretch")
-    by_layer.altair_chart(conflicts.parts_chart(parts, "layer"), width="stretch")
+    _figures_side_by_side(*(figures.merge_conflict_chart(parts, record["model"], by) for by in ("type", "layer")))
     st.caption("Each input model's entries discarded by sign election, as a share of its parameters, per tensor "
                "type (attention, MLP, embeddings: embed_tokens and lm_head, counting shared vocabulary rows only; "
                "other: norms) and per layer. The CSV adds the share of the entries trimming kept and, for TIES-SV, "
@@ -603,10 +609,8 @@ def _with_language_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _bootstrap(run_dir_a: str | None, run_dir_b: str | None, task: str, metric: str,
                filter_name: str) -> stats.PairedDiff | None:
-    samples_a, samples_b = _samples_of(run_dir_a, task), _samples_of(run_dir_b, task)
-    if samples_a is None or samples_b is None:
+    scores_a = _item_scores_of(run_dir_a, task, metric, filter_name)  # the stored row's metric and filter
+    scores_b = _item_scores_of(run_dir_b, task, metric, filter_name)
+    if scores_a is None or scores_b is None:
         return None
-    return stats.compare_scores(  # the sample lines of the stored row's filter
-        samples.sample_scores(samples_a, metric, filter_name),
-        samples.sample_scores(samples_b, metric, filter_name),
-    )
+    return stats.compare_scores(scores_a, scores_b)

@@ -1,7 +1,9 @@
 """The leaderboard in a real browser: `harness leaderboard` serves it, headless Chromium renders it.
 
-Saves a screenshot to test-artifacts/leaderboard-overview.png. Needs Debian's chromium and
-chromium-driver (`./run test` installs them); skipped only when no chromium binary exists.
+Saves a screenshot of the overview to test-artifacts/leaderboard-overview.png, and one per view
+(opened in one browser session on a store with data for every view) under pytest's tmp_path. Needs
+Debian's chromium and chromium-driver (`./run test` installs them); skipped only when no chromium
+binary exists.
 """
 
 import os
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,15 +63,16 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 60) 
     raise AssertionError(f"the leaderboard did not answer at {url} within {timeout} s")
 
 
-@pytest.fixture
-def served(store_url, tmp_path):
+@contextmanager
+def serving(store_url: str, home: Path):
+    """`harness leaderboard` on the store, on a free port of 127.0.0.1; yields its URL."""
     port = free_port()
     server = subprocess.Popen(
         [*harness_command(), "leaderboard", "--store", store_url, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "HOME": str(tmp_path)},  # Streamlit writes its machine id under ~/.streamlit
+        env={**os.environ, "HOME": str(home)},  # Streamlit writes its machine id under ~/.streamlit
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -83,6 +87,12 @@ def served(store_url, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def served(store_url, tmp_path):
+    with serving(store_url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -130,3 +140,112 @@ def test_overview_renders_in_chromium(served, browser):
     time.sleep(1)  # let the sidebar and fonts settle before the picture
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "leaderboard-overview.png"))
+
+
+# ---------------------------------------------------------------- every view, one browser session
+
+
+@pytest.fixture
+def full_store_url(store_url):
+    """conftest's store (its TIES-SV merge has conflict statistics) plus what the other views draw: a
+    merge over two languages (Multi-language), a 2x2 sweep (Sweeps), language vectors, a maintenance
+    experiment (Maintenance)."""
+    from harness.store import ModelRecord, ResultStore, write_maintenance, write_similarities
+    from tests.leaderboard.test_maintenance import STEPS
+    from tests.leaderboard.conftest import result_row
+    from tests.leaderboard.test_similarity import pairs
+    from tests.leaderboard.test_sweeps import store_trials
+
+    store = ResultStore(store_url)
+    recipe = {"merge_method": "ties", "base_model": "base",
+              "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.6}} for m in ("sft-flan", "ct-mvf", "ct-uig")]}
+    store.record_model(ModelRecord("hash-mvf-uig", "ties-mvf-uig-flan", "merge", ("mvf", "uig"), recipe))
+    store.write_task_results([result_row("ties-mvf-uig-flan", "hash-mvf-uig", short, value, n=n) for short, value, n in
+                              (("mlic_tc_uig", 0.78, 50), ("mlic_math_uig", 0.35, 20), ("mlic_tc_mvf", 0.5, 50))])
+    write_similarities(store, pairs({("ct-tam", "ct-tel"): 0.52, ("ct-tam", "ct-uig"): 0.43, ("ct-tel", "ct-uig"): -0.38}))
+    write_maintenance(store, "uig-x2", "uig", 2, STEPS)
+    store.engine.dispose()
+    store_trials(store_url, {(0.2, 0.4): 0.30, (0.8, 0.4): 0.50, (0.2, 0.8): 0.40, (0.8, 0.8): 0.45})
+    return store_url
+
+
+# View -> (its header, how many charts it draws: a chart's element must render at a non-zero size).
+VIEW_CHECKS = {
+    "Overview": ("Overview (test)", 0),
+    "Per language": ("Tamil (test)", 1),  # the average per model, as bars
+    "Model": ("ties-sv-uig-flan", 2),  # its conflicts by tensor type and by layer (chosen below)
+    "Compare": ("ct-uig − base (test)", 0),
+    "Multi-language": ("Multi-language merges: Mongolian (traditional script) + Uyghur (test)", 0),
+    "Sweeps": ("Sweeps (dev)", 2),  # the sweep's heatmap, then every TIES-SV merge's slack
+    "Language vectors": ("Language vectors: cosine similarity", 1),
+    "Maintenance": ("Maintenance cost (Table 2 of Dmonte et al.)", 0),
+}
+
+
+def test_every_view_renders_its_tables_and_charts_in_chromium(full_store_url, browser, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from leaderboard.views import SNAPSHOT_VIEWS, VIEWS
+
+    assert set(VIEW_CHECKS) == {*VIEWS, *SNAPSHOT_VIEWS}  # a new view gets its check here
+    with serving(full_store_url, tmp_path) as url:
+        browser.get(url)
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+        for view, (header, n_charts) in VIEW_CHECKS.items():
+            option = f'//*[@data-testid="stSidebar"]//label[normalize-space()="{view}"]'
+            wait.until(lambda driver: driver.find_element(By.XPATH, option)).click()
+            if view == "Model":
+                choose(browser, wait, "Model", "ties-sv-uig-flan")
+            table, charts = wait.until(lambda driver: drawn(driver, header, n_charts), f"{view} was not drawn")
+            assert has_size(table) and len(charts) == n_charts, view
+            for chart in charts:
+                assert colours(chart.screenshot_as_png) > 2, f"{view}: a blank chart"
+            browser.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)  # in the picture
+            shot = tmp_path / f"leaderboard-{view.lower().replace(' ', '-')}.png"
+            assert browser.save_screenshot(str(shot)) and colours(shot.read_bytes()) > 2, view
+
+
+def choose(browser, wait, label: str, option: str) -> None:
+    """Pick `option` in the main area's selectbox labelled `label` (type it, then Enter)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait.until(lambda driver: driver.find_element(
+        By.XPATH, f'//*[@data-testid="stMain"]//*[@data-testid="stSelectbox"][.//label[normalize-space()="{label}"]]'))
+    box.find_element(By.CSS_SELECTOR, "input").send_keys(option, Keys.ENTER)
+
+
+def drawn(driver, header: str, n_charts: int) -> tuple | bool:
+    """(the first table, the charts) once the script has finished (no "Running…/Stop" widget, no
+    element left over from the previous view: Streamlit marks those data-stale) and the page shows
+    `header`, a table and exactly `n_charts` charts, each drawn by Vega (its canvas or SVG at a
+    non-zero size); else False (wait on)."""
+    from selenium.webdriver.common.by import By
+
+    if driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"], [data-stale="true"]'):
+        return False
+    main = driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]')
+    if header not in [h.text.strip() for h in main.find_elements(By.CSS_SELECTOR, "h2")]:
+        return False
+    tables = [t for t in main.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"]') if has_size(t)]
+    charts = main.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')
+    painted = [c for c in charts if any(has_size(e) for e in c.find_elements(By.CSS_SELECTOR, "canvas, svg.marks"))]
+    if not tables or len(painted) != n_charts or len(charts) != n_charts:
+        return False
+    return tables[0], painted
+
+
+def has_size(element) -> bool:
+    return element.size["width"] > 0 and element.size["height"] > 0
+
+
+def colours(png: bytes) -> int:
+    """How many distinct colours a PNG holds (1: blank)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return len(image.convert("RGB").getcolors(maxcolors=1 << 24))

@@ -150,6 +150,9 @@ def test_model_page_draws_conflicts_by_type_and_layer_with_csv(store_url, monkey
     assert {r["part"] for r in chart_rows(by_layer)} == {"layer 0"}
     (download,) = [b for b in app.get("download_button") if b.label == "Conflict statistics (CSV)"]
     assert download.proto.label == "Conflict statistics (CSV)"
+    # Each chart is a figure like every other: PNG, SVG and its data as CSV beside it.
+    labels = [b.label for b in app.get("download_button")]
+    assert labels.count("PNG") == labels.count("SVG") == labels.count("Chart data (CSV)") == 2
 
 
 @pytest.fixture
@@ -204,6 +207,8 @@ def test_sweeps_view_draws_figure_3_per_language_and_the_sweeps_breakdown(sweep_
         (0.2, "attention"), (0.2, "MLP"), (0.8, "attention"), (0.8, "MLP")}
     (download,) = [b for b in app.get("download_button") if b.label == "Conflict numbers (CSV)"]
     assert download.proto.label == "Conflict numbers (CSV)"
+    labels = [b.label for b in app.get("download_button")]
+    assert labels.count("PNG") == labels.count("SVG") == len(app.get("vega_lite_chart")) == 5
 
 
 def test_slack_sweep_draws_the_share_kept_back(sweep_store, monkeypatch):

@@ -63,7 +63,7 @@ def test_maintenance_view_shows_table2_beside_the_quality(store_url, monkeypatch
     store.engine.dispose()
     app = show(open_app(store_url, monkeypatch), "Maintenance")
     assert app.selectbox(key="maintenance-experiment").value == "uig-x2"
-    [table] = app.dataframe
+    [table] = app.table
     frame = table.value
     assert list(frame["total s"]) == [100.0, 62.0, 32.0, 120.0, 43.0]
     assert frame["quality %"].iloc[0] == pytest.approx(35.0)

@@ -6,6 +6,7 @@ import pytest
 
 from harness import cli
 from leaderboard import figures
+from tests.leaderboard.test_multilang import multi_store  # noqa: F401 (a fixture)
 from tests.leaderboard.test_sweeps import SWEEP, store_trials
 
 
@@ -51,8 +52,10 @@ def test_report_of_one_split(store_url, tmp_path):
     assert sorted(p.name for p in (out / "tables").iterdir()) == [
         "models-dev.csv", "models-dev.md", "models-dev.tex", "table3-dev.csv", "table3-dev.md", "table3-dev.tex",
         "tam-dev.csv", "tam-dev.md", "tam-dev.tex"]
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["tam-average-dev.csv", "tam-average-dev.png",
-                                                                   "tam-average-dev.svg"]
+    # The conflict analysis does not depend on the split: ties-sv-uig-flan's statistics are drawn with any.
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "conflicts-slack.csv", "conflicts-slack.png", "conflicts-slack.svg",
+        "tam-average-dev.csv", "tam-average-dev.png", "tam-average-dev.svg"]
 
 
 def test_an_existing_folder_is_refused_and_a_failed_report_leaves_nothing(store_url, tmp_path, capsys, monkeypatch):
@@ -85,3 +88,42 @@ def test_a_store_without_results_or_without_the_split_is_one_line(empty_store_ur
     assert cli.main(["report", "--out", str(tmp_path / "b"), "--store", test_only, "--split", "dev"]) == 2
     assert "holds no dev results (it has: test)" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_report_writes_table5_the_conflict_figures_and_the_similarity_heatmap(multi_store, tmp_path):
+    from harness.store import ModelRecord, ResultStore, SweepId, TrialRow, write_similarities, write_sweep_trial
+    from tests.leaderboard.test_conflicts import MERGES
+    from tests.leaderboard.test_similarity import pairs
+
+    store = ResultStore(multi_store)
+    ct_tam = SweepId("ties-tam-flan", "densities")
+    for model, langs, recipe, stats in MERGES:  # each merge with its conflict statistics, as a sweep's trial
+        store.record_model(ModelRecord(f"h-{model}", model, "merge", (langs,), recipe, stats))
+        sweep = ct_tam if langs == "tam" else SweepId(model.split("@")[0], "slack" if "-sv-" in model else "densities")
+        write_sweep_trial(store, TrialRow(
+            sweep=sweep, trial_model=model, model_hash=f"h-{model}", params={"models.sft-flan.density": model.split("@")[1]},
+            recipe=recipe, split="dev", limit=None, score=0.5, lang_scores={langs: 0.5}, scoring_hash="s"))
+    write_similarities(store, pairs({("ct-mvf", "ct-uig"): 0.41}))
+    store.engine.dispose()
+    out = tmp_path / "paper"
+    assert cli.main(["report", "--out", str(out), "--store", multi_store, "--split", "test"]) == 0
+    # Table 5 over the languages the multi-language merge spans, with its tie groups' note.
+    table5 = (out / "tables" / "table5-mvf-uig-test.md").read_text()
+    assert "my-two-language-merge" in table5 and "Uyghur" in table5 and "Mongolian" in table5
+    assert (out / "tables" / "table5-mvf-uig-test.tex").exists() and (out / "tables" / "table5-mvf-uig-test.csv").exists()
+    # Figure 3: one line per language, named in the legend; the TIES-SV slack chart likewise.
+    density = svg_text(out / "figures" / "conflicts-density.svg")
+    assert {"Uyghur", "Tamil"} <= density and any("per language" in text for text in density)
+    assert "Uyghur" in svg_text(out / "figures" / "conflicts-slack.svg")
+    assert (out / "figures" / "conflicts-density.csv").read_text().splitlines()[0].startswith("language,")
+    # Each sweep's trials by tensor type and by layer, titled with the sweep; a slack sweep by its slack.
+    by_type = svg_text(out / "figures" / f"{figures.sweep_figure_name(SweepId('ties-uig-flan', 'densities'))}-conflicts-type.svg")
+    assert any("ties-uig-flan:densities" in text for text in by_type) and {"attention", "MLP"} <= by_type
+    by_layer = svg_text(out / "figures" / f"{figures.sweep_figure_name(ct_tam)}-conflicts-layer.svg")
+    assert any("ties-tam-flan:densities" in text for text in by_layer)
+    slack = svg_text(out / "figures" / f"{figures.sweep_figure_name(SweepId('ties-sv-uig-flan', 'slack'))}-conflicts-slack.svg")
+    assert any("ties-sv-uig-flan:slack" in text for text in slack)
+    # The language vectors' heatmap names the models it compares and the base.
+    heatmap = svg_text(out / "figures" / "similarity_base.svg")
+    assert {"ct-mvf", "ct-uig", "0.41"} <= heatmap and any("against base" in text for text in heatmap)
+    assert (out / "figures" / "similarity_base.png").read_bytes().startswith(b"\x89PNG")
