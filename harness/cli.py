@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "eval": ("harness.evaluate", "evaluate a model on its languages' tasks and store the results"),
     "sweep": ("harness.sweep", "tune a merge's hyperparameters on dev, evaluate the best on test"),
     "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
+    "curve": ("harness.curve", "evaluate a checkpoint series: CT checkpoints and the merge over each, against CT tokens seen"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "analyze": ("harness.analyze", "analyse models' weights: `similarity` of their language vectors (LoRA B·A, task vectors)"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),

@@ -172,6 +172,11 @@ class Registry:
         points = [e for e in self.checkpoints.values() if e.series == head.id]
         return sorted(points, key=lambda e: e.tokens) + [head]
 
+    def series_input(self, name: str) -> ModelEntry | None:
+        """The series a merge reads (its one input with checkpoints); None for any other model."""
+        entry = self.resolve(name)
+        return _series_input(self.models, self.models[entry.series] if entry.series else entry) if entry.recipe else None
+
 
 def _expand(value: str, relative_to: Path) -> Path:
     """Expand ${HARNESS_HOME}, other environment variables and ~, then anchor relative paths."""
