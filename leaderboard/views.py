@@ -135,7 +135,8 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         return None
     with st.sidebar:
         hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
-                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
+                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best; "
+                                       "also checkpoints, drawn on the Checkpoint curves page)")
     scores, kinds = _split_scores(snapshot.url, split, hide_trials)
     # The same options on every split (every kind the store knows), so a choice survives a split change.
     known = set(snapshot.models["kind"]) | set(kinds["kind"])
