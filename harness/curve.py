@@ -100,7 +100,7 @@ def curve_text(rows: list[dict], split: str) -> str:
     for lang, part in frame.groupby("lang", sort=False):
         table = part.pivot_table(index="series", columns="tokens", values="average", aggfunc="last", sort=False,
                                  dropna=False) * 100
-        table = table.reindex(sorted(table.columns), axis=1)
+        table = table.reindex(sorted(table.columns), axis=1).rename_axis(index=None)
         blocks.append(f"\n{lang}, {split} split: language average (%) by CT tokens seen\n"
                       + table.to_string(float_format=lambda v: f"{v:.1f}", na_rep="-"))
     return "\n".join(blocks)

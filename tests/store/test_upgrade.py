@@ -180,7 +180,7 @@ def test_models_from_before_checkpoint_series_are_points_of_none_and_new_ones_ke
 
     store = ResultStore(old_store)  # opening for writing adds the models' series and tokens
     old = store.models().set_index("model")
-    assert old.loc["ties-uig-flan", "series"] is None and math.isnan(old.loc["ties-uig-flan", "tokens"])
+    assert old.loc["ties-uig-flan", ["series", "tokens"]].isna().all()
     store.record_model(ModelRecord("hash-ct-uig@step30", "ct-uig@step30", "ct", ("uig",), series="ct-uig",
                                    tokens=61440))
     new = store.models().set_index("model")
