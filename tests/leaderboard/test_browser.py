@@ -1,6 +1,6 @@
 """The leaderboard in a real browser: `harness leaderboard` serves it, headless Chromium renders it.
 
-Saves a screenshot to test-artifacts/leaderboard-overview.png. Needs Debian's chromium and
+Saves screenshots to test-artifacts/leaderboard-overview.png and leaderboard-curves.png. Needs Debian's chromium and
 chromium-driver (`./run test` installs them); skipped only when no chromium binary exists.
 """
 
@@ -62,6 +62,16 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 60) 
 
 @pytest.fixture
 def served(store_url, tmp_path):
+    yield from serve(store_url, tmp_path)
+
+
+@pytest.fixture
+def served_curves(curve_store_url, tmp_path):
+    yield from serve(curve_store_url, tmp_path)
+
+
+def serve(store_url: str, tmp_path: Path):
+    """`harness leaderboard` over the store until the test ends; yields its URL."""
     port = free_port()
     server = subprocess.Popen(
         [*harness_command(), "leaderboard", "--store", store_url, "--port", str(port)],
@@ -130,3 +140,22 @@ def test_overview_renders_in_chromium(served, browser):
     time.sleep(1)  # let the sidebar and fonts settle before the picture
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "leaderboard-overview.png"))
+
+
+def test_checkpoint_curves_render_in_chromium(served_curves, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(served_curves)
+    options = '[data-testid="stSidebar"] [role="radiogroup"] label'
+    WebDriverWait(browser, 60).until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, '[data-testid="stSidebar"]'),
+                                                                         "Checkpoint curves"))
+    next(label for label in browser.find_elements(By.CSS_SELECTOR, options) if label.text.strip() == "Checkpoint curves").click()
+    chart = WebDriverWait(browser, 60).until(ready.visibility_of_element_located(
+        (By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')))
+    WebDriverWait(browser, 30).until(lambda _: chart.size["width"] > 100 and chart.size["height"] > 100)
+    assert "Uyghur" in browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"], section.main').text
+    time.sleep(1)  # let the chart finish drawing before the picture
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "leaderboard-curves.png"))

@@ -1,6 +1,6 @@
 """Checkpoint curves (the paper's Figure 2): the points, the chart, the page and the report's figure.
 
-The store of conftest.py plus a Uyghur series, as `harness curve --model ties-uig` stores it:
+On conftest.py's `curve_store_url`: its store plus a Uyghur series, as `harness curve --model ties-uig` stores it:
 
     series         tokens 100     200              300 (the models of conftest.py)
     ct-uig         @step100 40.0  @step200 45.0    ct-uig         50.0 (TC 70, Math 30)
@@ -16,35 +16,12 @@ import math
 import pytest
 
 from harness import cli
-from harness.store import ModelRecord, ResultStore
 from leaderboard import curves, figures, tables
 from leaderboard.data import main_metric_lookup, read_store
-from tests.leaderboard.conftest import KINDS, result_row
 from tests.leaderboard.test_app import open_app, show
 from tests.leaderboard.test_report import svg_text
 
-CHECKPOINT_SCORES = {  # model -> (series, tokens, TC, Math)
-    "ct-uig@step100": ("ct-uig", 100, 0.50, 0.30),
-    "ct-uig@step200": ("ct-uig", 200, 0.60, 0.30),
-    "ties-uig-flan@step100": ("ties-uig-flan", 100, 0.70, 0.40),
-    "ties-uig-flan@step200": ("ties-uig-flan", 200, 0.75, 0.40),
-}
 STDERR_OF_AVERAGE = 100 * math.sqrt(2 * 0.05**2) / 2
-
-
-@pytest.fixture
-def curve_store_url(store_url) -> str:
-    store = ResultStore(store_url)
-    for head in ("ct-uig", "ties-uig-flan"):  # the series' last points: the models themselves
-        recipe = {"merge_method": "ties"} if KINDS[head] == "merge" else None
-        store.record_model(ModelRecord(f"hash-{head}", head, KINDS[head], ("uig",), recipe, series=head, tokens=300))
-    for model, (series, tokens, tc, math_score) in CHECKPOINT_SCORES.items():
-        recipe = {"merge_method": "ties"} if KINDS[series] == "merge" else None
-        store.record_model(ModelRecord(f"hash-{model}", model, KINDS[series], ("uig",), recipe, series=series, tokens=tokens))
-        store.write_task_results([result_row(model, f"hash-{model}", "mlic_tc_uig", tc)])
-        store.write_task_results([result_row(model, f"hash-{model}", "mlic_math_uig", math_score, n=20)])
-    store.engine.dispose()
-    return store_url
 
 
 def test_each_series_point_is_its_language_average_with_a_95_percent_interval(curve_store_url):
