@@ -254,7 +254,9 @@ def zoo_models_read_by(registry: Registry, model_id: str) -> list[str]:
     """The zoo models that building `model_id` reads: itself, or the inputs of a merge (recursively).
 
     A model is the zoo's when the registry names a zoo folder and the model's folder is
-    `<zoo>/<id>` for one of the zoo's model ids; an empty list for any other registry.
+    `<zoo>/<id>` for one of the zoo's model ids, or a folder inside it (a CT model's intermediate
+    checkpoint, `<zoo>/ct-uig/checkpoints/step30`, is built with its model); an empty list for any
+    other registry.
     """
     if registry.zoo is None:
         return []
@@ -267,8 +269,11 @@ def zoo_models_read_by(registry: Registry, model_id: str) -> list[str]:
     def visit(entry: ModelEntry) -> None:
         for ref in entry.recipe_model_ids():
             visit(registry.resolve(ref))
-        if entry.path is not None and entry.path.parent.resolve() == zoo and entry.path.name in zoo_ids:
-            found.append(entry.path.name)
+        if entry.path is None:
+            return
+        parts = entry.path.resolve().parts
+        if parts[:len(zoo.parts)] == zoo.parts and len(parts) > len(zoo.parts) and parts[len(zoo.parts)] in zoo_ids:
+            found.append(parts[len(zoo.parts)])
 
     visit(registry.resolve(model_id))
     return list(dict.fromkeys(found))

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "experiment": ("harness.experiment", "run the paper's experiment (baselines, tuned merges) and print its Table 3"),
     "maintain": ("harness.maintain", "retrain one language's adapter with more data and re-merge, against retraining "
                  "COMB; store the times (the paper's Table 2)"),
+    "curve": ("harness.curve", "evaluate a checkpoint series: CT checkpoints and the merge over each, against CT tokens seen"),
     "regress": ("harness.regress", "rebuild fixed zoo merges and compare them with the committed baseline"),
     "analyze": ("harness.analyze", "analyse models' weights: `similarity` of their language vectors (LoRA B·A, task vectors)"),
     "leaderboard": ("harness.leaderboard", "open the Streamlit leaderboard over the results store"),

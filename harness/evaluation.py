@@ -42,6 +42,8 @@ class ModelUnderTest:
     recipe: dict | None = None
     stats: dict | None = None
     base: "ModelUnderTest | None" = None  # for an adapter (`path` is its PEFT folder): the model it applies to
+    series: str | None = None  # a point of a checkpoint series (harness.registry): the series' id
+    tokens: int | None = None  # and the CT tokens seen
 
     @classmethod
     def from_built(cls, built) -> "ModelUnderTest":
@@ -49,7 +51,7 @@ class ModelUnderTest:
         entry = built.entry
         base = cls.from_built(built.base) if built.base is not None else None
         return cls(entry.id, Path(built.path), built.model_hash, entry.kind, tuple(entry.langs), entry.recipe,
-                   built.stats, base)
+                   built.stats, base, entry.series_id, entry.tokens)
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -6,7 +6,8 @@
 Writes, for each split, the leaderboard's tables (Table 3 by recipe family, the per-model overview,
 one table per language, Table 5 per set of languages a multi-language merge spans; each with its
 statistical tie groups, leaderboard.ties) to OUT/tables/<name>.md, .tex and .csv, and its figures
-(leaderboard.figures: each language's average per model, each sweep's chart, the conflict analysis
+(leaderboard.figures: each language's average per model, each language's checkpoint curves,
+each sweep's chart, the conflict analysis
 of Figures 3-4, the language vectors' similarity heatmap; each when the store holds its data) to
 OUT/figures/<name>.svg, .png and .csv (the data drawn). Everything
 is written into a temporary folder renamed to OUT when complete (merges.io.atomic_folder): OUT must
@@ -126,6 +127,21 @@ def language_figures(report: ReportData) -> list["Figure"]:
     return found
 
 
+def curve_figures(report: ReportData) -> list["Figure"]:
+    """The Checkpoint curves view's chart: per split and language, each series against the CT tokens seen."""
+    from leaderboard import curves, figures
+    from tasks.languages import LANGUAGES
+
+    found = []
+    for split in report.splits:
+        points = curves.curve_points(split.scores, split.kinds, report.snapshot.models)
+        for lang in dict.fromkeys(points["lang"]):
+            name = LANGUAGES[lang].name if lang in LANGUAGES else lang
+            found.append(figures.checkpoint_curve(points[points["lang"] == lang], name, split.split,
+                                                  f"{lang}-curve-{split.split}"))
+    return found
+
+
 def sweep_figures(report: ReportData) -> list["Figure"]:
     """The Sweeps view's chart of each stored sweep (they select on dev, whatever split is reported)."""
     from leaderboard import figures, sweeps
@@ -190,7 +206,7 @@ def similarity_figures(report: ReportData) -> list["Figure"]:
 
 # Everything the report writes: each entry maps the store's data to a list of tables or figures.
 TABLE_SETS = (overview_tables, language_tables, multilang_tables)
-FIGURE_SETS = (language_figures, sweep_figures, conflict_figures, similarity_figures)
+FIGURE_SETS = (language_figures, curve_figures, sweep_figures, conflict_figures, similarity_figures)
 
 
 # ---------------------------------------------------------------- writing

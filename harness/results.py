@@ -116,4 +116,5 @@ def result_rows(results: dict, key: ResultKey, items: int, model: ModelUnderTest
 
 
 def model_record(model: ModelUnderTest) -> ModelRecord:
-    return ModelRecord(model.model_hash, model.id, model.kind, model.langs, model.recipe, model.stats)
+    return ModelRecord(model.model_hash, model.id, model.kind, model.langs, model.recipe, model.stats,
+                       model.series, model.tokens)

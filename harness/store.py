@@ -9,7 +9,8 @@ Tables
   it was scored on, the few-shot count, the backend and the evaluation options (chat template,
   system instruction, few-shot turns, batch size, the vLLM server's context length and extra
   arguments). A run that differs in any of them evaluates again (harness.results.needs_evaluation).
-- `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics), by hash.
+- `models`: what was evaluated (id, kind, languages, recipe, merge conflict statistics, and for a
+  point of a checkpoint series its series and CT tokens seen), by hash.
 - `sweep_trials`: one scored grid point (or search point) of a `harness sweep`.
 - `vector_similarity`: the cosine similarity of two models' language vectors (`harness analyze similarity`).
 - `maintenance_times`: the measured training and merge times of a `harness maintain` experiment.
@@ -88,6 +89,9 @@ models_table = sa.Table(
     sa.Column("recipe_json", sa.Text),  # merges only
     sa.Column("stats_json", sa.Text),  # TIES-family conflict statistics, merges only
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A point of a checkpoint series (harness.registry): the series' id and the CT tokens seen; else NULL.
+    sa.Column("series", sa.String(200)),
+    sa.Column("tokens", sa.BigInteger),
 )
 
 
@@ -171,6 +175,8 @@ class ModelRecord:
     langs: tuple[str, ...]
     recipe: dict | None = None
     stats: dict | None = None
+    series: str | None = None  # the checkpoint series it is a point of (harness.registry)
+    tokens: int | None = None  # CT tokens seen
 
 
 class ResultStore:
@@ -225,6 +231,8 @@ class ResultStore:
             "recipe_json": json.dumps(record.recipe) if record.recipe is not None else None,
             "stats_json": json.dumps(record.stats) if record.stats is not None else None,
             "created_at": datetime.now(timezone.utc),
+            "series": record.series,
+            "tokens": record.tokens,
         }
         with self.engine.begin() as conn:
             conn.execute(models_table.delete().where(models_table.c.model_hash == record.model_hash))
@@ -586,7 +594,7 @@ def maintenance_times(store: ResultStore) -> pd.DataFrame:
 # "<model id>:<grid name>" in a column `sweep`. Every task of this project reports its metrics
 # unfiltered, so a bare name's filter is `none`. Later, results gained the data fingerprint and the
 # few-shot count of their key (`ResultKey`), sweep trials the identity of what they were scored on,
-# and results the evaluation options of their key.
+# and results the evaluation options of their key; models, the checkpoint series they are points of.
 # Each upgrade adds one column; a table lacking the column still needs that upgrade.
 # A table added later (vector_similarity) needs no upgrade: opening a store for writing creates
 # the tables it lacks, and a read-only reader treats a missing table as empty.
@@ -661,12 +669,19 @@ def _add_eval_options(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE results ADD COLUMN {column}"))
 
 
+def _add_model_series(conn: sa.Connection) -> None:
+    """Models recorded before checkpoint series were points of none: NULL series and tokens say so."""
+    conn.execute(sa.text("ALTER TABLE models ADD COLUMN series VARCHAR(200)"))
+    conn.execute(sa.text("ALTER TABLE models ADD COLUMN tokens BIGINT"))
+
+
 UPGRADES = [
     Upgrade("results", "filter", _upgrade_results),
     Upgrade("sweep_trials", "grid", _upgrade_sweep_trials),
     Upgrade("results", "data_hash", _add_result_identity),
     Upgrade("sweep_trials", "scoring_hash", _add_trial_scoring_hash),
     Upgrade("results", "apply_chat_template", _add_eval_options),
+    Upgrade("models", "tokens", _add_model_series),
 ]
 
 

@@ -112,7 +112,7 @@ def plan_trials(registry, model_id: str, grid: Grid) -> list[Trial]:
 def with_trial(registry, base_id: str, trial: Trial):
     """A registry copy holding the trial as a merge entry (so materialize builds and caches it)."""
     base = registry.resolve(base_id)
-    entry = dataclasses.replace(base, id=trial.model_id, recipe=trial.recipe, aliases=(),
+    entry = dataclasses.replace(base, id=trial.model_id, recipe=trial.recipe, aliases=(), tokens=None,  # no series point
                                 description=f"sweep trial of {base.id}: {point_label(trial.point)}")
     return dataclasses.replace(registry, models={**registry.models, trial.model_id: entry})
 

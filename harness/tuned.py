@@ -47,6 +47,10 @@ def new_tuned_registry(registry) -> dict:
     for model_id, raw in data["models"].items():
         if raw.get("path") is not None:
             raw["path"] = str(registry.models[str(model_id)].path)
+        checkpoint_paths = {c.label: c.path for c in registry.models[str(model_id)].checkpoints if c.path is not None}
+        for listed in raw.get("checkpoints") or []:
+            if listed.get("label") in checkpoint_paths:
+                listed["path"] = str(checkpoint_paths[listed["label"]])
     if registry.data_dir is not None:
         data["data_dir"] = str(registry.data_dir)
     if registry.zoo is not None:

@@ -60,6 +60,26 @@ def language_average_bars(values: pd.Series, kinds: pd.Series, chance: float | N
     return Figure(name, alt.layer(bars, rule), frame.assign(chance=round(chance, 2)), caption)
 
 
+def checkpoint_curve(points: pd.DataFrame, language: str, split: str, name: str) -> Figure:
+    """One language's checkpoint curves (leaderboard.curves.curve_points): the language average (%)
+    against the CT tokens seen, one line per series family coloured by kind, with 95% intervals."""
+    frame = points.drop(columns="lang")
+    base = alt.Chart(frame, title=f"{language}: average score against CT tokens seen ({split} split)").encode(
+        x=alt.X("tokens:Q", title="CT tokens seen", axis=alt.Axis(format="~s")),
+        color=alt.Color("kind:N", title="kind", scale=KIND_COLOURS),
+    )
+    tooltip = ["line", "model", alt.Tooltip("tokens:Q", format=","), alt.Tooltip("score:Q", format=".1f"),
+               alt.Tooltip("low:Q", title="95% low", format=".1f"), alt.Tooltip("high:Q", title="95% high", format=".1f"), "n"]
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("score:Q", title="score (%)"), strokeDash=alt.StrokeDash("line:N", title="series"),
+        shape=alt.Shape("line:N", title="series"), tooltip=tooltip)
+    intervals = base.mark_rule().encode(y="low:Q", y2="high:Q", detail="line:N")
+    caption = ("Each point: a model's language average (%) after that many CT tokens, bars ± 1.96 stderr "
+               "(a 95% interval). CT-X: the CT model's checkpoints; a merge family (TIES-X): the merge over each "
+               "checkpoint; CT-then-SFT models appear where the registry records their CT tokens.")
+    return Figure(name, alt.layer(intervals, lines), frame, caption)
+
+
 def sweep_grid_chart(grid: sweeps.SweepGrid, name: str) -> Figure:
     """A sweep's dev score as a heatmap over two grid axes (a line over one), the chosen point starred."""
     frame = grid.trials.copy()

@@ -427,6 +427,12 @@ def _items_labels(cells: Cells, rows: list) -> list[str]:
     return [f"limit {int(limits[row])}" if pd.notna(limits[row]) else str(int(items[row])) for row in rows]
 
 
+def kind_order(kinds: pd.DataFrame, model: str) -> tuple:
+    """Where a model's rows go in the paper's order: by kind, merges by method (WAVG, TIES, TIES-SV)."""
+    kind = kinds.at[model, "kind"] if model in kinds.index else "unknown"
+    return _kind_rank(kind), _method_rank(kinds, model)
+
+
 def _kind_rank(kind: str) -> int:
     return KINDS.index(kind) if kind in KINDS else len(KINDS)
 

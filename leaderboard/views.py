@@ -1,6 +1,6 @@
 """The leaderboard's pages. Each view is a function of the shared `Context`; data shaping lives in
-tables.py, ties.py, figures.py, recipes.py, conflicts.py, multilang.py, samples.py, stats.py and
-export.py, so what is drawn here stays thin.
+tables.py, ties.py, figures.py, recipes.py, conflicts.py, multilang.py, curves.py, samples.py, stats.py
+and export.py, so what is drawn here stays thin.
 
 Adding a page = one function here and one entry in VIEWS (or in SNAPSHOT_VIEWS for a page that
 does not depend on the split, like the sweeps).
@@ -19,8 +19,8 @@ import streamlit as st
 from harness import HarnessError
 from harness.kinds import KINDS
 from harness.store import SweepId, metric_label
-from leaderboard import (conflicts, data, export, figures, maintenance, multilang, recipes, samples, similarity, stats,
-                         sweeps, tables, ties)
+from leaderboard import (conflicts, curves, data, export, figures, maintenance, multilang, recipes, samples, similarity,
+                         stats, sweeps, tables, ties)
 from tasks import averages
 from tasks.languages import LANGUAGES, TARGET_LANGUAGES
 from tasks.suite import SPLITS
@@ -145,7 +145,8 @@ def _context(snapshot: data.StoreSnapshot, split: str) -> Context | None:
         return None
     with st.sidebar:
         hide_trials = st.checkbox("Hide sweep trials", key="hide-trials",
-                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best)")
+                                  help=f"models whose id holds '{tables.SWEEP_TRIAL_MARK}' (a sweep's grid points and its @best; "
+                                       "also checkpoints, drawn on the Checkpoint curves page)")
     scores, kinds = _split_scores(snapshot.url, split, hide_trials)
     # The same options on every split (every kind the store knows), so a choice survives a split change.
     known = set(snapshot.models["kind"]) | set(kinds["kind"])
@@ -260,6 +261,24 @@ def compare(ctx: Context) -> None:
     )
 
 
+def checkpoint_curves(ctx: Context) -> None:
+    """The paper's Figure 2: per language, each series' language average against the CT tokens seen."""
+    st.header(f"Checkpoint curves ({ctx.split})")
+    scores, kinds = _split_scores(ctx.snapshot.url, ctx.split, hide_trials=False)  # checkpoints hold '@' too
+    points = curves.curve_points(scores, kinds, ctx.snapshot.models)
+    points = points[points["model"].map(kinds["kind"]).isin(ctx.shown_kinds)]
+    if points.empty:
+        st.info(f"No checkpoint series has results on the {ctx.split} split: evaluate one, e.g. "
+                f"`harness curve --model ties-uig --split {ctx.split}`.")
+        return
+    for lang in dict.fromkeys(points["lang"]):
+        shown = points[points["lang"] == lang]
+        st.subheader(LANGUAGES[lang].name if lang in LANGUAGES else lang)
+        _figure(figures.checkpoint_curve(shown, LANGUAGES[lang].name if lang in LANGUAGES else lang, ctx.split,
+                                         f"{lang}-curve-{ctx.split}"))
+        _plain_table(curves.curve_table(shown))
+
+
 def sweeps_page(snapshot: data.StoreSnapshot) -> None:
     st.header("Sweeps (dev)")
     ids = sweeps.sweep_ids(snapshot.sweeps)
@@ -359,6 +378,7 @@ VIEWS: dict[str, Callable[[Context], None]] = {
     "Model": model_page,
     "Compare": compare,
     "Multi-language": multi_language,
+    "Checkpoint curves": checkpoint_curves,
 }
 SNAPSHOT_VIEWS: dict[str, Callable[[data.StoreSnapshot], None]] = {
     "Sweeps": sweeps_page,

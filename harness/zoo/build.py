@@ -4,6 +4,7 @@
     dest/tokenizer/      the shared tokenizer
     dest/data/           synthetic evaluation data (tasks/layout.py layout)
     dest/<model id>/     one HF folder per zoo model (config, weights, tokenizer)
+    dest/ct-<lang>/checkpoints/step<N>/   a CT model's intermediate checkpoints (HF folders too)
 
 The definition hash covers the zoo's source files, the prompt and layout modules it renders
 with, the language table and the config. Every artifact's key derives from it; an artifact is
@@ -31,7 +32,7 @@ from filelock import FileLock
 from harness import HarnessError
 from harness.files import read_json
 from harness.paths import PROJECT_ROOT
-from harness.zoo.config import ZooConfig, ZooModel, stage_of, zoo_models
+from harness.zoo.config import CHECKPOINTS, Stage, ZooConfig, ZooModel, checkpoint_label, stage_of, zoo_models
 from harness.zoo.lexicon import stable_seed
 
 MANIFEST = "zoo.json"
@@ -291,7 +292,9 @@ def _quiet_worker() -> None:
 
 def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, progress: bool = False) -> dict:
     """Train one model from its parent's folder in dest, save it into folder; returns its manifest details:
-    training time and losses, and the held-out loss per language it relates to (heldout.py).
+    training time and losses, the held-out loss per language it relates to (heldout.py), and for a
+    stage with checkpoints (CT) the tokens seen, by the model and at each checkpoint
+    (folder/checkpoints/step<N>, moved into place with the model).
 
     Everything it needs is read from disk, so it runs the same in a worker process as in this one.
     """
@@ -305,13 +308,13 @@ def train_into(model: ZooModel, config: ZooConfig, dest: Path, folder: Path, pro
     if model.kind == "lora":
         return train_adapter_into(model, config, tokenizer, parent, folder, progress) | {
             "seconds": round(time.perf_counter() - started, 2)}
-    network, losses = train_zoo_model(model, config, tokenizer, parent, progress)
+    network, losses = train_zoo_model(model, config, tokenizer, parent, progress, checkpoints_into=folder / CHECKPOINTS)
     save_model(network, tokenizer, folder)
     heldout = heldout_losses(network, tokenizer, model, config)
     head = max(1, len(losses) // 10)
     return {"seconds": round(time.perf_counter() - started, 2), "steps": len(losses),
             "first_loss": round(sum(losses[:head]) / head, 4), "final_loss": round(sum(losses[-head:]) / head, 4),
-            "heldout_loss": heldout}
+            "heldout_loss": heldout, **checkpoint_record(stage_of(config, model))}
 
 
 def train_adapter_into(model: ZooModel, config: ZooConfig, tokenizer, base, folder: Path, progress: bool) -> dict:
@@ -332,14 +335,26 @@ def train_adapter_into(model: ZooModel, config: ZooConfig, tokenizer, base, fold
             "heldout_loss": heldout_losses(adapter.network.get_base_model(), tokenizer, model, config)}
 
 
-def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, progress: bool = False):
+def checkpoint_record(stage: Stage) -> dict:
+    """A model's tokens seen and its checkpoints', for the manifest; {} for a stage without checkpoints."""
+    if not stage.checkpoints:
+        return {}
+    return {"tokens": stage.tokens_after(stage.steps),
+            "checkpoints": [{"label": checkpoint_label(step), "step": step, "tokens": stage.tokens_after(step)}
+                            for step in stage.checkpoints]}
+
+
+def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, progress: bool = False,
+                    checkpoints_into: Path | None = None):
     """Train one zoo model from its parent (None for base); returns (model, per-step losses).
 
     The same bits on any machine: seeded data and initialisation, and a fixed thread count.
+    `checkpoints_into`: save the stage's intermediate checkpoints there (`step<N>/`), which changes
+    no bit of the trained model.
     """
     from harness.zoo.corpora import continued_documents, english_documents, sft_examples
     from harness.zoo.generators import Writer
-    from harness.zoo.train import lm_batches, new_model, pack_documents, task_batches, train, training_threads
+    from harness.zoo.train import lm_batches, new_model, pack_documents, save_model, task_batches, train, training_threads
 
     stage = stage_of(config, model)
     seed = stable_seed("train", config.seed, model.id)
@@ -356,5 +371,7 @@ def train_zoo_model(model: ZooModel, config: ZooConfig, tokenizer, parent=None, 
         batches = lm_batches(rows, stage.batch_size)
     with training_threads():
         network = parent if parent is not None else new_model(config.shape, tokenizer, seed)
-        losses = train(network, batches, stage, seed, desc=model.id, progress=progress)
+        save = None if checkpoints_into is None else (
+            lambda step: save_model(network, tokenizer, checkpoints_into / checkpoint_label(step)))
+        losses = train(network, batches, stage, seed, desc=model.id, progress=progress, on_checkpoint=save)
     return network, losses

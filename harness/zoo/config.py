@@ -30,6 +30,16 @@ class Stage:
     lr: float
     warmup_steps: int = 10
     prompt_loss_weight: float = 0.0  # task stages: weight of the loss on the prompts' own text (train.batch_loss)
+    # Steps after which an intermediate checkpoint is saved (CT only: the curves of the paper's Figure 2).
+    checkpoints: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if list(self.checkpoints) != sorted(set(self.checkpoints)) or any(not 0 < s < self.steps for s in self.checkpoints):
+            raise ValueError(f"checkpoint steps {self.checkpoints} must increase, each between 0 and {self.steps}")
+
+    def tokens_after(self, steps: int) -> int:
+        """Tokens a language-modelling stage has trained on after `steps` steps (rows of seq_len tokens)."""
+        return steps * self.batch_size * self.seq_len
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class ZooConfig:
     languages: tuple[str, ...] = tuple(TARGET_LANGUAGES)  # trained for; the English control is only evaluated
     shape: ModelShape = ModelShape()
     pretrain: Stage = Stage(steps=300, batch_size=8, seq_len=256, lr=3e-3, warmup_steps=20)
-    continued: Stage = Stage(steps=120, batch_size=8, seq_len=256, lr=1e-3)
+    continued: Stage = Stage(steps=120, batch_size=8, seq_len=256, lr=1e-3, checkpoints=(30, 60, 90))
     sft: Stage = Stage(steps=500, batch_size=16, seq_len=320, lr=1e-3, prompt_loss_weight=1.0)
     replay: float = 0.25  # share of English documents in continued pre-training (the paper's 1/4)
     code_switch: float = 0.15  # chance that a word of a language document stays English
@@ -101,6 +111,14 @@ def adapter_models(config: ZooConfig) -> list[ZooModel]:
     """The paper's adapters over base: INDV `lora-<lang>` per language, then COMB `lora-comb`."""
     return ([ZooModel(f"lora-{lang}", "lora", "base", lang, lang) for lang in config.languages]
             + [ZooModel("lora-comb", "lora", "base", COMBINED, COMBINED)])
+
+
+CHECKPOINTS = "checkpoints"  # the folder inside a model's folder holding its intermediate checkpoints
+
+
+def checkpoint_label(step: int) -> str:
+    """`step30`: the checkpoint's folder name and its label in the registry (`ct-uig@step30`)."""
+    return f"step{step}"
 
 
 def stage_of(config: ZooConfig, model: ZooModel) -> Stage:

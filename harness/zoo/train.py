@@ -8,7 +8,7 @@ time, on any number of cores.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -171,8 +171,12 @@ def learning_rate(stage: Stage, step: int) -> float:
 
 
 def train(model, batches: Iterator[dict[str, torch.Tensor]], stage: Stage, seed: int,
-          desc: str = "", progress: bool = True) -> list[float]:
-    """Run `stage.steps` optimiser steps; returns the loss of every step."""
+          desc: str = "", progress: bool = True, on_checkpoint: Callable[[int], None] | None = None) -> list[float]:
+    """Run `stage.steps` optimiser steps; returns the loss of every step.
+
+    `on_checkpoint(step)` is called after each step of `stage.checkpoints` (to save the model): it
+    reads the weights and changes nothing, so the final weights are the same bits with or without it.
+    """
     torch.manual_seed(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -187,6 +191,8 @@ def train(model, batches: Iterator[dict[str, torch.Tensor]], stage: Stage, seed:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if on_checkpoint is not None and step + 1 in stage.checkpoints:
+            on_checkpoint(step + 1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()
     return losses

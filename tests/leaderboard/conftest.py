@@ -182,6 +182,31 @@ def store_url(tmp_path) -> str:
     return url
 
 
+CHECKPOINT_SCORES = {  # model -> (series, tokens, TC, Math)
+    "ct-uig@step100": ("ct-uig", 100, 0.50, 0.30),
+    "ct-uig@step200": ("ct-uig", 200, 0.60, 0.30),
+    "ties-uig-flan@step100": ("ties-uig-flan", 100, 0.70, 0.40),
+    "ties-uig-flan@step200": ("ties-uig-flan", 200, 0.75, 0.40),
+}
+
+
+@pytest.fixture
+def curve_store_url(store_url) -> str:
+    """The store above plus a Uyghur checkpoint series (CHECKPOINT_SCORES; the last points: ct-uig and
+    ties-uig-flan above, at 300 tokens), as `harness curve --model ties-uig` stores it (tests/leaderboard/test_curves.py)."""
+    store = ResultStore(store_url)
+    for head in ("ct-uig", "ties-uig-flan"):  # the series' last points: the models themselves
+        recipe = {"merge_method": "ties"} if KINDS[head] == "merge" else None
+        store.record_model(ModelRecord(f"hash-{head}", head, KINDS[head], ("uig",), recipe, series=head, tokens=300))
+    for model, (series, tokens, tc, math_score) in CHECKPOINT_SCORES.items():
+        recipe = {"merge_method": "ties"} if KINDS[series] == "merge" else None
+        store.record_model(ModelRecord(f"hash-{model}", model, KINDS[series], ("uig",), recipe, series=series, tokens=tokens))
+        store.write_task_results([result_row(model, f"hash-{model}", "mlic_tc_uig", tc)])
+        store.write_task_results([result_row(model, f"hash-{model}", "mlic_math_uig", math_score, n=20)])
+    store.engine.dispose()
+    return store_url
+
+
 @pytest.fixture
 def empty_store_url(tmp_path) -> str:
     url = f"sqlite:///{tmp_path / 'empty.db'}"

@@ -146,10 +146,11 @@ def test_overview_renders_in_chromium(served, browser):
 
 
 @pytest.fixture
-def full_store_url(store_url):
-    """conftest's store (its TIES-SV merge has conflict statistics) plus what the other views draw: a
-    merge over two languages (Multi-language), a 2x2 sweep (Sweeps), language vectors, a maintenance
-    experiment (Maintenance)."""
+def full_store_url(curve_store_url):
+    """conftest's store (its TIES-SV merge has conflict statistics) with a Uyghur checkpoint series
+    (Checkpoint curves), plus what the other views draw: a merge over two languages (Multi-language),
+    a 2x2 sweep (Sweeps), language vectors, a maintenance experiment (Maintenance)."""
+    store_url = curve_store_url
     from harness.store import ModelRecord, ResultStore, write_maintenance, write_similarities
     from tests.leaderboard.test_maintenance import STEPS
     from tests.leaderboard.conftest import result_row
@@ -179,6 +180,7 @@ VIEW_CHECKS = {
     "Sweeps": ("Sweeps (dev)", 2),  # the sweep's heatmap, then every TIES-SV merge's slack
     "Language vectors": ("Language vectors: cosine similarity", 1),
     "Maintenance": ("Maintenance cost (Table 2 of Dmonte et al.)", 0),
+    "Checkpoint curves": ("Checkpoint curves (test)", 1),  # Uyghur's CT-X and TIES-X against CT tokens
 }
 
 

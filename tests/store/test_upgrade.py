@@ -173,3 +173,16 @@ def test_a_store_from_before_the_similarity_table_reads_empty_and_gains_it_when_
     write_similarities(store, [SimilarityRow("ct-a", "ha", "ct-b", "hb", "base", "h0", 0.5, 2.0)])
     assert vector_similarities(store)[["model", "other", "cosine"]].values.tolist() == [["ct-a", "ct-b", 0.5]]
     store.engine.dispose()
+
+
+def test_models_from_before_checkpoint_series_are_points_of_none_and_new_ones_keep_their_tokens(old_store):
+    from harness.store import ModelRecord
+
+    store = ResultStore(old_store)  # opening for writing adds the models' series and tokens
+    old = store.models().set_index("model")
+    assert old.loc["ties-uig-flan", ["series", "tokens"]].isna().all()
+    store.record_model(ModelRecord("hash-ct-uig@step30", "ct-uig@step30", "ct", ("uig",), series="ct-uig",
+                                   tokens=61440))
+    new = store.models().set_index("model")
+    assert (new.loc["ct-uig@step30", "series"], new.loc["ct-uig@step30", "tokens"]) == ("ct-uig", 61440)
+    store.engine.dispose()

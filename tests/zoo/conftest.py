@@ -8,7 +8,7 @@ TINY = ZooConfig(
     languages=("tel", "uig"),  # one FLORES language with MGSM, one MLiC-Eval language
     shape=ModelShape(vocab_size=1024),
     pretrain=Stage(steps=3, batch_size=2, seq_len=32, lr=1e-3, warmup_steps=1),
-    continued=Stage(steps=2, batch_size=2, seq_len=32, lr=1e-3, warmup_steps=1),
+    continued=Stage(steps=2, batch_size=2, seq_len=32, lr=1e-3, warmup_steps=1, checkpoints=(1,)),
     sft=Stage(steps=2, batch_size=2, seq_len=320, lr=1e-3, warmup_steps=1),
     lora=LoraSetting(rank=4, alpha=8, stage=Stage(steps=2, batch_size=2, seq_len=320, lr=1e-3, warmup_steps=1,
                                                   prompt_loss_weight=1.0)),

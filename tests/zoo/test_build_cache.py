@@ -75,6 +75,26 @@ def test_build_then_cache_hit(first_build, built_zoo, tiny_config, spy):
     assert _mtimes(built_zoo) == before
 
 
+def test_a_ct_model_carries_its_checkpoints_and_the_manifest_their_tokens(first_build, tiny_config):
+    from harness.build import folder_hash
+
+    dest, _ = first_build
+    stage = tiny_config.continued
+    record = json.loads((dest / "zoo.json").read_text())["artifacts"]["ct-uig"]
+    assert record["tokens"] == stage.steps * stage.batch_size * stage.seq_len
+    assert record["checkpoints"] == [{"label": "step1", "step": 1, "tokens": stage.batch_size * stage.seq_len}]
+    checkpoint = dest / "ct-uig" / "checkpoints" / "step1"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in checkpoint.iterdir()}
+    assert "checkpoints" not in json.loads((dest / "zoo.json").read_text())["artifacts"]["ctsft-uig-flan"]
+    # The model's identity hash covers its own files, not its checkpoints' (harness regress pins it).
+    before = folder_hash(dest / "ct-uig")
+    shutil.move(checkpoint.parent, dest / "moved-away")
+    try:
+        assert folder_hash(dest / "ct-uig") == before
+    finally:
+        shutil.move(dest / "moved-away", checkpoint.parent)
+
+
 def test_missing_model_rebuilds_only_that_model(built_zoo, tiny_config, spy):
     (built_zoo / "ctsft-uig-mt" / "model.safetensors").unlink()
     untouched = (built_zoo / "ct-uig" / "model.safetensors").stat().st_mtime_ns

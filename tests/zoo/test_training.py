@@ -51,6 +51,29 @@ def test_continued_pretraining_changes_the_weights(tiny_config, tiny_tokenizer):
     assert any(not torch.equal(before[k], v) for k, v in ct.state_dict().items())
 
 
+def test_ct_checkpoints_are_saved_and_leave_the_final_weights_bit_identical(tiny_config, tiny_tokenizer, tmp_path):
+    import copy
+    from dataclasses import replace
+
+    from harness.zoo.train import load_model
+
+    config = replace(tiny_config, continued=replace(tiny_config.continued, steps=3, checkpoints=(1, 2)))
+    base, _ = train_zoo_model(ZooModel("base", "pretrain", None, "en"), config, tiny_tokenizer)
+    ct = ZooModel("ct-uig", "continued", "base", "uig")
+    plain, plain_losses = train_zoo_model(ct, config, tiny_tokenizer, copy.deepcopy(base))
+    saving, saving_losses = train_zoo_model(ct, config, tiny_tokenizer, copy.deepcopy(base), checkpoints_into=tmp_path)
+    assert saving_losses == plain_losses
+    final = saving.state_dict()
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(final[name], tensor), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step1", "step2"]
+    # Each a whole HF folder (weights, config, tokenizer) between the parent and the final model.
+    step1, step2 = (load_model(tmp_path / label).state_dict() for label in ("step1", "step2"))
+    assert (tmp_path / "step1" / "tokenizer.json").is_file()
+    weight = "model.layers.0.mlp.up_proj.weight"
+    assert len({tuple(w[weight].flatten()[:8].tolist()) for w in (base.state_dict(), step1, step2, final)}) == 4
+
+
 def test_tokenizer_round_trips_every_script(tiny_tokenizer):
     writer = Writer(random.Random(0))
     english = " ".join(writer.document(5, 5)[1])
