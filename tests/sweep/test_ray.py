@@ -267,7 +267,7 @@ def test_a_search_on_one_ray_worker_stores_what_the_local_executor_does(use_zoo_
 
 def test_models_evaluated_on_ray_store_the_results_of_the_local_executor(use_zoo_home, harness_cli, tmp_path):
     pytest.importorskip("ray")
-    models = ("--model", "ties-uig", "--model", "wavg-uig", "--model", "sft-flan")
+    models = ("--model", "ties-uig", "--model", "wavg-uig", "--model", "ct-uig")
     argv = ("eval", *models, "--split", "dev", "--limit", "2", "--backend", "hf")
     local, on_ray = f"sqlite:///{tmp_path / 'local.db'}", f"sqlite:///{tmp_path / 'ray.db'}"
     code, local_out, err = harness_cli(*argv, "--store", local)
