@@ -54,7 +54,7 @@ from harness.checkpoints import check_tokenizer
 from harness.evaluation import EvalReport, EvalSettings, ModelUnderTest
 from harness.grids import point_label
 from harness.paths import harness_home
-from harness.search import Search, ask, completed_count, completed_points, fail_stale_trials, open_study, point_of, tell_failed
+from harness.search import Search, ask, completed_count, completed_points, fail_stale_trials, open_study, point_of
 from harness.store import ResultStore
 from harness.trial_scoring import TrialEvaluator
 from harness.trials import SweepJob, Trial, TrialPlanner, study_name, study_trials
@@ -302,13 +302,8 @@ class StudyWork:
     def next_item(self, in_flight: int) -> tuple[int, Trial] | None:
         if completed_count(self.study) + in_flight >= self.search.settings.trials:
             return None
-        asked = ask(self.study, self.search)
-        try:
-            trial = self.planner.trial(point_of(asked.params, self.search.space), what="search point")
-        except HarnessError:
-            tell_failed(self.study, asked.number)
-            raise
-        return asked.number, trial
+        asked = ask(self.study, self.search)  # left running if it fails: search_on_ray marks it failed
+        return asked.number, self.planner.trial(point_of(asked.params, self.search.space), what="search point")
 
     def finish(self, key: int, result: Trial) -> None:
         self.study.tell(key, result.score)
@@ -329,7 +324,7 @@ class Workers:
             self.run(work, bar, unit)
         return work.ordered()
 
-    def run(self, work: Work, bar: tqdm, unit: str = "trial") -> None:
+    def run(self, work: Work, bar: tqdm, unit: str) -> None:
         """Each item to the next free worker until the work has none left; an item whose worker died
         goes to another one. Alive workers are kept for a later `run`."""
         ray = self.ray
