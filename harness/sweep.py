@@ -8,8 +8,8 @@
 What a grid is: harness/grids.py; a search over ranges instead of a grid: harness/search.py.
 How the trials are built, scored, stored and resumed, and how the best is chosen (on dev only,
 unless --i-know-this-is-test): harness/trials.py. One vLLM server for all trials (`--server-mode reload`) or
-one per trial (`fresh`): harness/trial_scoring.py. A grid's trials on Ray workers (`--executor ray`):
-harness/ray_trials.py. Where the best is registered: harness/tuned.py.
+one per trial (`fresh`): harness/trial_scoring.py. The trials on Ray workers, a grid's or a search's
+(`--executor ray`): harness/ray_trials.py. Where the best is registered: harness/tuned.py.
 
 The sweep's modules (and with them pandas, SQLAlchemy, lm-eval) are imported by `run`, not here:
 `harness sweep --help` stays fast.
@@ -18,7 +18,7 @@ The sweep's modules (and with them pandas, SQLAlchemy, lm-eval) are imported by 
 from pathlib import Path
 
 from harness import HarnessError
-from harness.evaluate import add_eval_options
+from harness.evaluate import add_eval_options, add_executor_options, ray_settings
 from harness.grids import BUILTIN_GRIDS, SELECTION_SPLITS, builtin_grid_of, check_selection, load_grid_file, point_label
 from harness.lm_eval_run import BACKENDS
 from harness.search import SAMPLERS
@@ -48,17 +48,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--server-mode", choices=("reload", "fresh"), default="reload",
                         help="reload: one vLLM server, weights reloaded per trial (default); fresh: a server per trial")
     parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="local: trials one after another here (default); ray: a grid's trials on Ray "
-                             "workers, each with its own backend (needs `pip install .[ray]`)")
-    parser.add_argument("--address", metavar="ADDR",
-                        help="with --executor ray: join this running Ray cluster (e.g. auto, HEAD:6379); "
-                             "default: a local Ray instance for the sweep")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="with --executor ray: Ray workers (default: 2 on the CPU, one per GPU with --device cuda)")
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--no-test", action="store_true", help="stop after choosing the best; no test evaluation")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_executor_options(parser, "trials")
     add_eval_options(parser)
 
 
@@ -83,21 +76,6 @@ def run(args) -> int:
                        select_split=args.select_on, allow_test_selection=args.i_know_this_is_test, ray=ray)
     print_result(result, on_ray=ray is not None)
     return 0
-
-
-def ray_settings(args):
-    """harness.ray_trials.RaySettings with --executor ray (Ray itself is imported when the trials
-    are scored), else None; --address and --workers only go with it."""
-    if args.executor == "local":
-        given = [flag for flag, value in {"--address": args.address, "--workers": args.workers}.items()
-                 if value is not None]
-        if given:
-            raise HarnessError(f"{', '.join(given)} only apply with --executor ray")
-        return None
-    from harness.ray_trials import RaySettings, import_ray
-
-    import_ray()  # a missing Ray fails before anything is built
-    return RaySettings(args.address, args.workers)
 
 
 def sweep_plan(args, registry, entry):

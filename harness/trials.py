@@ -12,9 +12,10 @@ counts and backend) are skipped, so an interrupted sweep resumes where it stoppe
 the best trial (first in grid or study order on a tie) is evaluated on test under the id `<id>@best`
 and written to the tuned registry (harness.tuned).
 
-The trials are scored one after another in this process (the local executor), or a grid's on Ray
-workers, each with its own backend and merge cache (`ray=`: harness.ray_trials); either way a
-SweepJob says what scoring a trial means, and each trial is stored as it is scored.
+The trials are scored one after another in this process (the local executor), or on Ray workers,
+each with its own backend and merge cache (`ray=`: harness.ray_trials; a search keeps one trial per
+worker in flight); either way a SweepJob says what scoring a trial means, and each trial is stored
+as it is scored.
 
 Selection reads dev scores only: selecting on test (`select_split="test"`) is refused unless the
 caller says it knows (`allow_test_selection`, the CLI's --i-know-this-is-test); such a sweep gets a
@@ -154,7 +155,9 @@ class MergedTrials:
 
 class TrialScorer:
     """Scores trials of one sweep: a trial stored under the same model hash and scoring identity is
-    read from the store, any other is evaluated and stored (one transaction per trial)."""
+    read from the store, any other is evaluated and stored (one transaction per trial). The store is
+    read again before each trial: another process (a Ray worker, harness.ray_trials) may have stored
+    it meanwhile."""
 
     def __init__(self, store: ResultStore, sweep: SweepId, scoring: str, split: str, limit: int | None,
                  backend: TrialBackend):
@@ -164,18 +167,14 @@ class TrialScorer:
         self.split = split
         self.limit = limit
         self.backend = backend
-        self.stored = stored_trial_scores(store, sweep, scoring)
-
-    def reread_store(self) -> None:
-        """Take in the trials other processes stored meanwhile (harness.ray_trials: other workers)."""
-        self.stored = stored_trial_scores(self.store, self.sweep, self.scoring)
 
     def score(self, trial: Trial) -> Trial:
         build_start = time.monotonic()
         trial.model_hash = self.backend.build(trial)
         build_s = time.monotonic() - build_start
-        if trial.model_hash in self.stored:
-            trial.score, trial.lang_scores = self.stored[trial.model_hash]
+        stored = stored_trial_scores(self.store, self.sweep, self.scoring).get(trial.model_hash)
+        if stored is not None:
+            trial.score, trial.lang_scores = stored
             trial.status = "stored"
             return trial
         trial.lang_scores, eval_s = self.backend.evaluate(trial)
@@ -188,7 +187,6 @@ class TrialScorer:
             lang_scores=trial.lang_scores, scoring_hash=self.scoring, build_s=build_s,
             eval_s=eval_s,
         ))
-        self.stored[trial.model_hash] = (trial.score, trial.lang_scores)
         return trial
 
 
@@ -237,21 +235,29 @@ def score_search(planner: TrialPlanner, search: Search, scorer: TrialScorer, pro
 
     with bar:
         run_study(study, search, score, progress=lambda done: bar.update(done - bar.n))
+    return study_trials(planner, study, search, scored, lambda earlier: [scorer.score(t) for t in earlier])
+
+
+def study_trials(planner: TrialPlanner, study, search: Search, scored: dict[str, Trial],
+                 read_back: Callable[[list[Trial]], list[Trial]]) -> list[Trial]:
+    """The study's completed trials in study order: this run's as `scored` (trial model id -> trial),
+    an earlier run's through `read_back` (built from the merge cache, their scores read from the store)."""
     trials = [planner.trial(point) for point in completed_points(study, search.space)]
-    return [scored.get(trial.model_id) or scorer.score(trial) for trial in trials]
+    earlier = iter(read_back([trial for trial in trials if trial.model_id not in scored]))
+    return [scored[trial.model_id] if trial.model_id in scored else next(earlier) for trial in trials]
 
 
 def scoring_plan(planner: TrialPlanner, plan: Grid | Search, progress: bool,
                  ray: RaySettings | None = None) -> Callable[[SweepJob, TrialEvaluator], list[Trial]]:
-    """How a sweep's trials are scored: one after another here, or a grid's on Ray workers
-    (harness.ray_trials). Every grid point, or every range of a search, is checked here, before
-    anything is built or stored."""
+    """How a sweep's trials are scored: one after another here, or on Ray workers (harness.ray_trials).
+    Every grid point, or every range of a search, is checked here, before anything is built or stored."""
     if isinstance(plan, Search):
-        if ray is not None:
-            raise HarnessError("--executor ray scores a grid's trials; a --search asks for one point after "
-                               "another and runs on the local executor")
         check_search_settings(plan.settings)
         planner.check_space(plan)
+        if ray is not None:
+            from harness.ray_trials import search_on_ray  # imports Ray, an optional extra
+
+            return lambda job, evaluator: search_on_ray(planner, plan, job, ray, progress)
         return lambda job, evaluator: score_search(planner, plan, job.scorer(evaluator), progress)
     trials = [planner.trial(point) for point in plan.points()]
     if ray is not None:
@@ -275,7 +281,7 @@ def run_sweep(registry, model_id: str, plan: Grid | Search, settings: EvalSettin
               evaluate_test: bool = True, progress: bool = True, select_split: str = "dev",
               allow_test_selection: bool = False, ray: RaySettings | None = None) -> SweepResult:
     """Build, evaluate and store every trial not stored yet; choose the best; test and register it.
-    With `ray`, a grid's trials are scored on Ray workers (harness.ray_trials), the test here."""
+    With `ray`, the trials are scored on Ray workers (harness.ray_trials), the test here."""
     check_selection(select_split, allow_test_selection)
     started = time.monotonic()
     entry = registry.resolve(model_id)

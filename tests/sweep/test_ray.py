@@ -1,8 +1,11 @@
-"""`harness sweep --executor ray`: a grid's trials on Ray workers (harness.ray_trials).
+"""`harness sweep --executor ray` and `harness eval --executor ray`: a grid's trials, a search's points
+and a list of models on Ray workers (harness.ray_trials).
 
-The zoo tests start a local Ray instance of 2 workers, one core each, scoring with the hf backend on
-2 items per task: the same trials and best as the local executor, a rerun that resumes, and a worker
-killed by its pid mid-sweep whose trial another worker takes over.
+The zoo tests start a local Ray instance of 1 or 2 workers, one core each, scoring with the hf
+backend on 2 items per task: the same trials and best as the local executor, a rerun that resumes,
+a worker killed by its pid mid-sweep whose trial another worker takes over, a search on one worker
+that draws and stores what the local executor does, and models evaluated into the same results as
+the local executor's. A stand-in search (no zoo) checks the study's trials in flight on 2 workers.
 """
 
 import os
@@ -12,15 +15,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import psutil
 import pytest
 
 from harness import HarnessError
 from harness.evaluation import EvalSettings
+from harness.registry import load_registry
+from harness.search import Search, SearchSettings, load_space_file, point_of
 from harness.store import ResultStore, SweepId, sweep_trials
-from harness.trials import Trial
+from harness.trials import Trial, TrialPlanner, TrialScorer, study_name
 from tests.conftest import PROJECT_ROOT
+from tests.sweep.test_search import CT, SCORING, SFT, FakeBackend, search_once
 
 SWEEP = SweepId("ties-uig-flan", "file:grid")
 
@@ -51,16 +58,19 @@ def test_executor_ray_without_ray_installed_says_how_to_install_it(harness_cli, 
     assert not (tmp_path / "r.db").exists()  # refused before anything is built or stored
 
 
-def test_ray_options_need_the_ray_executor_and_a_grid(harness_cli, grid_2x2, tmp_path):
+def test_ray_options_need_the_ray_executor(harness_cli, grid_2x2, tmp_path):
     store = f"sqlite:///{tmp_path / 'r.db'}"
     code, _, err = harness_cli(*sweep_argv(grid_2x2, store, "--address", "auto", "--workers", "2"))
     assert code == 2 and "--address, --workers only apply with --executor ray" in err
+    code, _, err = harness_cli("eval", "--model", "ties-uig", "--model", "sft-flan", "--workers", "2", "--store", store)
+    assert code == 2 and "--workers only apply with --executor ray" in err
     pytest.importorskip("ray")
     code, _, err = harness_cli(*sweep_argv(grid_2x2, store, "--executor", "ray", "--workers", "0"))
     assert code == 2 and "--workers must be a positive number, got 0" in err
-    code, _, err = harness_cli("sweep", "--model", "ties-uig", "--grid", "densities", "--search", "optuna",
-                               "--trials", "3", "--store", store, "--executor", "ray")
-    assert code == 2 and "--executor ray scores a grid's trials" in err
+    code, _, err = harness_cli("eval", "--model", "ties-uig", "--server", "http://127.0.0.1:8000", "--store", store,
+                               "--executor", "ray")
+    assert code == 2 and "--server cannot go with --executor ray: each Ray worker starts its own server" in err
+    assert not (tmp_path / "r.db").exists()  # refused before anything is stored
 
 
 @dataclass
@@ -77,9 +87,6 @@ class StandInJob:
 
 class StandInScorer:
     """Scores 0.5; the point `bad` fails as a bad recipe would, the point `poison` kills its worker."""
-
-    def reread_store(self) -> None:
-        pass
 
     def score(self, trial: Trial) -> Trial:
         if trial.point["x"] == "bad":
@@ -104,10 +111,78 @@ def test_a_workers_error_is_one_line_and_a_trial_that_kills_every_worker_fails_t
         with pytest.raises(HarnessError) as failed:
             score_on_ray([*trials, Trial({"x": "bad"}, "m@x=bad", {})], job, settings, progress=False)
         assert str(failed.value) == "grid point x=bad: not a density"  # the worker's error, not Ray's traceback
-        with pytest.raises(HarnessError, match="every Ray worker died; 1 trial\\(s\\) not scored"):
+        with pytest.raises(HarnessError, match="every Ray worker died; the trials left are not scored"):
             score_on_ray([Trial({"x": "poison"}, "m@x=poison", {})], job, settings, progress=False)
     finally:
         ray.shutdown()
+
+
+class SlowFakeBackend(FakeBackend):
+    """FakeBackend (tests/sweep/test_search.py) whose evaluation takes a while, so trials overlap."""
+
+    def evaluate(self, trial):
+        time.sleep(0.5)
+        return super().evaluate(trial)
+
+
+@dataclass
+class StandInSearchJob:
+    """A SweepJob of a ties-uig search whose workers score with SlowFakeBackend into `store_url`."""
+
+    store_url: str
+    sweep: SweepId
+    log_dir: Path
+    scoring: str = SCORING
+    server_mode: str = "reload"
+
+    @property
+    def settings(self) -> EvalSettings:
+        return EvalSettings(backend="hf", store_url=self.store_url)
+
+    def scorer(self, evaluator):
+        return TrialScorer(ResultStore(self.store_url), self.sweep, SCORING, "dev", 2, SlowFakeBackend())
+
+
+def most_trials_at_once(study) -> int:
+    """The most trials of the study that ran at the same time (from their start and end times)."""
+    events = sorted([(t.datetime_start, 1) for t in study.trials] + [(t.datetime_complete, -1) for t in study.trials],
+                    key=lambda event: (event[0], event[1]))  # an end before a start at the same instant
+    running, most = 0, 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.slow  # starts a Ray instance: about 30 s of both cores
+def test_a_search_on_one_worker_draws_the_local_points_and_on_two_keeps_two_trials_in_flight(tmp_path):
+    ray = pytest.importorskip("ray")
+    from harness.ray_trials import RaySettings, search_on_ray
+
+    space = tmp_path / "space.yaml"
+    space.write_text(f"{SFT}: {{low: 0.1, high: 1.0}}\n{CT}: {{low: 0.1, high: 1.0}}\n")
+    search = Search(load_space_file(space), SearchSettings(trials=6, seed=3))
+    local = search_once(f"sqlite:///{tmp_path / 'local.db'}", search, FakeBackend())
+    planner = TrialPlanner(load_registry(), "ties-uig")
+    sweep = SweepId(planner.entry.id, search.name)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    try:
+        one = StandInSearchJob(f"sqlite:///{tmp_path / 'one.db'}", sweep, tmp_path)
+        on_one = search_on_ray(planner, search, one, RaySettings(workers=1), progress=False)
+        assert [(t.point, t.score) for t in on_one] == [(t.point, t.score) for t in local]  # reproducible
+        rerun = search_on_ray(planner, search, one, RaySettings(workers=1), progress=False)
+        assert [t.status for t in rerun] == ["stored"] * 6 and [t.point for t in rerun] == [t.point for t in local]
+
+        two = StandInSearchJob(f"sqlite:///{tmp_path / 'two.db'}", sweep, tmp_path)
+        on_two = search_on_ray(planner, search, two, RaySettings(workers=2), progress=False)
+    finally:
+        ray.shutdown()
+    study = optuna.load_study(study_name=study_name(sweep, SCORING), storage=two.store_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6  # none asked beyond --trials, none left running
+    assert most_trials_at_once(study) == 2  # a trial per worker in flight, never more
+    assert [t.point for t in on_two] == [point_of(t.params, search.space) for t in study.trials]  # study order
+    rows = sweep_trials(ResultStore(two.store_url), sweep)
+    assert len(rows) == len({t.model_hash for t in on_two}) and rows["model_hash"].is_unique
 
 
 # ---- on the zoo, on a local Ray instance ---------------------------------------------------------
@@ -171,3 +246,49 @@ def kill_a_busy_worker(sweep: subprocess.Popen, store: str, patience_s: float = 
                     pass
         time.sleep(0.2)
     raise AssertionError(f"no busy worker to kill (sweep exit code {sweep.poll()})")
+
+
+def test_a_search_on_one_ray_worker_stores_what_the_local_executor_does(use_zoo_home, harness_cli, tmp_path):
+    pytest.importorskip("ray")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"{SFT}: {{low: 0.1, high: 1.0}}\n{CT}: {{low: 0.1, high: 1.0}}\n")
+    search = ("--search", "optuna", "--trials", "2", "--seed", "0")
+    local, on_ray = f"sqlite:///{tmp_path / 'local.db'}", f"sqlite:///{tmp_path / 'ray.db'}"
+    code, _, err = harness_cli(*sweep_argv(space, local, *search))
+    assert code == 0, err
+    code, out, err = harness_cli(*sweep_argv(space, on_ray, *search, "--executor", "ray", "--workers", "1"))
+    assert code == 0, err
+    assert "2 trial(s), 2 evaluated, 0 already stored" in out
+    sweep = SweepId("ties-uig-flan", "file:space/optuna-tpe-seed0")
+    expected, got = sweep_trials(ResultStore(local), sweep), sweep_trials(ResultStore(on_ray), sweep)
+    columns = ["trial_model", "model_hash", "params_json", "score", "lang_scores_json", "chosen", "scoring_hash"]
+    pd.testing.assert_frame_equal(got[columns].reset_index(drop=True), expected[columns].reset_index(drop=True))
+
+
+def test_models_evaluated_on_ray_store_the_results_of_the_local_executor(use_zoo_home, harness_cli, tmp_path):
+    pytest.importorskip("ray")
+    models = ("--model", "ties-uig", "--model", "wavg-uig", "--model", "ct-uig")
+    argv = ("eval", *models, "--split", "dev", "--limit", "2", "--backend", "hf")
+    local, on_ray = f"sqlite:///{tmp_path / 'local.db'}", f"sqlite:///{tmp_path / 'ray.db'}"
+    code, local_out, err = harness_cli(*argv, "--store", local)
+    assert code == 0, err
+    code, out, err = harness_cli(*argv, "--store", on_ray, "--executor", "ray", "--workers", "2")
+    assert code == 0, err
+    assert out.count("task(s) evaluated, 0 already stored") == 3
+    assert report_heads(out) == report_heads(local_out)  # each model's report, in the order given
+
+    key = ["model", "model_hash", "task", "metric", "filter"]
+    same = ["value", "stderr", "n", "backend", "data_hash", "num_fewshot", "split"]
+    expected = ResultStore(local).results(latest_only=False).sort_values(key).reset_index(drop=True)
+    got = ResultStore(on_ray).results(latest_only=False).sort_values(key).reset_index(drop=True)
+    assert got["model"].nunique() == 3 and not got.duplicated(key).any()
+    pd.testing.assert_frame_equal(got[key + same], expected[key + same])
+
+    code, out, err = harness_cli(*argv, "--store", on_ray, "--executor", "ray", "--workers", "2")
+    assert code == 0, err
+    assert out.count("0 task(s) evaluated") == 3  # a rerun reads every task back from the store
+
+
+def report_heads(out: str) -> list[str]:
+    """The first line of each model's report: `<id> (<hash>), split dev, backend hf`."""
+    return [line for line in out.splitlines() if ", split dev, backend " in line]
