@@ -551,10 +551,16 @@ def write_similarities(store: ResultStore, rows: list[SimilarityRow]) -> None:
 
 def vector_similarities(store: ResultStore) -> pd.DataFrame:
     """Every stored pair, oldest first; empty with the table's columns if none (or a store from before the table)."""
-    if not store.has_table("vector_similarity"):
-        return pd.DataFrame(columns=[c.name for c in vector_similarity_table.columns])
+    return _added_table_rows(store, vector_similarity_table)
+
+
+def _added_table_rows(store: ResultStore, table: sa.Table) -> pd.DataFrame:
+    """Every row of a table added after the first stores (no upgrade: see below), oldest first; a
+    store from before it reads as no rows, with the table's columns."""
+    if not store.has_table(table.name):
+        return pd.DataFrame(columns=[c.name for c in table.columns])
     with store.engine.connect() as conn:
-        return pd.read_sql(sa.select(vector_similarity_table).order_by(vector_similarity_table.c.id), conn)
+        return pd.read_sql(sa.select(table).order_by(table.c.id), conn)
 
 
 @dataclass(frozen=True)
@@ -582,10 +588,7 @@ def write_maintenance(store: ResultStore, experiment: str, lang: str, factor: in
 
 def maintenance_times(store: ResultStore) -> pd.DataFrame:
     """Every stored maintenance step, oldest first; empty with the table's columns if none."""
-    if not store.has_table("maintenance_times"):
-        return pd.DataFrame(columns=[c.name for c in maintenance_table.columns])
-    with store.engine.connect() as conn:
-        return pd.read_sql(sa.select(maintenance_table).order_by(maintenance_table.c.id), conn)
+    return _added_table_rows(store, maintenance_table)
 
 
 # ---- upgrading a store written by an older harness -------------------------------------------
@@ -596,7 +599,7 @@ def maintenance_times(store: ResultStore) -> pd.DataFrame:
 # few-shot count of their key (`ResultKey`), sweep trials the identity of what they were scored on,
 # and results the evaluation options of their key; models, the checkpoint series they are points of.
 # Each upgrade adds one column; a table lacking the column still needs that upgrade.
-# A table added later (vector_similarity) needs no upgrade: opening a store for writing creates
+# A table added later (vector_similarity, maintenance_times) needs no upgrade: opening a store for writing creates
 # the tables it lacks, and a read-only reader treats a missing table as empty.
 
 @dataclass(frozen=True)
