@@ -63,6 +63,10 @@ def _recipe(method: str, models: list[tuple[str, dict]], params: dict | None, ba
 
 
 # The fixed cases: names are the baseline's keys, so renaming one is a baseline change.
+# Methods the gate leaves out: KnOTS's SVD (LAPACK) is not bit-identical across thread counts (1 and 2
+# threads give different bits on the same machine), and the gate compares bits. Checked instead by
+# tests/merges/test_knots.py against an independent SVD reference, within float tolerance.
+NOT_BIT_REPRODUCIBLE = ("knots_ties", "knots_dare_ties")
 CASES: dict[str, dict] = {
     "linear-2": _two("linear", sft={"weight": 0.5}, ct={"weight": 0.5}, base=False),
     "linear-3": _three("linear", sft={"weight": 0.4}, ct={"weight": 0.3}, base=False),

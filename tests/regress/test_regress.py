@@ -32,7 +32,7 @@ def perturb(monkeypatch, method: str, delta: float = 1e-3):
 
 def test_baseline_covers_every_method_and_two_and_three_models():
     methods = {recipe["merge_method"] for recipe in regress.CASES.values()}
-    assert methods == set(merges.METHODS)
+    assert methods == set(merges.METHODS) - set(regress.NOT_BIT_REPRODUCIBLE)
     sizes = {len(recipe["models"]) for recipe in regress.CASES.values()}
     assert sizes == {2, 3}
     slack = [r for r in regress.CASES.values() if r["merge_method"] == "ties_sv"]
