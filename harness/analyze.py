@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import HarnessError
+from harness.paths import add_store_option
 from harness.registry import ModelEntry, Registry, load_registry
 
 BASE_KIND = "base"
@@ -45,8 +46,7 @@ def add_arguments(parser) -> None:
     similarity.add_argument("--base", metavar="ID",
                             help="the model the vectors are taken against (default: the adapters' `base` field, "
                                  "else the registry's model of kind base)")
-    similarity.add_argument("--store", metavar="URL",
-                            help="results store, any SQLAlchemy URL (default: SQLite under the harness home)")
+    add_store_option(similarity)
     similarity.add_argument("--registry", default=argparse.SUPPRESS, help="model registry (as for every command)")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from harness import HarnessError
 from harness.evaluate import add_eval_options
 from harness.lm_eval_run import BACKENDS
+from harness.paths import add_store_option, harness_home
 from tasks.suite import SPLITS
 
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task (quick runs)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm",
                         help="vllm: one vLLM server, each point's weights reloaded into it (default); hf: in-process")
-    parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--force", action="store_true", help="re-evaluate tasks already in the store")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to serve or run the models")
@@ -65,7 +66,6 @@ def run(args) -> int:
     from harness.checkpoints import check_tokenizer
     from harness.evaluate import choose_tasks, default_data_dir, eval_options
     from harness.evaluation import EvalSettings, ModelUnderTest, language_averages
-    from harness.paths import harness_home
     from harness.registry import load_registry
     from harness.store import ResultStore
     from harness.trial_scoring import TrialEvaluator

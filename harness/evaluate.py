@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness import HarnessError
 from harness.lm_eval_run import BACKENDS, DEFAULT_BATCH_SIZE
+from harness.paths import add_store_option
 from tasks.languages import DEFAULT_SUITE, SUITES
 from tasks.suite import SPLITS
 
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="vllm",
                         help="vllm: serve with vLLM (default); hf: in-process transformers")
     parser.add_argument("--server", metavar="URL", help="use this running OpenAI-compatible server instead of starting one")
-    parser.add_argument("--store", metavar="URL", help="results store, any SQLAlchemy URL (default: SQLite under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--data-dir", type=Path,
                         help="local task data folder (default: the registry's data_dir if it exists, else the hub)")
     parser.add_argument("--force", action="store_true", help="re-evaluate tasks already in the store")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from harness.evaluate import add_eval_options
 from harness.lm_eval_run import BACKENDS
+from harness.paths import add_store_option
 from tasks.languages import CONTROL_LANGUAGES, LANGUAGES, TARGET_LANGUAGES
 
 Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -80,7 +81,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-control", action="store_true", help="skip the English control")
     parser.add_argument("--limit", type=int, help="a fixed, seeded sample of N items per task (quick runs, not Table 3)")
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="vllm (default) or hf (in-process)")
-    parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     add_eval_options(parser)

@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 from harness import HarnessError
-from harness.paths import PROJECT_ROOT, default_store_url
+from harness.paths import PROJECT_ROOT, add_store_option, default_store_url
 
 APP = PROJECT_ROOT / "leaderboard" / "app.py"
 HOST = "127.0.0.1"  # never all interfaces: results may be unpublished
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=None, help="results store URL (default: sqlite file under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default: 8501)")
 
 

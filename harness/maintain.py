@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import HarnessError
+from harness.paths import add_store_option, harness_home
 from harness.registry import Registry, load_registry
 
 if TYPE_CHECKING:  # the store loads pandas and SQLAlchemy, which `harness --help` must not
@@ -38,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--update", required=True, metavar="LANG", help="the language whose adapter gets more data")
     parser.add_argument("--factor", type=int, default=2, metavar="F",
                         help="its task examples in the update, as a multiple of the initial ones (default 2)")
-    parser.add_argument("--store", default=None, help="results store URL (default: SQLite under $HARNESS_HOME)")
+    add_store_option(parser)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,6 @@ def plan_for(registry: Registry, config, lang: str, factor: int) -> Plan:
 def run(args) -> int:
     from harness import zoo
     from harness.build import build_zoo_models_for
-    from harness.paths import harness_home
     from harness.store import ResultStore, write_maintenance
 
     config = zoo.ZooConfig()

@@ -33,3 +33,9 @@ def results_dir() -> Path:
 
 def default_store_url() -> str:
     return f"sqlite:///{harness_home() / 'results.db'}"
+
+
+def add_store_option(parser) -> None:
+    """`--store URL`, the same for every command that reads or writes the results store."""
+    parser.add_argument("--store", metavar="URL", default=None,
+                        help="results store, any SQLAlchemy URL (default: SQLite under the harness home)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import HarnessError
+from harness.paths import add_store_option, default_store_url
 from tasks.suite import SPLITS
 
 if TYPE_CHECKING:  # heavy: imported inside the functions (harness --help stays fast)
@@ -33,13 +34,12 @@ if TYPE_CHECKING:  # heavy: imported inside the functions (harness --help stays 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to create (must not exist)")
-    parser.add_argument("--store", default=None, help="results store URL (default: sqlite file under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--split", choices=SPLITS, default=None, help="only this split (default: every split the store holds)")
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.leaderboard import absolute_sqlite_url
-    from harness.paths import default_store_url
     from leaderboard import data
     from merges.io import atomic_folder
 

@@ -21,6 +21,7 @@ from harness import HarnessError
 from harness.evaluate import add_eval_options, add_executor_options, ray_settings
 from harness.grids import BUILTIN_GRIDS, SELECTION_SPLITS, builtin_grid_of, check_selection, load_grid_file, point_label
 from harness.lm_eval_run import BACKENDS
+from harness.paths import add_store_option
 from harness.search import SAMPLERS
 
 
@@ -47,7 +48,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="vllm", help="vllm (default) or hf (in-process)")
     parser.add_argument("--server-mode", choices=("reload", "fresh"), default="reload",
                         help="reload: one vLLM server, weights reloaded per trial (default); fresh: a server per trial")
-    parser.add_argument("--store", metavar="URL", help="results store (default: SQLite under the harness home)")
+    add_store_option(parser)
     parser.add_argument("--data-dir", type=Path, help="local task data folder (default: the registry's data_dir)")
     parser.add_argument("--no-test", action="store_true", help="stop after choosing the best; no test evaluation")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
