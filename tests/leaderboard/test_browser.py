@@ -95,20 +95,27 @@ def served(store_url, tmp_path):
         yield url
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextmanager
+def chromium(profile: Path):
+    """Headless Chromium driven by selenium, its profile in `profile`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver
 
 
 def test_overview_renders_in_chromium(served, browser):
@@ -185,21 +192,32 @@ VIEW_CHECKS = {
 
 
 def test_every_view_renders_its_tables_and_charts_in_chromium(full_store_url, browser, tmp_path):
+    from leaderboard.views import SNAPSHOT_VIEWS, VIEWS
+
+    assert set(VIEW_CHECKS) == {*VIEWS, *SNAPSHOT_VIEWS}  # a new view gets its check here
+    render_every_view(full_store_url, browser, tmp_path, VIEW_CHECKS, model="ties-sv-uig-flan")
+
+
+def render_every_view(store_url: str, browser, tmp_path, checks: dict[str, tuple[str, int]], *, model: str,
+                      split: str | None = None) -> list[Path]:
+    """Open each view of `checks` in one browser session (on `split` if given, the Model view on
+    `model`), wait until it shows its header, a table and its charts each drawn at a non-zero size and
+    not blank, and save a screenshot of it under tmp_path; returns the screenshots."""
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from leaderboard.views import SNAPSHOT_VIEWS, VIEWS
-
-    assert set(VIEW_CHECKS) == {*VIEWS, *SNAPSHOT_VIEWS}  # a new view gets its check here
-    with serving(full_store_url, tmp_path) as url:
+    shots = []
+    with serving(store_url, tmp_path) as url:
         browser.get(url)
         wait = WebDriverWait(browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
-        for view, (header, n_charts) in VIEW_CHECKS.items():
+        if split is not None:
+            choose(browser, wait, "Split", split, area="stSidebar")
+        for view, (header, n_charts) in checks.items():
             option = f'//*[@data-testid="stSidebar"]//label[normalize-space()="{view}"]'
             wait.until(lambda driver: driver.find_element(By.XPATH, option)).click()
             if view == "Model":
-                choose(browser, wait, "Model", "ties-sv-uig-flan")
+                choose(browser, wait, "Model", model)
             table, charts = wait.until(lambda driver: drawn(driver, header, n_charts), f"{view} was not drawn")
             assert has_size(table) and len(charts) == n_charts, view
             for chart in charts:
@@ -207,15 +225,18 @@ def test_every_view_renders_its_tables_and_charts_in_chromium(full_store_url, br
             browser.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)  # in the picture
             shot = tmp_path / f"leaderboard-{view.lower().replace(' ', '-')}.png"
             assert browser.save_screenshot(str(shot)) and colours(shot.read_bytes()) > 2, view
+            shots.append(shot)
+    return shots
 
 
-def choose(browser, wait, label: str, option: str) -> None:
-    """Pick `option` in the main area's selectbox labelled `label` (type it, then Enter)."""
+def choose(browser, wait, label: str, option: str, area: str = "stMain") -> None:
+    """Pick `option` in the selectbox labelled `label` of the main area (or the sidebar: `area`
+    "stSidebar"): type it, then Enter."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     box = wait.until(lambda driver: driver.find_element(
-        By.XPATH, f'//*[@data-testid="stMain"]//*[@data-testid="stSelectbox"][.//label[normalize-space()="{label}"]]'))
+        By.XPATH, f'//*[@data-testid="{area}"]//*[@data-testid="stSelectbox"][.//label[normalize-space()="{label}"]]'))
     box.find_element(By.CSS_SELECTOR, "input").send_keys(option, Keys.ENTER)
 
 

@@ -1,4 +1,8 @@
-"""A tiny zoo definition for tests of the build machinery (seconds, not minutes)."""
+"""A tiny zoo definition for tests of the build machinery (seconds, not minutes), and a results store
+filled by the harness's own commands on the built zoo, for the tests of what the leaderboard shows."""
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +25,56 @@ TINY = ZooConfig(
 @pytest.fixture(scope="session")
 def tiny_config() -> ZooConfig:
     return TINY
+
+
+# ---------------------------------------------------------------- the zoo's own results
+
+# The paper's experiment in small, on the dev split in full (every row measured on the same items, so
+# the leaderboard ranks and marks them): Uyghur's and Mongolian's models of every Table 3 family, the
+# two-language merge, Uyghur's checkpoint curve and a 2x2 density sweep. The adapters of Dmonte et al.
+# on test (8 items per task: their Maintenance view reads test quality), their maintenance experiment
+# and their language vectors.
+UIG_MODELS = ("base", "sft-flan", "ct-uig", "ctsft-uig-flan", "ctsft-uig-mt", "wavg-uig-flan", "ties-uig-flan",
+              "ties-sv-uig-flan", "ties-mvf-uig-flan")
+MVF_MODELS = ("base", "sft-flan", "ct-mvf", "ctsft-mvf-flan", "ctsft-mvf-mt", "wavg-mvf-flan", "ties-mvf-flan",
+              "ties-sv-mvf-flan", "ties-mvf-uig-flan")
+ADAPTERS = ("lora-uig", "lora-comb", "lora-ties", "lora-knots-ties")
+SIMILARITY_MODELS = ("lora-tam", "lora-tel", "lora-uig", "lora-comb")
+SWEEP_GRID = "models.sft-flan.density: [0.4, 0.8]\nmodels.ct-uig.density: [0.4, 0.8]\n"
+
+
+@dataclass(frozen=True)
+class ZooStore:
+    url: str
+    home: Path  # the zoo's harness home (its merges and run logs)
+
+
+def _harness(*argv: str) -> None:
+    from harness import cli
+
+    code = cli.main(list(argv))
+    assert code == 0, f"harness {' '.join(argv)} exited with {code}"
+
+
+def _models(ids) -> list[str]:
+    return [arg for model in ids for arg in ("--model", model)]
+
+
+@pytest.fixture(scope="session")
+def zoo_store(zoo_home, tmp_path_factory) -> ZooStore:
+    """The store the commands above write on the built zoo (a few minutes on 2 cores, once per run)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('zoo-store') / 'results.db'}"
+    grid = tmp_path_factory.mktemp("zoo-grid") / "grid.yaml"
+    grid.write_text(SWEEP_GRID)
+    store = ("--store", url)
+    dev = ("--split", "dev", "--backend", "hf", *store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_HOME", str(zoo_home))
+        _harness("eval", *_models(UIG_MODELS), "--lang", "uig", *dev)
+        _harness("eval", *_models(MVF_MODELS), "--lang", "mvf", *dev)
+        _harness("curve", "--model", "ties-uig-flan", *dev)
+        _harness("sweep", "--model", "ties-uig-flan", "--grid-file", str(grid), "--no-test", "--backend", "hf", *store)
+        _harness("eval", *_models(ADAPTERS), "--lang", "uig", "--split", "test", "--limit", "8", "--backend", "hf", *store)
+        _harness("maintain", "--update", "uig", "--factor", "2", *store)
+        _harness("analyze", "similarity", *SIMILARITY_MODELS, *store)
+    return ZooStore(url, zoo_home)

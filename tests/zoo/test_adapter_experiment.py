@@ -1,33 +1,16 @@
 """The second paper's setting on the zoo, end to end (issue #20): the zoo's INDV, COMB and merged LoRA
 adapters are evaluated, the maintenance experiment is measured, the language vectors compared, and
-the leaderboard shows all three from the stored numbers."""
-
-import pytest
+the leaderboard shows all three from the stored numbers (the store: tests/zoo/conftest.py)."""
 
 from harness.store import ResultStore, maintenance_times, vector_similarities
 from tests.leaderboard.test_app import open_app, show
-
-ADAPTERS = ("lora-uig", "lora-comb", "lora-ties", "lora-knots-ties")
-
-
-@pytest.fixture
-def adapter_store(use_zoo_home, tmp_path, harness_cli) -> str:
-    url = f"sqlite:///{tmp_path / 'results.db'}"
-    models = [arg for model in ADAPTERS for arg in ("--model", model)]
-    code, _, err = harness_cli("eval", *models, "--lang", "uig", "--split", "test", "--limit", "8", "--backend", "hf",
-                               "--store", url)
-    assert code == 0, err
-    code, _, err = harness_cli("maintain", "--update", "uig", "--factor", "2", "--store", url)
-    assert code == 0, err
-    code, out, err = harness_cli("analyze", "similarity", "lora-tam", "lora-tel", "lora-uig", "lora-comb", "--store", url)
-    assert code == 0, err
-    return url
+from tests.zoo.conftest import ADAPTERS, SIMILARITY_MODELS
 
 
-def test_adapters_evaluated_timed_and_compared_show_in_the_leaderboard(adapter_store, monkeypatch):
-    store = ResultStore(adapter_store)
+def test_adapters_evaluated_timed_and_compared_show_in_the_leaderboard(zoo_store, monkeypatch):
+    store = ResultStore(zoo_store.url)
     results = store.results(latest_only=True)
-    assert set(ADAPTERS) <= set(results["model"])
+    assert set(ADAPTERS) <= set(results.loc[results["split"] == "test", "model"])
     kinds = store.models().drop_duplicates("model", keep="last").set_index("model")["kind"]
     assert kinds["lora-uig"] == "adapter" and kinds["lora-ties"] == "merge"
 
@@ -39,12 +22,12 @@ def test_adapters_evaluated_timed_and_compared_show_in_the_leaderboard(adapter_s
 
     similarities = vector_similarities(store)
     diagonal = similarities[similarities["model"] == similarities["other"]]
-    assert len(diagonal) == 4 and diagonal["cosine"].round(6).eq(1.0).all()
+    assert len(diagonal) == len(SIMILARITY_MODELS) and diagonal["cosine"].round(6).eq(1.0).all()
     off = similarities[similarities["model"] != similarities["other"]]
     assert off["cosine"].between(-1, 1).all() and not off["cosine"].round(6).eq(1.0).any()
     store.engine.dispose()
 
-    app = show(open_app(adapter_store, monkeypatch), "Maintenance")
+    app = show(open_app(zoo_store.url, monkeypatch), "Maintenance")
     table = app.table[0].value
     assert {"COMB", "INDV sequential + merge", "INDV parallel + merge", "INDV one adapter + merge"} == set(table["approach"])
     assert {"lora-ties", "lora-knots-ties", "lora-ties@uig-x2"} <= set(table["model"])
