@@ -10,6 +10,7 @@ into the fast tier unmarked.
 """
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Small excerpts of the real SIB-200 and MGSM files, in the --data-dir layout (see its README.md).
 REAL_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 TEST_HOME = Path(os.environ.get("HARNESS_TEST_HOME", PROJECT_ROOT / ".harness-test"))
+
+# A run started in the background (`nohup ./run test &`) inherits SIGINT ignored, and so would every
+# process a test starts, so the tests that stop a merge with Ctrl-C would see it ignored: restore
+# Python's handler (a handled signal, unlike an ignored one, is reset to the default in children).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
