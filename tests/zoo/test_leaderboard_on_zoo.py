@@ -38,7 +38,9 @@ def dev_averages(url: str) -> pd.DataFrame:
     """Model x language: the mean of the dev main-metric scores in %, straight from the store."""
     from tasks.suite import main_metric
 
-    results = ResultStore(url).results(latest_only=True)
+    store = ResultStore(url)
+    results = store.results(latest_only=True)
+    store.engine.dispose()
     dev = results[(results["split"] == "dev") & (results["metric"] == results["task"].map(main_metric))]
     return dev.groupby(["model", "lang"])["value"].mean().unstack() * 100
 
@@ -73,6 +75,7 @@ def test_models_table_flags_nothing_and_hides_the_sweeps_trials(zoo_store, monke
     app = models_rows(open_zoo_app(zoo_store, monkeypatch))
     models = set(app.table[0].value.index)
     assert set(UIG_MODELS) | set(MVF_MODELS) <= models
+    assert not app.table[0].value["n"].str.contains("limit").any()  # the sweep's trials too: full dev
     trials = {m for m in models if "@" in m}
     assert len([m for m in trials if m.startswith("ties-uig-flan@") and "density" in m]) == 4  # the 2x2 sweep
     app.sidebar.checkbox(key="hide-trials").check().run()
@@ -100,11 +103,17 @@ def test_checkpoint_curves_of_uyghur(zoo_store, monkeypatch):
 def test_model_page_shows_the_merges_own_conflict_statistics(zoo_store, monkeypatch):
     app = show(open_zoo_app(zoo_store, monkeypatch), "Model")
     app.selectbox(key="model").set_value("ties-sv-uig-flan").run()
-    stats = json.loads((zoo_store.home / "merges").glob("*/conflict_stats.json").__next__().read_text())
-    assert stats  # merges built by the harness record their conflicts
     recipe, conflicts, scores = (t.value for t in app.table)
-    assert {"sft-flan", "ct-uig"} <= {m.replace(" (protected)", "") for m in conflicts["model"]}
-    assert (conflicts["discarded (% of kept)"] > 0).any()
+    # The merge's own statistics, as the build recorded them in the store, are what the page shows.
+    store = ResultStore(zoo_store.url)
+    records = store.models()
+    store.engine.dispose()
+    stats = json.loads(records.loc[records["model"] == "ties-sv-uig-flan", "stats_json"].iloc[-1])["total"]
+    shown = conflicts.assign(model=conflicts["model"].str.replace(" (protected)", "")).set_index("model")
+    assert set(shown.index) == {"sft-flan", "ct-uig"}
+    for model, counts in stats.items():
+        assert shown.loc[model, ["parameters", "kept by slack"]].tolist() == [counts["params"], counts["kept_by_slack"]]
+    assert shown.loc["ct-uig", "discarded (% of kept)"] > 0 and shown.loc["sft-flan", "kept by slack"] > 0
     assert len(app.get("vega_lite_chart")) >= 2  # by tensor type and by layer
     assert set(scores["Task"]) == {f"lrm_mlic_{t}_uig_dev" for t in ("tc", "mrc", "rs", "math")}
     # The sample browser reads the run's real lm-eval logs (stored relative to the harness home).
@@ -131,10 +140,14 @@ def test_multi_language_view_sets_the_two_language_merge_against_the_one_languag
     headers = [h.value for h in app.header]
     assert "Multi-language merges: Mongolian (traditional script) + Uyghur (dev)" in headers
     assert "ties-mvf-uig-flan" in set(app.table[0].value.index)
+    # Per language, the two-language merge against the one-language merge of the same method, from the store.
     comparison = app.table[-1].value
     expected = dev_averages(zoo_store.url)
-    assert comparison.notna().any().any()
-    assert expected.loc["ties-mvf-uig-flan", ["mvf", "uig"]].notna().all()
+    for lang, name, single in (("uig", "Uyghur", "ties-uig-flan"), ("mvf", "Mongolian (traditional script)", "ties-mvf-flan")):
+        row = comparison.loc[name]
+        assert row["one-language merge"] == single
+        assert row["Δ (points)"] == pytest.approx(
+            expected.loc["ties-mvf-uig-flan", lang] - expected.loc[single, lang], abs=0.05), name
 
 
 def test_sweeps_view_draws_the_zoo_sweep_and_its_conflicts(zoo_store, monkeypatch):
