@@ -1,6 +1,6 @@
 """Leaderboard first paint: time from opening the page to the overview table's appearance in headless Chromium.
 
-    .venv/bin/python bench/leaderboard_bench.py [--models 200] [--peer 10] [--loads 5]
+    .venv/bin/python bench/leaderboard_bench.py [--models 200] [--peer 10] [--loads 5] [--expired-loads 3]
 
 Writes a synthetic store through the project's own store API (harness.store.ResultStore: model
 records with recipes and conflict statistics, result rows of 30 tasks on both splits for every
@@ -12,7 +12,12 @@ Chromium (selenium, as tests/leaderboard/test_browser.py drives it). For each st
 - warm: the median of `--loads` further loads, each a new browser session (a new Streamlit run)
   while the store snapshot is cached (st.cache_data, 15 s); also when Streamlit's app shell
   appeared (its JavaScript loaded and running, before any of the app's output);
-- expired: a load after the cache expired (the store is read again).
+- expired: the median of `--expired-loads` loads, each after the cache expired (the store is read
+  again).
+
+Times are on the page's own clock, from the navigation's start to the moment an observer installed
+in the page (PAINT_OBSERVER) sees the element; the bench reads them afterwards instead of polling
+the page.
 
 The target is 2 s for the warm and expired loads of the 200-model store on 2 cores; the peer is the
 same measurement on a store of `--peer` models in the same run. Needs chromium and chromedriver.
@@ -119,21 +124,32 @@ def write_store(url: str, n_models: int) -> int:
     return rows_written
 
 
+# Installed in every page before its own scripts: notes when Streamlit's app shell and the overview
+# table (with its Average column) enter the DOM, on the page's clock (ms since navigation start). The
+# page times itself so that the bench does not poll it: a WebDriver poll every 20 ms runs script in
+# the page and took an eighth of the main thread's time during a load (Chromium's profiler).
+PAINT_OBSERVER = f"""
+window.__leaderboardPaint = {{}};
+const paintObserver = new MutationObserver(() => {{
+  const marks = window.__leaderboardPaint;
+  if (marks.shell === undefined && document.querySelector('{SHELL_CSS}')) marks.shell = performance.now();
+  const table = document.querySelector('{TABLE_CSS}');
+  if (table && table.textContent.includes('Average')) {{ marks.table = performance.now(); paintObserver.disconnect(); }}
+}});
+paintObserver.observe(document, {{subtree: true, childList: true, characterData: true}});
+"""
+
+
 def first_paint(browser, url: str) -> tuple[float, float]:
-    """Seconds from asking for the page to Streamlit's app shell (its JavaScript running), and to the
-    overview table (with its Average column) in the DOM."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ready
+    """Seconds from the navigation's start to Streamlit's app shell (its JavaScript running), and to
+    the overview table (with its Average column) in the DOM, as the page's own observer noted them."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get("about:blank")
-    start = time.perf_counter()
     browser.get(url)
-    wait = WebDriverWait(browser, 120, poll_frequency=0.02)
-    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, SHELL_CSS)))
-    shell = time.perf_counter() - start
-    wait.until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, TABLE_CSS), "Average"))
-    return shell, time.perf_counter() - start
+    marks = WebDriverWait(browser, 120, poll_frequency=0.25).until(
+        lambda b: b.execute_script("const m = window.__leaderboardPaint; return m && m.table !== undefined ? m : null"))
+    return marks["shell"] / 1000, marks["table"] / 1000
 
 
 def open_browser(profile: Path):
@@ -146,10 +162,12 @@ def open_browser(profile: Path):
     options.binary_location = CHROMIUM
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAINT_OBSERVER})
+    return browser
 
 
-def measure(n_models: int, loads: int, workdir: Path) -> dict:
+def measure(n_models: int, loads: int, expired_loads: int, workdir: Path) -> dict:
     import os
 
     from tests.leaderboard.test_browser import free_port, harness_command, wait_until_serving
@@ -170,14 +188,16 @@ def measure(n_models: int, loads: int, workdir: Path) -> dict:
         browser = open_browser(workdir / f"profile-{n_models}")
         cold = first_paint(browser, url)
         warm = [first_paint(browser, url) for _ in range(loads)]
-        time.sleep(CACHE_TTL_S + 1)
-        expired = first_paint(browser, url)
+        expired = []
+        for _ in range(expired_loads):
+            time.sleep(CACHE_TTL_S + 1)
+            expired.append(first_paint(browser, url)[1])
     finally:
         if browser is not None:
             browser.quit()
         server.terminate()
         server.wait(timeout=10)
-    return {"models": n_models, "rows": rows, "write_s": write_s, "cold": cold[1], "expired": expired[1],
+    return {"models": n_models, "rows": rows, "write_s": write_s, "cold": cold[1], "expired": statistics.median(expired), "expired_all": expired,
             "warm": statistics.median(t for _, t in warm), "warm_all": [t for _, t in warm],
             "shell": statistics.median(s for s, _ in warm)}
 
@@ -187,14 +207,16 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--peer", type=int, default=10, help="models in the peer store (same run)")
     parser.add_argument("--loads", type=int, default=5, help="warm page loads per store (median reported)")
+    parser.add_argument("--expired-loads", type=int, default=3,
+                        help=f"loads after the cache expired, per store (median reported; each waits {CACHE_TTL_S + 1} s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="leaderboard-bench-") as tmp:
-        results = [measure(n, args.loads, Path(tmp)) for n in (args.peer, args.models)]
+        results = [measure(n, args.loads, args.expired_loads, Path(tmp)) for n in (args.peer, args.models)]
     for r in results:
         print(f"{r['models']:>4} models x {N_TASKS} tasks x 2 splits ({r['rows']} rows, written in {r['write_s']:.1f} s): "
               f"first paint cold {r['cold']:.2f} s, warm {r['warm']:.2f} s "
               f"(loads: {', '.join(f'{s:.2f}' for s in r['warm_all'])}; app shell after {r['shell']:.2f} s), "
-              f"cache expired {r['expired']:.2f} s")
+              f"cache expired {r['expired']:.2f} s (loads: {', '.join(f'{s:.2f}' for s in r['expired_all'])})")
     peer, big = results
     verdict = "within" if max(big["warm"], big["expired"]) <= TARGET_S else "OVER"
     print(json.dumps({"target_s": TARGET_S, "models": big["models"], "warm_s": round(big["warm"], 2),

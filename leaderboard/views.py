@@ -8,7 +8,8 @@ does not depend on the split, like the sweeps).
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -109,11 +110,7 @@ def _item_scores_of(run_dir: str | None, task: str, metric: str, filter_name: st
 def main() -> None:
     st.title("merge-harness leaderboard")
     url = data.store_url()
-    try:
-        snapshot = _snapshot(url)
-    except HarnessError as err:
-        st.error(str(err))
-        return
+    # The sidebar first: the browser draws it while the store is read (when the cached snapshot expired).
     with st.sidebar:
         view = st.radio("View", [*VIEWS, *SNAPSHOT_VIEWS], key="view")
         split = st.selectbox("Split", SPLIT_CHOICES, index=0, key="split", help="the paper reports test")
@@ -121,6 +118,11 @@ def main() -> None:
             st.cache_data.clear()  # the snapshot and everything derived from it
             st.rerun()
         st.caption(f"Store: `{url}` (read-only)")
+    try:
+        snapshot = _snapshot(url)
+    except HarnessError as err:
+        st.error(str(err))
+        return
     if view in SNAPSHOT_VIEWS:
         SNAPSHOT_VIEWS[view](snapshot)
         return
@@ -188,7 +190,9 @@ def _normalised(table: tables.ScoreTable) -> None:
     normalised = tables.normalised_scores(table.scores, table.kind_codes)
     if normalised.gain.empty:
         return
-    with st.expander("Normalised scores: each merge against its ingredients"):
+    with _details("Normalised scores: each merge against its ingredients", key="normalised") as is_open:
+        if not is_open:
+            return
         st.markdown("**Gain** (points): the merge's score minus the better of CT-X and sft-flan in that language.")
         _plain_table(normalised.gain)
         st.markdown("**Gap closed** (%): that gain as a share of the distance from the better ingredient to "
@@ -413,7 +417,7 @@ def _score_table(ctx: Context, table: tables.ScoreTable, tie_basis: str) -> tabl
                                        help=f"each cell ± {tables.INTERVAL_Z} × its stderr")
     st.table(tables.styled(table, intervals=intervals))
     if tests is not None:
-        _tie_tests(tests, tie_basis)
+        _tie_tests(tests, tie_basis, table.name)
     return table
 
 
@@ -432,16 +436,27 @@ def _fingerprint(scores: pd.DataFrame, table: tables.ScoreTable) -> str:
     return f"{table.name}:{int(rows.sum())}:{int(cells.sum())}:{','.join(map(str, table.frame.index))}"
 
 
-def _tie_tests(tests: list[ties.TieTest], tie_basis: str) -> None:
+def _tie_tests(tests: list[ties.TieTest], tie_basis: str, table_name: str) -> None:
     st.caption(f"{tables.TIE_MARK} (shaded) = not significantly different from the column's best (bold): {ties.RULE}. "
                f"{tie_basis} Cells without sample logs on either side are not tested and carry no mark.")
-    with st.expander("Tie tests: each model against its column's best"):
+    with _details("Tie tests: each model against its column's best", key=f"tie-tests-{table_name}") as is_open:
+        if not is_open:
+            return
         if not tests:
             st.info("Nothing to test: each column has one ranked model, or no sample logs.")
             return
         st.caption("Δ = model − best in points on the shared items, with its bootstrap interval at the "
                    "confidence Holm's procedure tested it at.")
         _plain_table(ties.tests_frame(tests), hide_index=True)
+
+
+@contextmanager
+def _details(label: str, key: str) -> Iterator[bool]:
+    """An expander whose content is computed and sent only while it is open: closed, it costs the page
+    nothing (every cell of an st.table is rendered as Markdown in the browser: the tie tests' ~400 cells
+    took about a second of a first paint, bench/leaderboard_bench.py)."""
+    with st.expander(label, key=key, on_change="rerun") as box:
+        yield bool(box.open)
 
 
 def _plain_table(frame: pd.DataFrame, hide_index: bool = False) -> None:
@@ -560,8 +575,9 @@ def _conflict_section(record: dict) -> None:
                "the share the slack kept back.")
     st.download_button("Conflict statistics (CSV)", partial(parts.to_csv, index=False), f"conflicts_{record['model']}.csv",
                        "text/csv", key="conflicts-csv")
-    with st.expander("Per tensor"):
-        st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
+    with _details("Per tensor", key="per-tensor") as is_open:
+        if is_open:
+            st.dataframe(recipes.conflict_by_tensor(record.get("stats_json")), hide_index=True)
 
 
 def _sample_browser(ctx: Context, model: str) -> None:

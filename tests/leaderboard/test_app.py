@@ -28,6 +28,14 @@ def show(app: AppTest, view: str) -> AppTest:
     return app
 
 
+def open_details(app: AppTest, key: str) -> AppTest:
+    """Open one of the page's lazy expanders (views._details), as a click on its label does."""
+    app.session_state[key] = True
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
 def models_rows(app: AppTest) -> AppTest:
     """The overview's per-model table (the default is Table 3's recipe families)."""
     app.radio(key="overview-rows").set_value("Models").run()
@@ -67,6 +75,9 @@ def test_overview_per_model_on_test_by_default(store_url, monkeypatch):
 
 def test_overview_shows_each_merge_against_its_ingredients(store_url, monkeypatch):
     app = open_app(store_url, monkeypatch)
+    (expander,) = [e for e in app.expander if e.label.startswith("Normalised scores")]
+    assert not expander.table  # closed: its tables are neither computed nor sent (the page's first paint)
+    app = open_details(app, "normalised")
     (expander,) = [e for e in app.expander if e.label.startswith("Normalised scores")]
     gain = expander.table[0].value
     # Uyghur: TIES-X 60 (TC 80, math 40) against the better of CT-X 50 and sft-flan 40.
@@ -158,6 +169,12 @@ def test_model_page_recipe_conflicts_scores_and_samples(store_url, monkeypatch):
     scores = scores.set_index("Task")
     assert scores.loc["lrm_mlic_tc_uig_test", ["Score (%)", "Stderr (%)", "n"]].tolist() == [82.0, 5.0, 50]
     assert scores.loc["lrm_mlic_math_uig_test", "Metric"] == "exact_match"
+    # The per-tensor table is sent only once its expander is opened.
+    (closed,) = [e for e in app.expander if e.label == "Per tensor"]
+    assert not closed.dataframe
+    (opened,) = [e for e in open_details(app, "per-tensor").expander if e.label == "Per tensor"]
+    per_tensor = opened.dataframe[0].value
+    assert set(per_tensor["model"]) == {"sft-flan", "ct-uig"} and per_tensor["discarded"].sum() > 0
     # The sample browser: the TC log holds 50 documents, 41 right.
     app.selectbox(key="samples-task").set_value("lrm_mlic_tc_uig_test").run()
     browsed = app.dataframe[-1].value
@@ -275,7 +292,8 @@ def test_tie_marks_agree_with_the_compare_views_bootstrap(store_url, monkeypatch
     assert any("Holm" in c.value for c in app.caption)
     app.checkbox(key="intervals-uig-test").check().run()  # intervals on demand: each cell ± 1.96 stderr
     assert shown_text(app.table[0]).loc["ties-uig-flan", "TC"] == "80.0 ± 9.8 †"
-    tests = app.table[1].value  # the tie tests, under the table
+    assert len(app.table) == 1  # the tie tests wait in their closed expander
+    tests = open_details(app, "tie-tests-uig-test").table[1].value  # the tie tests, under the table
     tc_verdicts = dict(zip(tests.loc[tests["Column"] == "TC", "Model"], tests.loc[tests["Column"] == "TC", "Verdict"]))
     assert tc_verdicts == {"ties-uig-flan": "tie", "wavg-uig-flan": "different", "ct-uig": "not tested (no sample logs)",
                            "sft-flan": "not tested (no sample logs)", "base": "not tested (no sample logs)"}
