@@ -218,11 +218,17 @@ def render_every_view(store_url: str, browser, tmp_path, checks: dict[str, tuple
             wait.until(lambda driver: driver.find_element(By.XPATH, option)).click()
             if view == "Model":
                 choose(browser, wait, "Model", model)
-            table, charts = wait.until(lambda driver: drawn(driver, header, n_charts), f"{view} was not drawn")
-            assert has_size(table) and len(charts) == n_charts, view
-            for chart in charts:
-                assert colours(chart.screenshot_as_png) > 2, f"{view}: a blank chart"
-            browser.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)  # in the picture
+            # Streamlit may still replace what was found (a rerun after the selectbox, a chart redrawn
+            # at its final width), so the whole check is the wait's condition, retried on stale elements.
+            for attempt in range(3):
+                try:
+                    table, charts = wait.until(lambda driver: shown(driver, header, n_charts),
+                                               f"{view} was not drawn (its header, a table, {n_charts} charts, none blank)")
+                    browser.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)  # in the picture
+                    break
+                except StaleElementReferenceException:
+                    if attempt == 2:
+                        raise
             shot = tmp_path / f"leaderboard-{view.lower().replace(' ', '-')}.png"
             assert browser.save_screenshot(str(shot)) and colours(shot.read_bytes()) > 2, view
             shots.append(shot)
@@ -258,6 +264,14 @@ def drawn(driver, header: str, n_charts: int) -> tuple | bool:
     if not tables or len(painted) != n_charts or len(charts) != n_charts:
         return False
     return tables[0], painted
+
+
+def shown(driver, header: str, n_charts: int) -> tuple | bool:
+    """`drawn`, and every chart shows more than one colour (a blank chart waits on)."""
+    found = drawn(driver, header, n_charts)
+    if not found or any(colours(chart.screenshot_as_png) <= 2 for chart in found[1]):
+        return False
+    return found
 
 
 def has_size(element) -> bool:
