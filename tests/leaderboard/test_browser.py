@@ -218,17 +218,10 @@ def render_every_view(store_url: str, browser, tmp_path, checks: dict[str, tuple
             wait.until(lambda driver: driver.find_element(By.XPATH, option)).click()
             if view == "Model":
                 choose(browser, wait, "Model", model)
-            # Streamlit may still replace what was found (a rerun after the selectbox, a chart redrawn
-            # at its final width), so the whole check is the wait's condition, retried on stale elements.
-            for attempt in range(3):
-                try:
-                    table, charts = wait.until(lambda driver: shown(driver, header, n_charts),
-                                               f"{view} was not drawn (its header, a table, {n_charts} charts, none blank)")
-                    browser.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)  # in the picture
-                    break
-                except StaleElementReferenceException:
-                    if attempt == 2:
-                        raise
+            # Streamlit may still replace what was found (a rerun after the selectbox, a chart redrawn at
+            # its final width): the whole check is the wait's condition, which retries on stale elements.
+            wait.until(lambda driver: shown(driver, header, n_charts),
+                       f"{view} was not drawn (its header, a table, {n_charts} charts, none blank)")
             shot = tmp_path / f"leaderboard-{view.lower().replace(' ', '-')}.png"
             assert browser.save_screenshot(str(shot)) and colours(shot.read_bytes()) > 2, view
             shots.append(shot)
@@ -266,12 +259,15 @@ def drawn(driver, header: str, n_charts: int) -> tuple | bool:
     return tables[0], painted
 
 
-def shown(driver, header: str, n_charts: int) -> tuple | bool:
-    """`drawn`, and every chart shows more than one colour (a blank chart waits on)."""
+def shown(driver, header: str, n_charts: int) -> bool:
+    """`drawn`, every chart showing more than one colour (a blank chart waits on), and the first chart
+    (or the table) scrolled into the picture."""
     found = drawn(driver, header, n_charts)
     if not found or any(colours(chart.screenshot_as_png) <= 2 for chart in found[1]):
         return False
-    return found
+    table, charts = found
+    driver.execute_script("arguments[0].scrollIntoView()", charts[0] if charts else table)
+    return True
 
 
 def has_size(element) -> bool:
